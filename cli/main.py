@@ -1,0 +1,257 @@
+"""`pgqueue` commands. Each is a thin shell over the public API with rich output and --json."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import pgqueue
+from pgqueue.errors import PgQueueError
+
+app = typer.Typer(
+    name="pgqueue",
+    help="A PostgreSQL-native job queue: migrate, run workers, and see what is going on.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DsnOption = Annotated[
+    str | None,
+    typer.Option("--dsn", envvar="PGQUEUE_DSN", help="PostgreSQL URL (default: $PGQUEUE_DSN).",
+                 show_envvar=True),
+]
+SchemaOption = Annotated[
+    str | None,
+    typer.Option("--schema", envvar="PGQUEUE_SCHEMA", help="Schema holding pgqueue's tables.",
+                 show_envvar=True),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@|(password=)\S+")
+
+
+def redact(text: str) -> str:
+    """Never print a DSN's password, whatever error message carried it."""
+    return _PASSWORD.sub(lambda m: (m[1] or m[2]) + "***" + ("@" if m[1] else ""), text)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn expected failures into one clear line and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except PgQueueError as exc:
+        fail(str(exc))
+    except psycopg.OperationalError as exc:
+        fail(f"cannot reach the database: {str(exc).strip().splitlines()[0]}")
+    except psycopg.Error as exc:
+        fail(f"database error: {str(exc).strip().splitlines()[0]}")
+
+
+def _app(dsn: str | None, schema: str | None) -> pgqueue.App:
+    return pgqueue.App(dsn, schema=schema)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(value), indent=2, default=str) + "\n")
+
+
+@app.command()
+def migrate(dsn: DsnOption = None, schema: SchemaOption = None) -> None:
+    """Create or upgrade pgqueue's schema (safe to run concurrently and repeatedly)."""
+    with _errors():
+        qapp = _app(dsn, schema)
+        applied = qapp.migrate()
+    if applied:
+        out.print(f"applied migrations {', '.join(map(str, applied))} to schema {qapp.schema!r}")
+    else:
+        out.print(f"schema {qapp.schema!r} is up to date")
+
+
+def load_app(path: str) -> pgqueue.App:
+    """Import `package.module:attribute` and check that it is a pgqueue App."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        fail(f"APP must look like package.module:app, not {path!r}", code=2)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure of user code is one line, exit 2
+        fail(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}", code=2)
+    obj = getattr(module, attr, None)
+    if not isinstance(obj, pgqueue.App):
+        fail(f"{path!r} is not a pgqueue.App (found {type(obj).__name__})", code=2)
+    return obj
+
+
+@app.command()
+def worker(
+    app_path: Annotated[str, typer.Argument(metavar="APP", help="package.module:app")],
+    queue: Annotated[list[str] | None, typer.Option("-q", "--queue", help="Queue to serve (repeatable; default all).")] = None,
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency", min=1)] = 16,
+    burst: Annotated[bool, typer.Option("--burst", help="Exit when no job is due.")] = False,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01)] = 2.0,
+    no_listen: Annotated[bool, typer.Option("--no-listen", help="Poll only (PgBouncer transaction mode).")] = False,
+    shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0)] = 30.0,
+    dsn: DsnOption = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+) -> None:
+    """Run a worker for the tasks registered on APP."""
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    qapp = load_app(app_path)
+    if dsn:
+        qapp = _rebind(qapp, dsn)
+    with _errors():
+        qapp.run_worker(queues=queue or None, concurrency=concurrency, burst=burst,
+                        poll_interval=poll_interval, listen=not no_listen,
+                        shutdown_grace=shutdown_grace)
+
+
+def _rebind(qapp: pgqueue.App, dsn: str) -> pgqueue.App:
+    """The same tasks against another database (for --dsn)."""
+    other = pgqueue.App(dsn, schema=qapp.schema)
+    other.tasks.update(qapp.tasks)
+    return other
+
+
+def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("queue", style="bold")
+    # Short headers so the table fits an 80-column terminal.
+    for col in ("sched", "avail", "run", "retry", "done", "failed", "cancel", "lag",
+                "done/m", "fail/h"):
+        table.add_column(col, justify="right")
+    for s in stats:
+        name = f"{s.queue} [yellow](paused)[/]" if s.paused else s.queue
+        table.add_row(
+            name, str(s.scheduled), str(s.available), str(s.running), str(s.retrying),
+            f"[green]{s.completed}[/]", f"[red]{s.failed}[/]" if s.failed else "0",
+            str(s.cancelled), f"{s.lag_seconds:.1f}s", str(s.completed_last_minute),
+            str(s.failed_last_hour),
+        )
+    return table
+
+
+@app.command()
+def status(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False) -> None:
+    """Queues at a glance: counts per state, lag, throughput, failures."""
+    with _errors():
+        stats = _app(dsn, schema).queue_stats()
+    if as_json:
+        _print_json(stats)
+        return
+    if not stats:
+        out.print("no queues yet: nothing has been enqueued")
+        return
+    out.print(queue_table(stats))
+
+
+@app.command()
+def job(
+    job_id: Annotated[int, typer.Argument(metavar="ID")],
+    dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False,
+) -> None:
+    """Everything about one job, with each attempt's error."""
+    with _errors():
+        info = _app(dsn, schema).get_job(job_id)
+    if as_json:
+        _print_json(info)
+        return
+    table = Table(show_header=False, title=f"job {info.id}", title_justify="left")
+    for field in ("task", "queue", "state", "priority", "attempt", "max_attempts", "args",
+                  "result", "unique_key", "created_at", "run_at", "started_at",
+                  "finished_at", "worker"):
+        value = getattr(info, field)
+        table.add_row(field, json.dumps(_jsonable(value)) if isinstance(value, dict | list)
+                      else str(_jsonable(value)))
+    out.print(table)
+    for error in info.errors:
+        out.print(f"[red]attempt {error.get('attempt')}[/] {error.get('at')}: "
+                  f"{error.get('type')}: {error.get('message')}", highlight=False)
+
+
+@app.command()
+def retry(
+    job_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
+    dsn: DsnOption = None, schema: SchemaOption = None,
+) -> None:
+    """Run failed or cancelled jobs again."""
+    with _errors():
+        qapp = _app(dsn, schema)
+        missing = [i for i in job_ids if not qapp.retry(i)]
+    if missing:
+        fail(f"not retried (unknown, running or completed): {', '.join(map(str, missing))}")
+    out.print(f"retrying {len(job_ids)} job(s)")
+
+
+@app.command()
+def cancel(
+    job_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
+    dsn: DsnOption = None, schema: SchemaOption = None,
+) -> None:
+    """Cancel jobs that have not started."""
+    with _errors():
+        qapp = _app(dsn, schema)
+        missing = [i for i in job_ids if not qapp.cancel(i)]
+    if missing:
+        fail(f"not cancelled (unknown, running or finished): {', '.join(map(str, missing))}")
+    out.print(f"cancelled {len(job_ids)} job(s)")
+
+
+@app.command()
+def demo(
+    dsn: Annotated[str | None, typer.Option("--dsn", help="Use this database instead of an embedded one.")] = None,
+    data_dir: Annotated[str, typer.Option("--data-dir", help="Where the embedded PostgreSQL keeps its files.")] = ".pgqueue-demo",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="How many quick jobs.")] = 200,
+) -> None:
+    """See jobs flow: an embedded PostgreSQL (or --dsn), example jobs and a live worker."""
+    from .demo import run_demo
+
+    with _errors():
+        run_demo(dsn=dsn or os.environ.get("PGQUEUE_DSN"), data_dir=data_dir, quick_jobs=jobs,
+                 console=out, fail=fail, queue_table=queue_table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,47 @@
+"""pgqueue: a PostgreSQL-native job queue. Jobs are rows; enqueue is an INSERT in your transaction.
+
+This module is the whole public surface; everything else is private and may change.
+"""
+
+from ._app import App, EnqueueOptions, Job, Task, TaskCall
+from ._policy import RetryPolicy
+from ._worker import JobContext, Worker, current_job
+from .errors import (
+    ConfigurationError,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    PgQueueError,
+    QueueFull,
+    SchemaNotMigrated,
+    UnknownTask,
+    ValidationError,
+)
+from .types import JobInfo, JobState, QueueStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ConfigurationError",
+    "EnqueueOptions",
+    "Job",
+    "JobContext",
+    "JobFailed",
+    "JobInfo",
+    "JobNotFound",
+    "JobState",
+    "JobTimeout",
+    "PgQueueError",
+    "QueueFull",
+    "QueueStats",
+    "RetryPolicy",
+    "SchemaNotMigrated",
+    "Task",
+    "TaskCall",
+    "UnknownTask",
+    "ValidationError",
+    "Worker",
+    "__version__",
+    "current_job",
+]

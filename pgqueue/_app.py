@@ -1,0 +1,631 @@
+"""The public client: an App holds the task registry and enqueues, inspects and runs jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from . import _sql
+from ._policy import DEFAULT_RETRY, RetryPolicy
+from ._validate import (
+    check_int,
+    check_name,
+    check_schema,
+    check_seconds,
+    encode_args,
+)
+from .errors import ConfigurationError, JobFailed, JobNotFound, ValidationError
+from .types import FINISHED_STATES, JobInfo, JobState, QueueStats
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Rows per statement in `enqueue_many`: big enough to amortise the round trip, small enough
+#: that one statement's arrays stay a few MB.
+ENQUEUE_CHUNK = 5000
+
+_PENDING = object()
+
+
+def _normalize_dsn(dsn: str) -> str:
+    """Accept SQLAlchemy-style URLs (`postgresql+psycopg://`) as well as libpq ones."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres+psycopg://"):
+        if dsn.startswith(prefix):
+            return "postgresql://" + dsn[len(prefix):]
+    return dsn
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    found = dsn or os.environ.get("PGQUEUE_DSN") or os.environ.get("DATABASE_URL")
+    if not found:
+        raise ConfigurationError(
+            "no database configured: pass App(dsn) or App(pool=...), or set PGQUEUE_DSN"
+            " (DATABASE_URL is read too)"
+        )
+    return _normalize_dsn(found)
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """Per-call overrides of a task's defaults; None means "use the task's default"."""
+
+    queue: str | None = None
+    priority: int | None = None
+    delay: float | None = None
+    run_at: datetime | None = None
+    unique_key: str | None = None
+    max_attempts: int | None = None
+    conn: Any = None
+    session: Any = None
+
+    def validated(self) -> EnqueueOptions:
+        if self.queue is not None:
+            check_name("queue", self.queue)
+        if self.priority is not None:
+            check_int("priority", self.priority)
+        if self.delay is not None:
+            check_seconds("delay", self.delay)
+        if self.run_at is not None:
+            if not isinstance(self.run_at, datetime):
+                raise ValidationError(f"run_at must be a datetime, not {self.run_at!r}")
+            if self.run_at.tzinfo is None:
+                raise ValidationError("run_at must be timezone-aware (naive datetimes are ambiguous)")
+            if self.delay is not None:
+                raise ValidationError("pass delay or run_at, not both")
+        if self.unique_key is not None and (
+            not isinstance(self.unique_key, str) or not self.unique_key or "\x00" in self.unique_key
+        ):
+            raise ValidationError(f"unique_key must be a non-empty string, not {self.unique_key!r}")
+        if self.max_attempts is not None:
+            check_int("max_attempts", self.max_attempts, minimum=1)
+        if self.conn is not None and self.session is not None:
+            raise ValidationError("pass conn or session, not both")
+        return self
+
+
+@dataclass
+class Job:
+    """A handle on an enqueued job."""
+
+    id: int
+    duplicate: bool
+    app: App
+
+    def info(self) -> JobInfo:
+        return self.app.get_job(self.id)
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the job finishes; return its result or raise JobFailed / TimeoutError.
+
+        Wakes on the NOTIFY that workers send when they record outcomes, re-checking the row
+        at most every few seconds in case a notification is lost, so it never busy-polls.
+        """
+        return self.app._wait(self.id, timeout)
+
+    async def wait_async(self, timeout: float | None = None) -> Any:
+        return await self.app._wait_async(self.id, timeout)
+
+
+class _Enqueuer:
+    """Shared by Task and TaskCall: turns (task, kwargs, options) into an enqueue."""
+
+    app: App
+    name: str
+    defaults: EnqueueOptions
+    timeout: float | None
+
+    def _params(self, kwargs: Mapping[str, Any], opts: EnqueueOptions) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "args": encode_args(kwargs),
+            "queue": opts.queue or self.defaults.queue or "default",
+            "priority": opts.priority if opts.priority is not None else (self.defaults.priority or 0),
+            "run_at": opts.run_at,
+            "delay": opts.delay,
+            "unique_key": opts.unique_key,
+            "max_attempts": opts.max_attempts or self.defaults.max_attempts,
+            "timeout": self.timeout,
+        }
+
+
+class Task(_Enqueuer, Generic[P, R]):
+    """A registered function that can be enqueued by name and run by a worker."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        queue: str,
+        priority: int,
+        max_attempts: int,
+        timeout: float | None,
+        retry: RetryPolicy,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = check_name("task", name)
+        self.defaults = EnqueueOptions(
+            queue=queue, priority=priority, max_attempts=max_attempts
+        ).validated()
+        self.timeout = None if timeout is None else check_seconds("timeout", timeout) or None
+        self.retry = retry
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.defaults.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function directly, in this process, without a queue."""
+        return self.fn(*args, **kwargs)
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        if args:
+            raise TypeError(
+                f"task {self.name} takes keyword arguments only (they are stored as JSON);"
+                f" got {len(args)} positional"
+            )
+        try:
+            self.signature.bind(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name}: {exc}") from None
+
+    def options(self, **options: Any) -> TaskCall[P, R]:
+        return TaskCall(self, EnqueueOptions(**options).validated())
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        return TaskCall(self, EnqueueOptions()).enqueue(*args, **kwargs)
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
+        return await TaskCall(self, EnqueueOptions()).enqueue_async(*args, **kwargs)
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
+        return TaskCall(self, EnqueueOptions()).enqueue_many(items)
+
+    async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
+        return await TaskCall(self, EnqueueOptions()).enqueue_many_async(items)
+
+
+class TaskCall(Generic[P, R]):
+    """A task with per-call options bound (`task.options(...)`)."""
+
+    def __init__(self, task: Task[P, R], opts: EnqueueOptions) -> None:
+        self.task = task
+        self.opts = opts
+
+    def options(self, **options: Any) -> TaskCall[P, R]:
+        return TaskCall(self.task, replace(self.opts, **options).validated())
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        self.task.check_arguments(args, kwargs)
+        return self.task.app._enqueue_one(self.task._params(kwargs, self.opts), self.opts)
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
+        self.task.check_arguments(args, kwargs)
+        return await self.task.app._enqueue_one_async(self.task._params(kwargs, self.opts), self.opts)
+
+    def _many_params(self, items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if self.opts.unique_key is not None:
+            raise ValidationError("unique_key applies to one job; it cannot be used with enqueue_many")
+        rows = []
+        for kwargs in items:
+            if not isinstance(kwargs, Mapping):
+                raise ValidationError(f"enqueue_many takes mappings of keyword arguments, not {kwargs!r}")
+            self.task.check_arguments((), kwargs)
+            rows.append(self.task._params(kwargs, self.opts))
+        return rows
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
+        return self.task.app._enqueue_many(self._many_params(items), self.opts)
+
+    async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
+        return await self.task.app._enqueue_many_async(self._many_params(items), self.opts)
+
+
+class _ByName(_Enqueuer):
+    """Enqueue for a task this process may not have registered (`app.enqueue(name, ...)`)."""
+
+    def __init__(self, app: App, name: str) -> None:
+        self.app = app
+        self.name = check_name("task", name)
+        self.defaults = EnqueueOptions()
+        self.timeout = None
+
+
+# --- how a query reaches the caller's transaction ---------------------------------------
+
+
+def _is_sqlalchemy(obj: Any) -> bool:
+    return type(obj).__module__.startswith("sqlalchemy")
+
+
+def _many_arrays(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {
+        "tasks": [r["task"] for r in rows],
+        "args": [r["args"] for r in rows],
+        "queues": [r["queue"] for r in rows],
+        "priorities": [r["priority"] for r in rows],
+        "run_ats": [r["run_at"] for r in rows],
+        "delays": [r["delay"] for r in rows],
+        "max_attempts": [r["max_attempts"] for r in rows],
+        "timeouts": [r["timeout"] for r in rows],
+    }
+
+
+def _queues_to_wake(rows: Sequence[dict[str, Any]]) -> list[str]:
+    # A job with a run_at or delay may still be due at once; waking for it costs one spurious
+    # poll at worst, while missing it would cost a poll interval.
+    return sorted({r["queue"] for r in rows})
+
+
+class _SyncTarget:
+    """Runs queries on a psycopg Connection, a SQLAlchemy Session/Connection, or the pool."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def fetch(self, query: str, params: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+        conn = self.conn
+        if _is_sqlalchemy(conn):
+            sa_conn = conn.connection() if hasattr(conn, "get_bind") else conn
+            result = sa_conn.exec_driver_sql(query, params or {})
+            return [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+class _AsyncTarget:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def fetch(self, query: str, params: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+        conn = self.conn
+        if _is_sqlalchemy(conn):
+            sa_conn = (await conn.connection()) if hasattr(conn, "get_bind") else conn
+            result = await sa_conn.exec_driver_sql(query, params or {})
+            return [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+        cur = await conn.execute(query, params)
+        return await cur.fetchall() if cur.description else []
+
+
+def _job_info(row: Sequence[Any]) -> JobInfo:
+    (id_, task, queue, state, priority, attempt, max_attempts, args, result, errors,
+     unique_key, rescue_count, created_at, run_at, started_at, finished_at, worker) = row
+    return JobInfo(
+        id=id_, task=task, queue=queue, state=JobState(state), priority=priority,
+        attempt=attempt, max_attempts=max_attempts, args=args, result=result,
+        errors=list(errors or []), unique_key=unique_key, rescue_count=rescue_count,
+        created_at=created_at, run_at=run_at, started_at=started_at,
+        finished_at=finished_at, worker=worker,
+    )
+
+
+class App:
+    """A pgqueue application: where jobs live (a DSN or pool, and a schema) and its tasks.
+
+    Create one per process and share it; it opens connections lazily, so importing a module
+    that defines an App (a worker's `package.module:app`) never touches the database.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: ConnectionPool[Any] | None = None,
+        schema: str | None = None,
+    ) -> None:
+        self.schema = check_schema(schema or os.environ.get("PGQUEUE_SCHEMA") or "pgqueue")
+        if pool is not None and dsn is not None:
+            raise ConfigurationError("pass a dsn or a pool, not both")
+        self._external_pool = pool
+        self.dsn = resolve_dsn(dsn) if pool is None else pool.conninfo
+        self.queries = _sql.Queries(self.schema)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._pool: ConnectionPool[Any] | None = pool
+        self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
+        self._lock = threading.Lock()
+        self._schema_ok = False
+
+    def __repr__(self) -> str:
+        return f"<pgqueue.App schema={self.schema!r} tasks={len(self.tasks)}>"
+
+    # --- tasks --------------------------------------------------------------------------
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 3,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        """Register a function as a task; usable as `@app.task` or `@app.task(...)`."""
+
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            task_name = name or f"{func.__module__}.{func.__name__}"
+            existing = self.tasks.get(task_name)
+            if existing is not None and existing.fn is not func:
+                raise ValidationError(f"a different function is already registered as {task_name!r}")
+            task: Task[P, R] = Task(
+                self, func, name=task_name, queue=queue, priority=priority,
+                max_attempts=max_attempts, timeout=timeout, retry=retry or DEFAULT_RETRY,
+            )
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def _enqueuer(self, name: str) -> _Enqueuer:
+        task = self.tasks.get(name)
+        return task if task is not None else _ByName(self, name)
+
+    # --- connections --------------------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self.dsn, min_size=1, max_size=8, open=True, name="pgqueue"
+                    )
+        return self._pool
+
+    async def _apool(self) -> AsyncConnectionPool[Any]:
+        loop = asyncio.get_running_loop()
+        pool = self._apools.get(loop)
+        if pool is None:
+            pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=8, open=False, name="pgqueue")
+            await pool.open()
+            self._apools[loop] = pool
+        return pool
+
+    def close(self) -> None:
+        """Close the pools this App opened (not one passed in with `pool=`)."""
+        if self._pool is not None and self._pool is not self._external_pool:
+            self._pool.close()
+            self._pool = None
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        pool = self._apools.pop(loop, None)
+        if pool is not None:
+            await pool.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new dedicated connection (autocommit), for LISTEN or long-lived sessions."""
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations (same as `pgqueue migrate`); return the versions applied."""
+        applied = _sql.migrate(self.dsn, self.schema)
+        self._schema_ok = True
+        return applied
+
+    def _ensure_schema(self, target: _SyncTarget) -> None:
+        if not self._schema_ok:
+            _sql.check_schema(target.fetch, self.queries)
+            self._schema_ok = True
+
+    async def _ensure_schema_async(self, target: _AsyncTarget) -> None:
+        if not self._schema_ok:
+            await _sql.check_schema_async(target.fetch, self.queries)
+            self._schema_ok = True
+
+    def _run(self, query: str, params: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+        """One statement on a pooled connection, committed on return."""
+        with self.pool.connection() as conn:
+            target = _SyncTarget(conn)
+            self._ensure_schema(target)
+            return target.fetch(query, params)
+
+    async def _run_async(self, query: str, params: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+        pool = await self._apool()
+        async with pool.connection() as conn:
+            target = _AsyncTarget(conn)
+            await self._ensure_schema_async(target)
+            return await target.fetch(query, params)
+
+    # --- enqueue ------------------------------------------------------------------------
+
+    def enqueue(self, name: str, args: Mapping[str, Any] | None = None, **options: Any) -> Job:
+        """Enqueue by task name, with no need to import the task; its defaults apply if known."""
+        enq = self._enqueuer(name)
+        opts = EnqueueOptions(**options).validated()
+        if isinstance(enq, Task):
+            enq.check_arguments((), args or {})
+        return self._enqueue_one(enq._params(args or {}, opts), opts)
+
+    async def enqueue_async(
+        self, name: str, args: Mapping[str, Any] | None = None, **options: Any
+    ) -> Job:
+        enq = self._enqueuer(name)
+        opts = EnqueueOptions(**options).validated()
+        if isinstance(enq, Task):
+            enq.check_arguments((), args or {})
+        return await self._enqueue_one_async(enq._params(args or {}, opts), opts)
+
+    def _enqueue_one(self, params: dict[str, Any], opts: EnqueueOptions) -> Job:
+        query = self.queries["job_enqueue"]
+        external = opts.conn if opts.conn is not None else opts.session
+        if external is None:
+            rows = self._run(query, params)
+        else:
+            target = _SyncTarget(external)
+            self._ensure_schema(target)
+            rows = target.fetch(query, params)
+        return Job(id=rows[0][0], duplicate=rows[0][1], app=self)
+
+    async def _enqueue_one_async(self, params: dict[str, Any], opts: EnqueueOptions) -> Job:
+        query = self.queries["job_enqueue"]
+        external = opts.conn if opts.conn is not None else opts.session
+        if external is None:
+            rows = await self._run_async(query, params)
+        else:
+            target = _AsyncTarget(external)
+            await self._ensure_schema_async(target)
+            rows = await target.fetch(query, params)
+        return Job(id=rows[0][0], duplicate=rows[0][1], app=self)
+
+    def _insert_chunks(self, target: _SyncTarget, rows: Sequence[dict[str, Any]]) -> list[Job]:
+        self._ensure_schema(target)
+        jobs: list[Job] = []
+        for start in range(0, len(rows), ENQUEUE_CHUNK):
+            chunk = rows[start:start + ENQUEUE_CHUNK]
+            ids = target.fetch(self.queries["job_enqueue_many"], _many_arrays(chunk))
+            jobs.extend(Job(id=r[0], duplicate=False, app=self) for r in sorted(ids))
+        if rows:
+            target.fetch(self.queries["queue_notify"], {"queues": _queues_to_wake(rows)})
+        return jobs
+
+    def _enqueue_many(self, rows: Sequence[dict[str, Any]], opts: EnqueueOptions) -> list[Job]:
+        external = opts.conn if opts.conn is not None else opts.session
+        if external is not None:
+            return self._insert_chunks(_SyncTarget(external), rows)
+        with self.pool.connection() as conn:  # one transaction: all or nothing
+            return self._insert_chunks(_SyncTarget(conn), rows)
+
+    async def _insert_chunks_async(
+        self, target: _AsyncTarget, rows: Sequence[dict[str, Any]]
+    ) -> list[Job]:
+        await self._ensure_schema_async(target)
+        jobs: list[Job] = []
+        for start in range(0, len(rows), ENQUEUE_CHUNK):
+            chunk = rows[start:start + ENQUEUE_CHUNK]
+            ids = await target.fetch(self.queries["job_enqueue_many"], _many_arrays(chunk))
+            jobs.extend(Job(id=r[0], duplicate=False, app=self) for r in sorted(ids))
+        if rows:
+            await target.fetch(self.queries["queue_notify"], {"queues": _queues_to_wake(rows)})
+        return jobs
+
+    async def _enqueue_many_async(
+        self, rows: Sequence[dict[str, Any]], opts: EnqueueOptions
+    ) -> list[Job]:
+        external = opts.conn if opts.conn is not None else opts.session
+        if external is not None:
+            return await self._insert_chunks_async(_AsyncTarget(external), rows)
+        pool = await self._apool()
+        async with pool.connection() as conn:
+            return await self._insert_chunks_async(_AsyncTarget(conn), rows)
+
+    # --- inspect and steer ----------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> JobInfo:
+        rows = self._run(self.queries["job_get"], {"id": check_int("job id", job_id)})
+        if not rows:
+            raise JobNotFound(f"no job with id {job_id}")
+        return _job_info(rows[0])
+
+    async def get_job_async(self, job_id: int) -> JobInfo:
+        rows = await self._run_async(self.queries["job_get"], {"id": check_int("job id", job_id)})
+        if not rows:
+            raise JobNotFound(f"no job with id {job_id}")
+        return _job_info(rows[0])
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a job that has not started; return False if it was running or finished."""
+        return bool(self._run(self.queries["job_cancel"], {"id": check_int("job id", job_id)}))
+
+    def retry(self, job_id: int) -> bool:
+        """Run a failed, cancelled or waiting job again now; return False if it cannot be."""
+        rows = self._run(self.queries["job_retry"], {"id": check_int("job id", job_id)})
+        if rows:
+            self._run(self.queries["queue_notify"], {"queues": [rows[0][1]]})
+        return bool(rows)
+
+    def unfinished(self, job_ids: Sequence[int]) -> int:
+        """How many of these jobs are still to run (scheduled, available, running, retrying)."""
+        rows = self._run(self.queries["job_count_unfinished"], {"ids": list(job_ids)})
+        return int(rows[0][0])
+
+    def queue_stats(self) -> list[QueueStats]:
+        return [QueueStats(*row) for row in self._run(self.queries["queue_stats"], None)]
+
+    # --- waiting ------------------------------------------------------------------------
+
+    def _finished(self, info: JobInfo) -> Any:
+        if info.state is JobState.COMPLETED:
+            return info.result
+        if info.state in FINISHED_STATES:
+            raise JobFailed(info.id, info.state.value, info.last_error)
+        return _PENDING
+
+    def _wait(self, job_id: int, timeout: float | None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.connect() as conn:
+            conn.execute(f"LISTEN {psycopg.sql.Identifier(self.queries.done_channel).as_string()}")
+            while True:
+                outcome = self._finished(self.get_job(job_id))
+                if outcome is not _PENDING:
+                    return outcome
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+                # Wake on the first notification, or re-check after a while regardless.
+                for _ in conn.notifies(timeout=min(remaining or 5.0, 5.0), stop_after=1):
+                    pass
+
+    async def _wait_async(self, job_id: int, timeout: float | None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        aconn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        async with aconn:
+            channel = psycopg.sql.Identifier(self.queries.done_channel).as_string()
+            await aconn.execute(f"LISTEN {channel}")
+            while True:
+                outcome = self._finished(await self.get_job_async(job_id))
+                if outcome is not _PENDING:
+                    return outcome
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+                async for _ in aconn.notifies(timeout=min(remaining or 5.0, 5.0), stop_after=1):
+                    pass
+
+    # --- workers ------------------------------------------------------------------------
+
+    def worker(self, **settings: Any) -> Worker:
+        from ._worker import Worker
+
+        return Worker(self, **settings)
+
+    def run_worker(
+        self,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 16,
+        burst: bool = False,
+        **settings: Any,
+    ) -> None:
+        """Run a worker in this thread until it is stopped (or, with burst, runs dry)."""
+        worker = self.worker(queues=queues, concurrency=concurrency, burst=burst, **settings)
+        asyncio.run(worker.run())
+
+
+def encode_result(value: Any) -> str:
+    """Results are stored as jsonb; the same strictness as arguments applies."""
+    from ._validate import encode_json
+
+    return encode_json(value, "task result")

@@ -1,0 +1,524 @@
+"""The worker runtime: an asyncio core that claims, runs and records jobs.
+
+One process runs one Worker: a fetch loop claims due jobs with SKIP LOCKED (several per query
+when several slots are free), a listener connection turns NOTIFY into an immediate fetch
+(polling every `poll_interval` is the safety net), a completer records outcomes in batches,
+and a heartbeat keeps the worker's row fresh. No transaction stays open while a task runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import json
+import logging
+import os
+import queue as queue_mod
+import signal
+import socket
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from . import _sql
+from ._app import App, Task, encode_result
+from ._policy import DEFAULT_RETRY, decide_failure
+from ._validate import check_int, check_name, check_seconds
+from .errors import JobTimeout, UnknownTask, ValidationError
+
+log = logging.getLogger("pgqueue.worker")
+
+#: Characters of traceback kept per failed attempt: enough to find the line, bounded so that
+#: a job failing in deep recursion cannot bloat its row.
+TRACEBACK_LIMIT = 8000
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    task: str
+    queue: str
+    args: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    lease: UUID
+    timeout: float | None
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running task may ask about its own job (`pgqueue.current_job()`)."""
+
+    id: int
+    task: str
+    queue: str
+    attempt: int
+    max_attempts: int
+
+
+_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("pgqueue_current_job")
+
+
+def current_job() -> JobContext:
+    """The job the calling task is running for; raises LookupError outside a task."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise LookupError("current_job() is only available inside a running task") from None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to, waiting in the completer's buffer."""
+
+    job: ClaimedJob
+    result: str | None = None          # JSON text, for a success
+    error: dict[str, Any] | None = None
+    state: str = "completed"           # completed | retrying | failed
+    delay: float = 0.0
+
+
+def error_record(exc: BaseException, kind: str = "error") -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "traceback": tb[-TRACEBACK_LIMIT:],
+        "kind": kind,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+
+
+class _DaemonThreads:
+    """A fixed set of daemon threads for sync tasks.
+
+    A sync task cannot be interrupted; with daemon threads, one that hangs past shutdown does
+    not keep the process alive (concurrent.futures joins its threads at interpreter exit).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._queue: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"pgqueue-task-{i}", daemon=True)
+            for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            loop, future, fn = item
+            try:
+                result = fn()
+            except BaseException as exc:  # delivered to the awaiting coroutine, not lost
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+    def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((loop, future, fn))
+        return future
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class Worker:
+    """Runs the tasks of an App from the database until stopped.
+
+    `burst=True` makes it exit once no job is due and none is running (jobs scheduled for
+    later, including retries waiting out their backoff, are left for a later run).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 16,
+        burst: bool = False,
+        poll_interval: float = 2.0,
+        listen: bool = True,
+        shutdown_grace: float = 30.0,
+        heartbeat_interval: float = 5.0,
+        handle_signals: bool = True,
+    ) -> None:
+        self.app = app
+        self.queues = None if not queues else [check_name("queue", q) for q in queues]
+        self.concurrency = check_int("concurrency", concurrency, minimum=1)
+        self.burst = burst
+        self.poll_interval = check_seconds("poll_interval", poll_interval)
+        if self.poll_interval <= 0:
+            raise ValidationError("poll_interval must be positive")
+        self.listen = listen
+        self.shutdown_grace = check_seconds("shutdown_grace", shutdown_grace)
+        self.heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval)
+        self.handle_signals = handle_signals
+        self.id = uuid.uuid4()
+        self.q = app.queries
+
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._claimed: dict[int, ClaimedJob] = {}
+        self._outcomes: list[Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._maybe_more = True
+        self._signals = 0
+        self._abandoning = False
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._threads: _DaemonThreads | None = None
+        #: Counters for tests and the CLI's summary line.
+        self.stats = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "stale": 0}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop claiming and finish within its grace period."""
+        self._stop.set()
+        self._wake.set()
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("signal %s: stopping; running jobs get %.0f s", signum, self.shutdown_grace)
+            self.stop()
+        else:
+            log.warning("second signal: stopping now")
+            self.shutdown_grace = 0
+            self._abandon_running()
+
+    def _abandon_running(self) -> None:
+        self._abandoning = True
+        for task in self._running.values():
+            task.cancel()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        installed: list[int] = []
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+        self._pool = AsyncConnectionPool(
+            self.app.dsn, min_size=1, max_size=3, open=False, name="pgqueue-worker",
+            kwargs={"autocommit": True},
+        )
+        await self._pool.open(wait=True, timeout=30)
+        self._threads = _DaemonThreads(self.concurrency)
+        helpers: list[asyncio.Task[None]] = []
+        try:
+            await self._check_schema()
+            await self._execute(self.q["worker_register"], {
+                "id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(),
+                "queues": self.queues, "concurrency": self.concurrency,
+            })
+            log.info("worker %s started: queues=%s concurrency=%d",
+                     self.id, self.queues or "all", self.concurrency)
+            helpers.append(asyncio.create_task(self._complete_loop(), name="pgqueue-completer"))
+            helpers.append(asyncio.create_task(self._heartbeat_loop(), name="pgqueue-heartbeat"))
+            if self.listen:
+                helpers.append(asyncio.create_task(self._listen_loop(), name="pgqueue-listener"))
+            await self._fetch_loop()
+            await self._drain_running()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self._finish(helpers)
+
+    async def _check_schema(self) -> None:
+        async def fetch(query: str, params: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+            return await self._fetch(query, params)
+
+        await _sql.check_schema_async(fetch, self.q)
+
+    async def _finish(self, helpers: list[asyncio.Task[None]]) -> None:
+        # Outcomes first: the completer must record everything before it is stopped.
+        await self._flush_all()
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        with contextlib.suppress(psycopg.Error):
+            await self._execute(self.q["worker_stop"], {"id": self.id})
+        if self._threads is not None:
+            self._threads.shutdown()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("worker %s stopped: %s", self.id, self.stats)
+
+    # --- database helpers -----------------------------------------------------------------
+
+    async def _fetch(self, query: str, params: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall() if cur.description else []
+
+    async def _execute(self, query: str, params: dict[str, Any] | None) -> None:
+        await self._fetch(query, params)
+
+    # --- claiming -------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        while not self._stop.is_set():
+            free = self.concurrency - len(self._running)
+            if free > 0 and self._maybe_more:
+                try:
+                    jobs = await self._claim(free)
+                except psycopg.OperationalError as exc:
+                    log.warning("claim failed, will poll again: %s", exc)
+                    jobs = []
+                    await self._sleep(min(self.poll_interval, 1.0))
+                # Fewer than asked means the queue is dry for now: wait for a NOTIFY or the
+                # next poll rather than re-querying each time a slot frees up.
+                self._maybe_more = len(jobs) == free
+                for job in jobs:
+                    self._start(job)
+                if not jobs and self.burst and not self._running:
+                    log.info("burst: nothing left to do")
+                    return
+                if self._maybe_more and len(self._running) < self.concurrency:
+                    continue
+            await self._sleep(self.poll_interval)
+            if not self._wake.is_set() and not self._stop.is_set():
+                self._maybe_more = True  # poll timer fired
+            self._wake.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _nudge(self, more: bool = True) -> None:
+        if more:
+            self._maybe_more = True
+        self._wake.set()
+
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
+        rows = await self._fetch(self.q["job_claim"], {
+            "limit": limit,
+            "all_queues": self.queues is None,
+            "queues": self.queues or [],
+            "worker_id": self.id,
+        })
+        self.stats["claimed"] += len(rows)
+        return [ClaimedJob(*row) for row in rows]
+
+    def _start(self, job: ClaimedJob) -> None:
+        self._claimed[job.id] = job
+        task = asyncio.create_task(self._run_job(job), name=f"pgqueue-job-{job.id}")
+        self._running[job.id] = task
+        task.add_done_callback(functools.partial(self._job_done, job.id))
+
+    def _job_done(self, job_id: int, _task: asyncio.Task[None]) -> None:
+        self._running.pop(job_id, None)
+        self._wake.set()
+
+    # --- running --------------------------------------------------------------------------
+
+    async def _run_job(self, job: ClaimedJob) -> None:
+        task = self.app.tasks.get(job.task)
+        policy = task.retry if task is not None else DEFAULT_RETRY
+        try:
+            result = await self._invoke(task, job)
+            encoded = encode_result(result)
+        except asyncio.CancelledError:
+            if self._abandoning or self._stop.is_set():
+                raise  # shutdown: the job is released, not failed
+            self._record_failure(job, asyncio.CancelledError("task was cancelled"), policy)
+        except ValidationError as exc:
+            # The task ran but returned something that cannot be stored: running it again
+            # would repeat its effects for the same outcome.
+            self._record_failure(job, exc, policy, retryable=False)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            self._record_failure(job, exc, policy)
+        else:
+            self._record(Outcome(job, result=encoded))
+
+    async def _invoke(self, task: Task[Any, Any] | None, job: ClaimedJob) -> Any:
+        if task is None:
+            raise UnknownTask(f"no task named {job.task!r} is registered in this worker")
+        kwargs = job.args
+        try:
+            task.signature.bind(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"arguments do not match task {job.task}: {exc}") from None
+        timeout = job.timeout if job.timeout is not None else task.timeout
+        # Each job task has its own context copy, so this is visible to exactly this job
+        # (and, copied once more, to the thread that runs a sync task).
+        _current.set(JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts))
+        if task.is_async:
+            awaitable = task.fn(**kwargs)
+        else:
+            assert self._threads is not None
+            ctx = contextvars.copy_context()
+            awaitable = self._threads.submit(functools.partial(ctx.run, task.fn, **kwargs))
+        if timeout is None:
+            return await awaitable
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except asyncio.TimeoutError:
+            raise JobTimeout(f"task {job.task} exceeded its timeout of {timeout:g} s") from None
+
+    def _record_failure(
+        self, job: ClaimedJob, exc: BaseException, policy: Any, *, retryable: bool = True
+    ) -> None:
+        decision = decide_failure(job.attempt, job.max_attempts, policy, retryable=retryable)
+        kind = "timeout" if isinstance(exc, JobTimeout) else "error"
+        log.warning("job %d (%s, attempt %d/%d) failed: %s: %s -> %s",
+                    job.id, job.task, job.attempt, job.max_attempts,
+                    type(exc).__name__, exc, decision.state)
+        self._record(Outcome(job, error=error_record(exc, kind), state=decision.state,
+                             delay=decision.delay))
+
+    def _record(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+
+    async def _drain_running(self) -> None:
+        """Shutdown: let running jobs finish within the grace period, then release the rest."""
+        if not self._running:
+            return
+        log.info("waiting up to %.0f s for %d running jobs", self.shutdown_grace,
+                 len(self._running))
+        _done, pending = await asyncio.wait(
+            list(self._running.values()), timeout=self.shutdown_grace
+        )
+        if pending:
+            self._abandon_running()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- recording outcomes -----------------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            try:
+                await self._flush()
+            except psycopg.OperationalError:
+                self._outcome_ready.set()  # the batch was kept; try again after the pause
+
+    async def _flush_all(self) -> None:
+        # Jobs claimed but never recorded (cancelled at shutdown) go back without using up
+        # an attempt.
+        recorded = {o.job.id for o in self._outcomes}
+        unfinished = [job for job_id, job in self._claimed.items() if job_id not in recorded]
+        for attempt in range(5):
+            try:
+                await self._flush()
+                if unfinished:
+                    await self._release(unfinished)
+                    unfinished = []
+                return
+            except psycopg.OperationalError as exc:
+                log.warning("could not record outcomes at shutdown (try %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+
+    async def _release(self, jobs: list[ClaimedJob]) -> None:
+        rows = await self._fetch(self.q["job_release_many"], {
+            "ids": [j.id for j in jobs], "leases": [j.lease for j in jobs],
+        })
+        for job in jobs:
+            self._claimed.pop(job.id, None)
+        log.info("released %d unfinished jobs", len(rows))
+
+    async def _flush(self) -> None:
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self._write_outcomes(batch)
+            except psycopg.OperationalError as exc:
+                # Keep them: the next flush (or the shutdown flush) tries again.
+                log.warning("could not record %d outcomes, retrying: %s", len(batch), exc)
+                self._outcomes[:0] = batch
+                await asyncio.sleep(0.5)
+                raise
+            for outcome in batch:
+                self._claimed.pop(outcome.job.id, None)
+
+    async def _write_outcomes(self, batch: list[Outcome]) -> None:
+        done = [o for o in batch if o.state == "completed"]
+        failed = [o for o in batch if o.state != "completed"]
+        accepted: set[int] = set()
+        if done:
+            rows = await self._fetch(self.q["job_complete_many"], {
+                "ids": [o.job.id for o in done],
+                "leases": [o.job.lease for o in done],
+                "results": [o.result for o in done],
+                "done_channel": self.q.done_channel,
+            })
+            accepted.update(r[0] for r in rows)
+            self.stats["completed"] += len(rows)
+        if failed:
+            rows = await self._fetch(self.q["job_fail_many"], {
+                "ids": [o.job.id for o in failed],
+                "leases": [o.job.lease for o in failed],
+                "states": [o.state for o in failed],
+                "delays": [o.delay for o in failed],
+                "errors": [json.dumps(o.error) for o in failed],
+                "done_channel": self.q.done_channel,
+            })
+            accepted.update(r[0] for r in rows)
+            for o in failed:
+                if o.job.id in accepted:
+                    self.stats["failed" if o.state == "failed" else "retried"] += 1
+        stale = [o.job.id for o in batch if o.job.id not in accepted]
+        if stale:
+            # The lease moved on (the job was rescued and claimed again): this run's outcome
+            # must not overwrite the newer one.
+            self.stats["stale"] += len(stale)
+            log.warning("ignored outcomes of jobs no longer leased to this worker: %s", stale)
+
+    # --- background helpers -----------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._execute(self.q["worker_heartbeat"], {"id": self.id})
+            except psycopg.OperationalError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _listen_loop(self) -> None:
+        channel = sql.SQL("LISTEN {}").format(sql.Identifier(self.q.jobs_channel))
+        backoff = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.app.dsn, autocommit=True)
+                async with conn:
+                    await conn.execute(channel)
+                    backoff = 0.1
+                    # Anything enqueued while we were not listening was not announced to us.
+                    self._nudge()
+                    async for note in conn.notifies():
+                        if self.queues is None or note.payload in self.queues:
+                            self._nudge()
+            except psycopg.OperationalError as exc:
+                log.warning("listener lost its connection, reconnecting: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,63 @@
+"""Every error pgqueue raises on purpose, so callers can catch by type rather than by message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PgQueueError(Exception):
+    """Base class: catch this to handle any pgqueue error."""
+
+
+class ConfigurationError(PgQueueError):
+    """pgqueue cannot start because of how it was set up (DSN, schema, app path)."""
+
+
+class SchemaNotMigrated(ConfigurationError):
+    """The database lacks the pgqueue schema, or has an older version of it."""
+
+
+class ValidationError(PgQueueError, ValueError):
+    """Input was refused before anything was written (names, arguments, options)."""
+
+
+class UnknownTask(PgQueueError, LookupError):
+    """A job names a task that this process has not registered."""
+
+
+class QueueFull(PgQueueError):
+    """A queue is at its `max_depth`; the job was not enqueued."""
+
+
+class JobNotFound(PgQueueError, LookupError):
+    """No job has this id (it may have been pruned)."""
+
+
+class JobFailed(PgQueueError):
+    """The awaited job ended `failed` or `cancelled`; `last_error` says why."""
+
+    def __init__(self, job_id: int, state: str, last_error: dict[str, Any] | None) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.last_error = last_error
+        reason = ""
+        if last_error:
+            reason = f": {last_error.get('type')}: {last_error.get('message')}"
+        super().__init__(f"job {job_id} {state}{reason}")
+
+
+class JobTimeout(PgQueueError, TimeoutError):
+    """A task ran past its `timeout` and was cancelled."""
+
+
+__all__ = [
+    "ConfigurationError",
+    "JobFailed",
+    "JobNotFound",
+    "JobTimeout",
+    "PgQueueError",
+    "QueueFull",
+    "SchemaNotMigrated",
+    "UnknownTask",
+    "ValidationError",
+]

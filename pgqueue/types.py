@@ -1,0 +1,79 @@
+"""Plain data types shared by every layer; this module imports nothing from pgqueue."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class JobState(str, enum.Enum):
+    """The lifecycle of a job row."""
+
+    #: Waiting for its `run_at`; becomes claimable when that time comes.
+    SCHEDULED = "scheduled"
+    #: Ready to be claimed by a worker.
+    AVAILABLE = "available"
+    #: Claimed by a worker under a lease; only that lease may change the row.
+    RUNNING = "running"
+    #: An attempt failed; the next one waits for its backoff `run_at`.
+    RETRYING = "retrying"
+    #: The task returned; `result` holds its JSON return value.
+    COMPLETED = "completed"
+    #: Attempts exhausted (or not retryable); `errors` holds every attempt's error.
+    FAILED = "failed"
+    #: Cancelled before it ran.
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A snapshot of one job as the database sees it (`app.get_job`)."""
+
+    id: int
+    task: str
+    queue: str
+    state: JobState
+    priority: int
+    attempt: int
+    max_attempts: int
+    args: dict[str, Any]
+    result: Any
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    unique_key: str | None = None
+    rescue_count: int = 0
+    created_at: datetime | None = None
+    run_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+
+    @property
+    def last_error(self) -> dict[str, Any] | None:
+        return self.errors[-1] if self.errors else None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One row of the `queue_stats` view."""
+
+    queue: str
+    scheduled: int
+    available: int
+    running: int
+    retrying: int
+    completed: int
+    failed: int
+    cancelled: int
+    lag_seconds: float
+    failed_last_hour: int
+    completed_last_minute: int
+    paused: bool

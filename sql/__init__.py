@@ -1,0 +1,1 @@
+"""pgqueue SQL: numbered migrations here, named queries in queries/ (data, not code)."""

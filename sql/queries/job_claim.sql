@@ -1,0 +1,26 @@
+-- Claim up to %(limit)s due jobs for one worker.
+--
+-- The candidates CTE is MATERIALIZED so the LIMIT is applied exactly once: inlined into
+-- `WHERE id IN (...)` the planner may re-run it per outer row and lock more than asked.
+-- The state literals repeat the partial index predicate of jobs_claim_idx, so even a generic
+-- plan can use it. SKIP LOCKED lets concurrent workers take disjoint rows without waiting.
+-- Each claim gets a fresh lease: every later change to the row must present it.
+WITH candidates AS MATERIALIZED (
+    SELECT id
+      FROM {schema}.jobs
+     WHERE state IN ('scheduled', 'available', 'retrying')
+       AND run_at <= now()
+       AND (%(all_queues)s OR queue = ANY(%(queues)s::text[]))
+     ORDER BY priority DESC, run_at, id
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.jobs AS j
+   SET state = 'running',
+       attempt = j.attempt + 1,
+       lease = gen_random_uuid(),
+       worker_id = %(worker_id)s,
+       started_at = now()
+  FROM candidates AS c
+ WHERE j.id = c.id
+RETURNING j.id, j.task, j.queue, j.args, j.attempt, j.max_attempts, j.lease, j.timeout

@@ -1,0 +1,21 @@
+-- Record failed attempts: the worker decided per job (pure Python) whether it retries after
+-- a delay or fails for good; this statement only applies that decision, fenced by the lease.
+WITH failed AS (
+    UPDATE {schema}.jobs AS j
+       SET state = c.state,
+           run_at = CASE WHEN c.state = 'retrying'
+                         THEN now() + make_interval(secs => c.delay)
+                         ELSE j.run_at END,
+           finished_at = CASE WHEN c.state = 'failed' THEN now() END,
+           errors = j.errors || jsonb_build_array(
+               c.error || jsonb_build_object('at', now(), 'attempt', j.attempt))
+      FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[], %(states)s::text[],
+                  %(delays)s::double precision[], %(errors)s::jsonb[])
+           AS c(id, lease, state, delay, error)
+     WHERE j.id = c.id
+       AND j.lease = c.lease
+       AND j.state = 'running'
+    RETURNING j.id
+)
+-- One wake-up per flush for `job.wait()` callers (folded per transaction by PostgreSQL).
+SELECT id, pg_notify(%(done_channel)s, '') FROM failed

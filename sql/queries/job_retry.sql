@@ -1,0 +1,11 @@
+-- Put a finished job back in line for one more attempt, now.
+UPDATE {schema}.jobs
+   SET state = 'available',
+       run_at = now(),
+       max_attempts = greatest(max_attempts, attempt + 1),
+       finished_at = NULL,
+       lease = NULL,
+       worker_id = NULL
+ WHERE id = %(id)s
+   AND state IN ('failed', 'cancelled', 'retrying', 'scheduled')
+RETURNING id, queue

@@ -1,0 +1,4 @@
+SELECT queue, scheduled, available, running, retrying, completed, failed, cancelled,
+       lag_seconds, failed_last_hour, completed_last_minute, paused
+  FROM {schema}.queue_stats
+ ORDER BY queue
