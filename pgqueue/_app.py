@@ -329,7 +329,9 @@ class App:
         pool: ConnectionPool[Any] | None = None,
         schema: str | None = None,
     ) -> None:
-        self.schema = check_schema(schema or os.environ.get("PGQUEUE_SCHEMA") or "pgqueue")
+        if schema is None:
+            schema = os.environ.get("PGQUEUE_SCHEMA") or "pgqueue"
+        self.schema = check_schema(schema)
         if pool is not None and dsn is not None:
             raise ConfigurationError("pass a dsn or a pool, not both")
         self._external_pool = pool

@@ -1,0 +1,42 @@
+"""Tasks for multi-process tests: every execution is written to a ledger table outside
+pgqueue's schema, so a checker can count runs per job independently of pgqueue's own rows."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import psycopg
+
+import pgqueue
+
+app = pgqueue.App()  # PGQUEUE_DSN, set by the test
+_local = threading.local()
+
+
+def _conn() -> psycopg.Connection[tuple[object, ...]]:
+    conn = getattr(_local, "conn", None)
+    if conn is None or conn.closed:
+        conn = psycopg.connect(app.dsn, autocommit=True)
+        _local.conn = conn
+    return conn
+
+
+@app.task(name="ledger.record")
+def record(n: int) -> int:
+    job = pgqueue.current_job()
+    _conn().execute(
+        "INSERT INTO ledger (job_id, n, pid) VALUES (%s, %s, %s)", [job.id, n, os.getpid()]
+    )
+    return n
+
+
+@app.task(name="ledger.sleep")
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    _conn().execute(
+        "INSERT INTO ledger (job_id, n, pid) VALUES (%s, %s, %s)",
+        [pgqueue.current_job().id, 0, os.getpid()],
+    )
+    return seconds

@@ -1,0 +1,103 @@
+"""Fixtures: every integration test gets its own database, cloned from a migrated template.
+
+The server is $PGQUEUE_TEST_DSN when set, else a throwaway cluster started for this run.
+Cloning a template is much faster than migrating per test and isolates tests completely.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from urllib.parse import quote
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+import pgqueue
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.pgcluster import start_cluster  # noqa: E402
+
+
+def _with_db(dsn: str, dbname: str) -> str:
+    """The same server, another database, as a URL (which SQLAlchemy accepts too)."""
+    params = conninfo.conninfo_to_dict(dsn)
+    user = quote(str(params.get("user") or "postgres"))
+    password = f":{quote(str(params['password']))}" if params.get("password") else ""
+    host = str(params.get("host") or "")
+    port = f":{params['port']}" if params.get("port") else ""
+    if host.startswith("/"):  # a socket directory goes in the query string
+        return f"postgresql://{user}{password}@/{dbname}?host={quote(host)}&port={params.get('port') or 5432}"
+    return f"postgresql://{user}{password}@{host or 'localhost'}{port}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """A DSN to a database where we may CREATE DATABASE."""
+    env = os.environ.get("PGQUEUE_TEST_DSN")
+    if env:
+        yield env
+        return
+    cluster = start_cluster()
+    try:
+        yield cluster.dsn
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def template_db(server_dsn: str) -> Iterator[str]:
+    name = f"pgqueue_tpl_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    pgqueue.App(_with_db(server_dsn, name)).migrate()
+    yield name
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _fresh_db(server_dsn: str, template: str | None) -> Iterator[str]:
+    name = f"pgqueue_t_{uuid.uuid4().hex[:10]}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(create)
+    try:
+        yield _with_db(server_dsn, name)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def dsn(server_dsn: str, template_db: str) -> Iterator[str]:
+    """A migrated database of this test's own."""
+    yield from _fresh_db(server_dsn, template_db)
+
+
+@pytest.fixture
+def empty_dsn(server_dsn: str) -> Iterator[str]:
+    """A database with no pgqueue schema at all."""
+    yield from _fresh_db(server_dsn, None)
+
+
+@pytest.fixture
+def app(dsn: str) -> Iterator[pgqueue.App]:
+    application = pgqueue.App(dsn)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def db(dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit connection for assertions."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn

@@ -1,0 +1,71 @@
+"""Running a real worker from a test: in a thread of this process, or as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pgqueue
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def worker_thread(app: pgqueue.App, **settings: Any) -> Iterator[pgqueue.Worker]:
+    """A worker on its own event loop in a thread; stopped (gracefully) on exit."""
+    settings.setdefault("handle_signals", False)
+    worker = app.worker(**settings)
+    loop_box: list[asyncio.AbstractEventLoop] = []
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def main() -> None:
+        async def run() -> None:
+            loop_box.append(asyncio.get_running_loop())
+            started.set()
+            await worker.run()
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            errors.append(exc)
+            started.set()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield worker
+    finally:
+        if loop_box and thread.is_alive():
+            loop_box[0].call_soon_threadsafe(worker.stop)
+        thread.join(60)
+        assert not thread.is_alive(), "worker thread did not stop"
+    if errors:
+        raise errors[0]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition with a hard bound, failing with a message instead of hanging."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def spawn_worker(app_path: str, dsn: str, *args: str) -> subprocess.Popen[bytes]:
+    """`pgqueue worker APP` as a real process (so it can be signalled or killed)."""
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgqueue.cli", "worker", app_path, *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )

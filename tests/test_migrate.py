@@ -1,0 +1,70 @@
+"""Migrations: ordered, recorded, idempotent, safe to race; unmigrated use fails clearly."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue._sql import latest_version
+
+
+def test_migrate_creates_schema_and_records_versions(empty_dsn: str) -> None:
+    app = pgqueue.App(empty_dsn)
+    assert app.migrate() == list(range(1, latest_version() + 1))
+    with psycopg.connect(empty_dsn) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM pgqueue.migrations ORDER BY 1")]
+        assert versions == list(range(1, latest_version() + 1))
+    assert app.migrate() == []  # idempotent
+
+
+def test_concurrent_migrators_apply_each_migration_once(empty_dsn: str) -> None:
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(pgqueue.App(empty_dsn).migrate())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    applied = sorted(v for r in results for v in r)
+    assert applied == list(range(1, latest_version() + 1))
+
+
+def test_unmigrated_database_says_to_run_migrate(empty_dsn: str) -> None:
+    app = pgqueue.App(empty_dsn)
+    with pytest.raises(pgqueue.SchemaNotMigrated, match="pgqueue migrate"):
+        app.enqueue("anything", {})
+    with psycopg.connect(empty_dsn) as conn:  # inside a caller's transaction, too
+        with pytest.raises(pgqueue.SchemaNotMigrated, match="pgqueue migrate"):
+            app.enqueue("anything", {}, conn=conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS  # not aborted
+
+
+def test_older_schema_version_says_to_run_migrate(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM pgqueue.migrations WHERE version = %s", [latest_version()])
+    with pytest.raises(pgqueue.SchemaNotMigrated, match=r"at version \d+ .*`pgqueue migrate`"):
+        pgqueue.App(dsn).enqueue("anything", {})
+
+
+def test_custom_schema_is_isolated_and_quoted(empty_dsn: str) -> None:
+    a = pgqueue.App(empty_dsn, schema="tenant_a")
+    b = pgqueue.App(empty_dsn, schema="tenant_b")
+    a.migrate()
+    b.migrate()
+    job = a.enqueue("t.x", {"n": 1})
+    assert a.get_job(job.id).task == "t.x"
+    with pytest.raises(pgqueue.JobNotFound):
+        b.get_job(job.id)
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("SELECT tenant_a.enqueue('t.y')").fetchone() is not None
