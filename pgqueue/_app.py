@@ -537,24 +537,24 @@ class App:
     # --- inspect and steer ----------------------------------------------------------------
 
     def get_job(self, job_id: int) -> JobInfo:
-        rows = self._run(self.queries["job_get"], {"id": check_int("job id", job_id)})
+        rows = self._run(self.queries["job_get"], {"id": check_int("job id", job_id, bits=64)})
         if not rows:
             raise JobNotFound(f"no job with id {job_id}")
         return _job_info(rows[0])
 
     async def get_job_async(self, job_id: int) -> JobInfo:
-        rows = await self._run_async(self.queries["job_get"], {"id": check_int("job id", job_id)})
+        rows = await self._run_async(self.queries["job_get"], {"id": check_int("job id", job_id, bits=64)})
         if not rows:
             raise JobNotFound(f"no job with id {job_id}")
         return _job_info(rows[0])
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a job that has not started; return False if it was running or finished."""
-        return bool(self._run(self.queries["job_cancel"], {"id": check_int("job id", job_id)}))
+        return bool(self._run(self.queries["job_cancel"], {"id": check_int("job id", job_id, bits=64)}))
 
     def retry(self, job_id: int) -> bool:
         """Run a failed, cancelled or waiting job again now; return False if it cannot be."""
-        rows = self._run(self.queries["job_retry"], {"id": check_int("job id", job_id)})
+        rows = self._run(self.queries["job_retry"], {"id": check_int("job id", job_id, bits=64)})
         if rows:
             self._run(self.queries["queue_notify"], {"queues": [rows[0][1]]})
         return bool(rows)

@@ -79,12 +79,12 @@ def encode_args(args: Any) -> str:
     return encode_json(dict(args), "task arguments")
 
 
-def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
+def check_int(name: str, value: object, *, minimum: int | None = None, bits: int = 32) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"{name} must be an integer, not {value!r}")
     if minimum is not None and value < minimum:
         raise ValidationError(f"{name} must be at least {minimum}, not {value}")
-    if not -(2**31) <= value < 2**31:
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
         raise ValidationError(f"{name} is out of range: {value}")
     return value
 

@@ -191,6 +191,7 @@ class Worker:
         self._maybe_more = True
         self._signals = 0
         self._abandoning = False
+        self._closing = False
         self._pool: AsyncConnectionPool[Any] | None = None
         self._threads: _DaemonThreads | None = None
         #: Counters for tests and the CLI's summary line.
@@ -258,11 +259,15 @@ class Worker:
         await _sql.check_schema_async(fetch, self.q)
 
     async def _finish(self, helpers: list[asyncio.Task[None]]) -> None:
-        # Outcomes first: the completer must record everything before it is stopped.
-        await self._flush_all()
+        # Let the completer finish the write it may be in the middle of, then record the rest.
+        self._closing = True
+        self._outcome_ready.set()
+        if helpers:
+            await asyncio.wait(helpers[:1], timeout=30)  # helpers[0] is the completer
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
+        await self._flush_all()
         with contextlib.suppress(psycopg.Error):
             await self._execute(self.q["worker_stop"], {"id": self.id})
         if self._threads is not None:
@@ -287,7 +292,8 @@ class Worker:
     async def _fetch_loop(self) -> None:
         while not self._stop.is_set():
             free = self.concurrency - len(self._running)
-            if free > 0 and self._maybe_more:
+            # A burst worker whose jobs have all finished asks once more before it exits.
+            if free > 0 and (self._maybe_more or (self.burst and not self._running)):
                 try:
                     jobs = await self._claim(free)
                 except psycopg.OperationalError as exc:
@@ -366,7 +372,9 @@ class Worker:
         try:
             task.signature.bind(**kwargs)
         except TypeError as exc:
-            raise TypeError(f"arguments do not match task {job.task}: {exc}") from None
+            raise TypeError(
+                f"arguments {sorted(kwargs)} do not match task {job.task}: {exc}"
+            ) from None
         timeout = job.timeout if job.timeout is not None else task.timeout
         # Each job task has its own context copy, so this is visible to exactly this job
         # (and, copied once more, to the thread that runs a sync task).
@@ -415,7 +423,8 @@ class Worker:
     # --- recording outcomes -----------------------------------------------------------------
 
     async def _complete_loop(self) -> None:
-        while True:
+        # Exits only between flushes (never cancelled mid-write), once the worker is closing.
+        while not self._closing:
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
             try:

@@ -20,7 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def worker_thread(app: pgqueue.App, **settings: Any) -> Iterator[pgqueue.Worker]:
-    """A worker on its own event loop in a thread; stopped (gracefully) on exit."""
+    """A worker on its own event loop in a thread.
+
+    On leaving the block a burst worker is waited for (it stops by itself when the queue is
+    dry); any other worker is asked to stop gracefully.
+    """
     settings.setdefault("handle_signals", False)
     worker = app.worker(**settings)
     loop_box: list[asyncio.AbstractEventLoop] = []
@@ -45,6 +49,8 @@ def worker_thread(app: pgqueue.App, **settings: Any) -> Iterator[pgqueue.Worker]
     try:
         yield worker
     finally:
+        if settings.get("burst"):
+            thread.join(60)
         if loop_box and thread.is_alive():
             loop_box[0].call_soon_threadsafe(worker.stop)
         thread.join(60)

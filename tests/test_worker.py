@@ -1,0 +1,291 @@
+"""The worker against a real database: results, retries, errors, priorities, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from tests.helpers import wait_until, worker_thread
+
+FAST = pgqueue.RetryPolicy(base=0.05, factor=2, max_delay=0.2, jitter=0)
+
+
+def states(db: psycopg.Connection[Any]) -> dict[str, int]:
+    return dict(db.execute("SELECT state, count(*) FROM pgqueue.job_status GROUP BY 1").fetchall())
+
+
+def test_sync_and_async_tasks_store_their_results(app: pgqueue.App, db: Any) -> None:
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task
+    async def shout(word: str) -> dict[str, str]:
+        await asyncio.sleep(0.01)
+        return {"word": word.upper()}
+
+    j1, j2 = add.enqueue(a=2, b=3), shout.enqueue(word="hi")
+    with worker_thread(app, burst=True):
+        pass
+    assert j1.wait(timeout=5) == 5
+    assert j2.wait(timeout=5) == {"word": "HI"}
+    info = app.get_job(j1.id)
+    assert (info.state, info.attempt, info.result) == (pgqueue.JobState.COMPLETED, 1, 5)
+    assert info.started_at and info.finished_at and info.finished_at >= info.started_at
+    row = db.execute("SELECT state, result, worker FROM pgqueue.job_status WHERE id = %s",
+                     [j1.id]).fetchone()
+    assert row[0] == "completed" and row[1] == 5 and row[2]
+
+
+def test_failures_retry_with_backoff_then_fail(app: pgqueue.App, db: Any) -> None:
+    @app.task(max_attempts=3, retry=FAST)
+    def broken() -> None:
+        raise RuntimeError("upstream said no")
+
+    job = broken.enqueue()
+    with worker_thread(app, poll_interval=0.05):
+        wait_until(lambda: app.get_job(job.id).state is pgqueue.JobState.FAILED, 15, "failed")
+    info = app.get_job(job.id)
+    assert info.attempt == 3
+    assert [e["attempt"] for e in info.errors] == [1, 2, 3]
+    assert {e["type"] for e in info.errors} == {"RuntimeError"}
+    assert "upstream said no" in info.errors[-1]["message"]
+    assert "raise RuntimeError" in info.errors[-1]["traceback"]
+    last_error = db.execute("SELECT last_error FROM pgqueue.job_status").fetchone()
+    assert last_error == ("RuntimeError: upstream said no",)
+    with pytest.raises(pgqueue.JobFailed, match="upstream said no") as caught:
+        job.wait(timeout=1)
+    assert caught.value.state == "failed"
+
+
+def test_retry_waits_out_its_backoff(app: pgqueue.App, db: Any) -> None:
+    @app.task(max_attempts=2, retry=pgqueue.RetryPolicy(base=30, jitter=0))
+    def once() -> None:
+        raise ValueError("later")
+
+    job = once.enqueue()
+    with worker_thread(app, poll_interval=0.05):
+        wait_until(lambda: app.get_job(job.id).state is pgqueue.JobState.RETRYING, 10, "retry")
+        time.sleep(0.5)  # several polls: it must not be claimed before its run_at
+        assert app.get_job(job.id).attempt == 1
+    row = db.execute("SELECT run_at - now() FROM pgqueue.jobs").fetchone()
+    assert row[0].total_seconds() > 25
+
+
+def test_unknown_task_is_a_failed_attempt_and_the_worker_goes_on(
+    app: pgqueue.App, db: Any
+) -> None:
+    @app.task
+    def fine() -> str:
+        return "ok"
+
+    stranger = app.enqueue("nobody.knows", {}, max_attempts=1)
+    ok = fine.enqueue()
+    with worker_thread(app, burst=True):
+        pass
+    info = app.get_job(stranger.id)
+    assert info.state is pgqueue.JobState.FAILED
+    assert info.errors[0]["type"] == "UnknownTask"
+    assert ok.wait(timeout=5) == "ok"
+
+
+def test_arguments_that_no_longer_match_fail_cleanly(app: pgqueue.App) -> None:
+    @app.task(max_attempts=1)
+    def greet(name: str) -> str:
+        return name
+
+    job = app.enqueue(greet.name, {"name": "x"})
+    # The row changes under the task (a deploy renamed the argument):
+    with psycopg.connect(app.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgqueue.jobs SET args = '{\"nom\": \"x\"}'")
+    with worker_thread(app, burst=True):
+        pass
+    info = app.get_job(job.id)
+    assert info.state is pgqueue.JobState.FAILED
+    assert info.errors[0]["type"] == "TypeError" and "nom" in info.errors[0]["message"]
+
+
+def test_result_that_is_not_json_fails_without_retry(app: pgqueue.App) -> None:
+    @app.task(max_attempts=5)
+    def weird() -> object:
+        return object()
+
+    job = weird.enqueue()
+    with worker_thread(app, burst=True):
+        pass
+    info = app.get_job(job.id)
+    assert (info.state, info.attempt) == (pgqueue.JobState.FAILED, 1)
+    assert info.errors[0]["type"] == "ValidationError"
+
+
+def test_async_timeout_cancels_and_retries(app: pgqueue.App) -> None:
+    cancelled = threading.Event()
+
+    @app.task(timeout=0.2, max_attempts=2, retry=FAST)
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    job = slow.enqueue()
+    with worker_thread(app, poll_interval=0.05):
+        wait_until(lambda: app.get_job(job.id).state is pgqueue.JobState.FAILED, 10, "timeouts")
+    info = app.get_job(job.id)
+    assert cancelled.is_set()
+    assert [e["type"] for e in info.errors] == ["JobTimeout", "JobTimeout"]
+    assert info.errors[0]["kind"] == "timeout"
+
+
+def test_concurrency_is_bounded(app: pgqueue.App) -> None:
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+
+    @app.task
+    def busy() -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    busy.enqueue_many({} for _ in range(40))
+    with worker_thread(app, concurrency=4, burst=True):
+        pass
+    assert peak[0] == 4
+
+
+def test_higher_priority_first_then_fifo(app: pgqueue.App) -> None:
+    order: list[int] = []
+
+    @app.task
+    def mark(n: int) -> None:
+        order.append(n)
+
+    for n in range(5):
+        mark.options(priority=0).enqueue(n=n)
+    for n in range(10, 13):
+        mark.options(priority=5).enqueue(n=n)
+    mark.options(priority=-1).enqueue(n=99)
+    with worker_thread(app, concurrency=1, burst=True):
+        pass
+    assert order == [10, 11, 12, 0, 1, 2, 3, 4, 99]
+
+
+def test_scheduled_jobs_never_start_early(app: pgqueue.App, db: Any) -> None:
+    @app.task
+    def tick() -> None: ...
+
+    later = tick.options(delay=1.0).enqueue()
+    now = tick.enqueue()
+    with worker_thread(app, poll_interval=0.05):
+        assert now.wait(timeout=5) is None
+        assert app.get_job(later.id).state is pgqueue.JobState.SCHEDULED
+        later.wait(timeout=10)
+    row = db.execute("SELECT started_at >= run_at FROM pgqueue.jobs WHERE id = %s",
+                     [later.id]).fetchone()
+    assert row == (True,)
+
+
+def _start_latency(app: pgqueue.App, db: Any, **settings: Any) -> float:
+    """Seconds (database clock) from commit to task start for one job on an idle worker."""
+
+    @app.task(name="latency.probe")
+    def probe() -> None: ...
+
+    with worker_thread(app, **settings) as worker:
+        wait_until(lambda: worker._pool is not None, 10, "worker start")
+        time.sleep(0.3)  # idle: the startup poll is over, the listener is listening
+        job = probe.enqueue()
+        job.wait(timeout=15)
+    row = db.execute("SELECT extract(epoch FROM started_at - created_at) FROM pgqueue.jobs"
+                     " WHERE id = %s", [job.id]).fetchone()
+    return float(row[0])
+
+
+def test_notify_wakes_an_idle_worker_well_before_its_poll(app: pgqueue.App, db: Any) -> None:
+    latency = _start_latency(app, db, poll_interval=30)
+    assert latency < 1.0  # 30 x faster than polling could be
+
+
+def test_without_notify_polling_still_picks_jobs_up(app: pgqueue.App, db: Any) -> None:
+    latency = _start_latency(app, db, poll_interval=0.5, listen=False)
+    assert latency < 0.5 + 1.0
+
+
+def test_burst_exits_when_nothing_is_due(app: pgqueue.App) -> None:
+    @app.task
+    def quick() -> None: ...
+
+    quick.enqueue_many({} for _ in range(25))
+    later = quick.options(delay=3600).enqueue()
+    started = time.monotonic()
+    with worker_thread(app, burst=True, poll_interval=30) as worker:
+        pass
+    assert time.monotonic() - started < 10
+    assert worker.stats["completed"] == 25
+    assert app.get_job(later.id).state is pgqueue.JobState.SCHEDULED
+
+
+def test_worker_registers_and_marks_itself_stopped(app: pgqueue.App, db: Any) -> None:
+    with worker_thread(app, poll_interval=0.1) as worker:
+        wait_until(lambda: db.execute("SELECT count(*) FROM pgqueue.workers").fetchone()[0] == 1,
+                   10, "registration")
+    row = db.execute("SELECT id, stopped_at IS NOT NULL FROM pgqueue.workers").fetchone()
+    assert row == (worker.id, True)
+
+
+def test_cancel_and_retry(app: pgqueue.App) -> None:
+    @app.task(max_attempts=1)
+    def flaky(fail: bool) -> str:
+        if fail:
+            raise RuntimeError("boom")
+        return "fine"
+
+    waiting = flaky.options(delay=3600).enqueue(fail=False)
+    assert app.cancel(waiting.id) is True
+    assert app.get_job(waiting.id).state is pgqueue.JobState.CANCELLED
+    assert app.cancel(waiting.id) is False
+    with pytest.raises(pgqueue.JobFailed, match="cancelled"):
+        waiting.wait(timeout=1)
+
+    failing = flaky.enqueue(fail=True)
+    with worker_thread(app, burst=True):
+        pass
+    assert app.get_job(failing.id).state is pgqueue.JobState.FAILED
+    assert app.retry(failing.id) is True
+    info = app.get_job(failing.id)
+    assert (info.state, info.max_attempts) == (pgqueue.JobState.AVAILABLE, 2)
+
+
+def test_wait_times_out_and_get_job_reports_missing(app: pgqueue.App) -> None:
+    job = app.enqueue("never.run", {})
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        job.wait(timeout=0.3)
+    assert time.monotonic() - started < 3
+    with pytest.raises(pgqueue.JobNotFound):
+        app.get_job(10**12)
+
+
+def test_current_job_is_visible_to_the_task(app: pgqueue.App) -> None:
+    @app.task(name="ctx.me")
+    def me() -> dict[str, Any]:
+        job = pgqueue.current_job()
+        return {"id": job.id, "task": job.task, "attempt": job.attempt}
+
+    job = me.enqueue()
+    with worker_thread(app, burst=True):
+        pass
+    assert job.wait(timeout=5) == {"id": job.id, "task": "ctx.me", "attempt": 1}
+    with pytest.raises(LookupError):
+        pgqueue.current_job()
