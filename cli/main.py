@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import psycopg
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -156,12 +157,13 @@ def _rebind(qapp: pgqueue.App, dsn: str) -> pgqueue.App:
 
 
 def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("queue", style="bold")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    width = max([len(s.queue) + (9 if s.paused else 0) for s in stats] + [5])
+    table.add_column("queue", style="bold", no_wrap=True, min_width=min(width, 40))
     # Short headers so the table fits an 80-column terminal.
     for col in ("sched", "avail", "run", "retry", "done", "failed", "cancel", "lag",
                 "done/m", "fail/h"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", min_width=len(col), no_wrap=True)
     for s in stats:
         name = f"{s.queue} [yellow](paused)[/]" if s.paused else s.queue
         table.add_row(

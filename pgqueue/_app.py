@@ -24,7 +24,7 @@ from ._validate import (
     check_seconds,
     encode_args,
 )
-from .errors import ConfigurationError, JobFailed, JobNotFound, ValidationError
+from .errors import ConfigurationError, JobFailed, JobNotFound, UnknownTask, ValidationError
 from .types import FINISHED_STATES, JobInfo, JobState, QueueStats
 
 if TYPE_CHECKING:
@@ -212,10 +212,16 @@ class TaskCall(Generic[P, R]):
         return TaskCall(self.task, replace(self.opts, **options).validated())
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        return self._submit(args, kwargs)
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
+        return await self._submit_async(args, kwargs)
+
+    def _submit(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Job:
         self.task.check_arguments(args, kwargs)
         return self.task.app._enqueue_one(self.task._params(kwargs, self.opts), self.opts)
 
-    async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
+    async def _submit_async(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Job:
         self.task.check_arguments(args, kwargs)
         return await self.task.app._enqueue_one_async(self.task._params(kwargs, self.opts), self.opts)
 
@@ -237,17 +243,28 @@ class TaskCall(Generic[P, R]):
         return await self.task.app._enqueue_many_async(self._many_params(items), self.opts)
 
 
-class _ByName(_Enqueuer):
-    """Enqueue for a task this process may not have registered (`app.enqueue(name, ...)`)."""
+class _UnregisteredTask(Task[Any, Any]):
+    """Stands in for a task another process registers: any keyword arguments are accepted."""
 
     def __init__(self, app: App, name: str) -> None:
-        self.app = app
-        self.name = check_name("task", name)
+        super().__init__(app, _accept_any, name=name, queue="default", priority=0,
+                         max_attempts=3, timeout=None, retry=DEFAULT_RETRY)
         self.defaults = EnqueueOptions()
-        self.timeout = None
+
+
+def _accept_any(**kwargs: Any) -> None:
+    raise UnknownTask("this task is not registered in this process; a worker runs it")
 
 
 # --- how a query reaches the caller's transaction ---------------------------------------
+
+
+def _mapping(args: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if args is None:
+        return {}
+    if not isinstance(args, Mapping):
+        raise ValidationError(f"task arguments must be a mapping of names to values, not {args!r}")
+    return args
 
 
 def _is_sqlalchemy(obj: Any) -> bool:
@@ -375,10 +392,6 @@ class App:
 
         return register(fn) if fn is not None else register
 
-    def _enqueuer(self, name: str) -> _Enqueuer:
-        task = self.tasks.get(name)
-        return task if task is not None else _ByName(self, name)
-
     # --- connections --------------------------------------------------------------------
 
     @property
@@ -456,20 +469,27 @@ class App:
 
     def enqueue(self, name: str, args: Mapping[str, Any] | None = None, **options: Any) -> Job:
         """Enqueue by task name, with no need to import the task; its defaults apply if known."""
-        enq = self._enqueuer(name)
-        opts = EnqueueOptions(**options).validated()
-        if isinstance(enq, Task):
-            enq.check_arguments((), args or {})
-        return self._enqueue_one(enq._params(args or {}, opts), opts)
+        return self._by_name_call(name, options)._submit((), _mapping(args))
 
     async def enqueue_async(
         self, name: str, args: Mapping[str, Any] | None = None, **options: Any
     ) -> Job:
-        enq = self._enqueuer(name)
-        opts = EnqueueOptions(**options).validated()
-        if isinstance(enq, Task):
-            enq.check_arguments((), args or {})
-        return await self._enqueue_one_async(enq._params(args or {}, opts), opts)
+        return await self._by_name_call(name, options)._submit_async((), _mapping(args))
+
+    def enqueue_many(
+        self, name: str, items: Iterable[Mapping[str, Any]], **options: Any
+    ) -> list[Job]:
+        """Bulk enqueue by task name: one statement per chunk, all or nothing."""
+        return self._by_name_call(name, options).enqueue_many(items)
+
+    async def enqueue_many_async(
+        self, name: str, items: Iterable[Mapping[str, Any]], **options: Any
+    ) -> list[Job]:
+        return await self._by_name_call(name, options).enqueue_many_async(items)
+
+    def _by_name_call(self, name: str, options: dict[str, Any]) -> TaskCall[Any, Any]:
+        task = self.tasks.get(name) or _UnregisteredTask(self, name)
+        return TaskCall(task, EnqueueOptions(**options).validated())
 
     def _enqueue_one(self, params: dict[str, Any], opts: EnqueueOptions) -> Job:
         query = self.queries["job_enqueue"]

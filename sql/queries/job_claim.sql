@@ -1,4 +1,4 @@
--- Claim up to %(limit)s due jobs for one worker.
+-- Claim up to `limit` due jobs for one worker.
 --
 -- The candidates CTE is MATERIALIZED so the LIMIT is applied exactly once: inlined into
 -- `WHERE id IN (...)` the planner may re-run it per outer row and lock more than asked.
@@ -10,16 +10,16 @@ WITH candidates AS MATERIALIZED (
       FROM {schema}.jobs
      WHERE state IN ('scheduled', 'available', 'retrying')
        AND run_at <= now()
-       AND (%(all_queues)s OR queue = ANY(%(queues)s::text[]))
+       AND (%(all_queues)s::boolean OR queue = ANY(%(queues)s::text[]))
      ORDER BY priority DESC, run_at, id
-     LIMIT %(limit)s
+     LIMIT %(limit)s::integer
        FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.jobs AS j
    SET state = 'running',
        attempt = j.attempt + 1,
        lease = gen_random_uuid(),
-       worker_id = %(worker_id)s,
+       worker_id = %(worker_id)s::uuid,
        started_at = now()
   FROM candidates AS c
  WHERE j.id = c.id

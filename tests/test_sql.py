@@ -1,0 +1,53 @@
+"""The SQL seam: every named query prepares, and the claim query uses its partial index."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+
+import pgqueue
+
+
+def _as_prepared(query: str) -> tuple[str, list[str]]:
+    """Turn %(name)s placeholders into $n so the server can PREPARE the text unchanged."""
+    names: list[str] = []
+
+    def repl(m: re.Match[str]) -> str:
+        if m[1] not in names:
+            names.append(m[1])
+        return f"${names.index(m[1]) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", repl, query), names
+
+
+def test_every_named_query_prepares(app: pgqueue.App, db: psycopg.Connection[Any]) -> None:
+    names = app.queries.names()
+    assert "job_claim" in names and len(names) >= 15
+    for i, name in enumerate(names):
+        text, _ = _as_prepared(app.queries[name])
+        db.execute(f"PREPARE q{i} AS {text}")  # raises on any syntax or name error
+        db.execute(f"DEALLOCATE q{i}")
+
+
+def test_claim_query_uses_the_partial_index(app: pgqueue.App, db: psycopg.Connection[Any]) -> None:
+    db.execute(
+        "INSERT INTO pgqueue.jobs (task, state, finished_at)"
+        " SELECT 't', 'completed', now() FROM generate_series(1, 20000)"
+    )
+    db.execute("SELECT pgqueue.enqueue('t') FROM generate_series(1, 50)")
+    db.execute("ANALYZE pgqueue.jobs")
+    text, names = _as_prepared(app.queries["job_claim"])
+    db.execute(f"PREPARE claim AS {text}")
+    db.execute("SET plan_cache_mode = force_generic_plan")  # the worst case for partial indexes
+    params = {"limit": 10, "all_queues": False, "queues": ["default"],
+              "worker_id": "00000000-0000-0000-0000-000000000000"}
+    args = ", ".join(f"%({n})s" for n in names)
+    with db.transaction(force_rollback=True):
+        # EXPLAIN EXECUTE is a utility statement: its arguments must be literals, so bind
+        # them client-side.
+        cur = psycopg.ClientCursor(db)
+        plan = "\n".join(r[0] for r in cur.execute(f"EXPLAIN EXECUTE claim({args})", params))
+    assert "jobs_claim_idx" in plan, plan
+    assert "Seq Scan on jobs" not in plan, plan
