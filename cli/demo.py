@@ -24,13 +24,15 @@ FAST_RETRY = pgqueue.RetryPolicy(base=0.5, factor=2.0, max_delay=2.0, jitter=0.2
 def embedded_dsn(data_dir: str, fail: Callable[[str], NoReturn]) -> str:
     """Start (or reuse) a PostgreSQL kept in `data_dir`, from the `pgserver` wheel."""
     try:
-        import pgserver
+        from pgserver import get_server  # type: ignore[attr-defined]
     except ImportError:
-        fail("no database configured and the embedded PostgreSQL is not installed:"
-             " pip install 'pgqueue[embedded]', or pass --dsn / set PGQUEUE_DSN")
+        fail(
+            "no database configured and the embedded PostgreSQL is not installed:"
+            " pip install 'pgqueue[embedded]', or pass --dsn / set PGQUEUE_DSN"
+        )
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(path / "pgdata", cleanup_mode="stop")
+    server = get_server(path / "pgdata", cleanup_mode="stop")
     return str(server.get_uri())
 
 
@@ -67,11 +69,15 @@ def enqueue_examples(app: pgqueue.App, quick_jobs: int) -> list[int]:
         [{"to": f"user{i}@example.com"} for i in range(quick_jobs)]
     )
     jobs += [tasks["demo.build_report"].enqueue(report_id=i) for i in range(4)]
-    jobs += [tasks["demo.call_webhook"].enqueue(url=f"https://hooks.example/{i}", fail_times=i % 3)
-             for i in range(6)]
+    jobs += [
+        tasks["demo.call_webhook"].enqueue(url=f"https://hooks.example/{i}", fail_times=i % 3)
+        for i in range(6)
+    ]
     jobs.append(tasks["demo.charge_card"].enqueue(order=1001))
-    jobs += [tasks["demo.send_email"].options(delay=3 + i).enqueue(to=f"later{i}@example.com")
-             for i in range(3)]
+    jobs += [
+        tasks["demo.send_email"].options(delay=3 + i).enqueue(to=f"later{i}@example.com")
+        for i in range(3)
+    ]
     return [j.id for j in jobs]
 
 
@@ -104,8 +110,13 @@ class _WorkerThread:
 
 
 def run_demo(
-    *, dsn: str | None, data_dir: str, quick_jobs: int, console: Console,
-    fail: Callable[[str], NoReturn], queue_table: Callable[..., Any],
+    *,
+    dsn: str | None,
+    data_dir: str,
+    quick_jobs: int,
+    console: Console,
+    fail: Callable[[str], NoReturn],
+    queue_table: Callable[..., Any],
 ) -> None:
     if dsn is None:
         console.print(f"starting an embedded PostgreSQL in {data_dir} ...")
@@ -116,8 +127,10 @@ def run_demo(
     applied = app.migrate()
     console.print(f"schema ready ({'migrated ' + str(applied) if applied else 'up to date'})")
     ids = enqueue_examples(app, quick_jobs)
-    console.print(f"enqueued {len(ids)} jobs: quick emails, slow reports, flaky webhooks, "
-                  "a failing charge and a few scheduled emails")
+    console.print(
+        f"enqueued {len(ids)} jobs: quick emails, slow reports, flaky webhooks, "
+        "a failing charge and a few scheduled emails"
+    )
     worker = _WorkerThread(app.worker(concurrency=8, poll_interval=0.5, handle_signals=False))
     worker.start()
     progress = _progress_bar(len(ids))
@@ -141,5 +154,6 @@ def run_demo(
 
 
 def _progress_bar(total: int) -> Progress:
-    return Progress(TextColumn("[bold]jobs finished"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"))
+    return Progress(
+        TextColumn("[bold]jobs finished"), BarColumn(), TextColumn("{task.completed}/{task.total}")
+    )

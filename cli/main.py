@@ -38,13 +38,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DsnOption = Annotated[
     str | None,
-    typer.Option("--dsn", envvar="PGQUEUE_DSN", help="PostgreSQL URL (default: $PGQUEUE_DSN).",
-                 show_envvar=True),
+    typer.Option(
+        "--dsn",
+        envvar="PGQUEUE_DSN",
+        help="PostgreSQL URL (default: $PGQUEUE_DSN).",
+        show_envvar=True,
+    ),
 ]
 SchemaOption = Annotated[
     str | None,
-    typer.Option("--schema", envvar="PGQUEUE_SCHEMA", help="Schema holding pgqueue's tables.",
-                 show_envvar=True),
+    typer.Option(
+        "--schema",
+        envvar="PGQUEUE_SCHEMA",
+        help="Schema holding pgqueue's tables.",
+        show_envvar=True,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -128,25 +136,36 @@ def load_app(path: str) -> pgqueue.App:
 @app.command()
 def worker(
     app_path: Annotated[str, typer.Argument(metavar="APP", help="package.module:app")],
-    queue: Annotated[list[str] | None, typer.Option("-q", "--queue", help="Queue to serve (repeatable; default all).")] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("-q", "--queue", help="Queue to serve (repeatable; default all)."),
+    ] = None,
     concurrency: Annotated[int, typer.Option("-c", "--concurrency", min=1)] = 16,
     burst: Annotated[bool, typer.Option("--burst", help="Exit when no job is due.")] = False,
     poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01)] = 2.0,
-    no_listen: Annotated[bool, typer.Option("--no-listen", help="Poll only (PgBouncer transaction mode).")] = False,
+    no_listen: Annotated[
+        bool, typer.Option("--no-listen", help="Poll only (PgBouncer transaction mode).")
+    ] = False,
     shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0)] = 30.0,
     dsn: DsnOption = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
     """Run a worker for the tasks registered on APP."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     qapp = load_app(app_path)
     if dsn:
         qapp = _rebind(qapp, dsn)
     with _errors():
-        qapp.run_worker(queues=queue or None, concurrency=concurrency, burst=burst,
-                        poll_interval=poll_interval, listen=not no_listen,
-                        shutdown_grace=shutdown_grace)
+        qapp.run_worker(
+            queues=queue or None,
+            concurrency=concurrency,
+            burst=burst,
+            poll_interval=poll_interval,
+            listen=not no_listen,
+            shutdown_grace=shutdown_grace,
+        )
 
 
 def _rebind(qapp: pgqueue.App, dsn: str) -> pgqueue.App:
@@ -157,19 +176,42 @@ def _rebind(qapp: pgqueue.App, dsn: str) -> pgqueue.App:
 
 
 def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     width = max([len(s.queue) + (9 if s.paused else 0) for s in stats] + [5])
     table.add_column("queue", style="bold", no_wrap=True, min_width=min(width, 40))
     # Short headers so the table fits an 80-column terminal.
-    for col in ("sched", "avail", "run", "retry", "done", "failed", "cancel", "lag",
-                "done/m", "fail/h"):
-        table.add_column(col, justify="right", min_width=len(col), no_wrap=True)
+    for col in (
+        "sched",
+        "avail",
+        "run",
+        "retry",
+        "done",
+        "failed",
+        "cancel",
+        "lag",
+        "done/m",
+        "fail/h",
+    ):
+        table.add_column(col, justify="right", min_width=max(len(col), 4), no_wrap=True)
     for s in stats:
         name = f"{s.queue} [yellow](paused)[/]" if s.paused else s.queue
         table.add_row(
-            name, str(s.scheduled), str(s.available), str(s.running), str(s.retrying),
-            f"[green]{s.completed}[/]", f"[red]{s.failed}[/]" if s.failed else "0",
-            str(s.cancelled), f"{s.lag_seconds:.1f}s", str(s.completed_last_minute),
+            name,
+            str(s.scheduled),
+            str(s.available),
+            str(s.running),
+            str(s.retrying),
+            f"[green]{s.completed}[/]",
+            f"[red]{s.failed}[/]" if s.failed else "0",
+            str(s.cancelled),
+            f"{s.lag_seconds:.1f}s",
+            str(s.completed_last_minute),
             str(s.failed_last_hour),
         )
     return table
@@ -192,7 +234,9 @@ def status(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOpti
 @app.command()
 def job(
     job_id: Annotated[int, typer.Argument(metavar="ID")],
-    dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Everything about one job, with each attempt's error."""
     with _errors():
@@ -201,22 +245,43 @@ def job(
         _print_json(info)
         return
     table = Table(show_header=False, title=f"job {info.id}", title_justify="left")
-    for field in ("task", "queue", "state", "priority", "attempt", "max_attempts", "args",
-                  "result", "unique_key", "created_at", "run_at", "started_at",
-                  "finished_at", "worker"):
+    for field in (
+        "task",
+        "queue",
+        "state",
+        "priority",
+        "attempt",
+        "max_attempts",
+        "args",
+        "result",
+        "unique_key",
+        "created_at",
+        "run_at",
+        "started_at",
+        "finished_at",
+        "worker",
+    ):
         value = getattr(info, field)
-        table.add_row(field, json.dumps(_jsonable(value)) if isinstance(value, dict | list)
-                      else str(_jsonable(value)))
+        table.add_row(
+            field,
+            json.dumps(_jsonable(value))
+            if isinstance(value, dict | list)
+            else str(_jsonable(value)),
+        )
     out.print(table)
     for error in info.errors:
-        out.print(f"[red]attempt {error.get('attempt')}[/] {error.get('at')}: "
-                  f"{error.get('type')}: {error.get('message')}", highlight=False)
+        out.print(
+            f"[red]attempt {error.get('attempt')}[/] {error.get('at')}: "
+            f"{error.get('type')}: {error.get('message')}",
+            highlight=False,
+        )
 
 
 @app.command()
 def retry(
     job_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
-    dsn: DsnOption = None, schema: SchemaOption = None,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
 ) -> None:
     """Run failed or cancelled jobs again."""
     with _errors():
@@ -230,7 +295,8 @@ def retry(
 @app.command()
 def cancel(
     job_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
-    dsn: DsnOption = None, schema: SchemaOption = None,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
 ) -> None:
     """Cancel jobs that have not started."""
     with _errors():
@@ -243,16 +309,26 @@ def cancel(
 
 @app.command()
 def demo(
-    dsn: Annotated[str | None, typer.Option("--dsn", help="Use this database instead of an embedded one.")] = None,
-    data_dir: Annotated[str, typer.Option("--data-dir", help="Where the embedded PostgreSQL keeps its files.")] = ".pgqueue-demo",
+    dsn: Annotated[
+        str | None, typer.Option("--dsn", help="Use this database instead of an embedded one.")
+    ] = None,
+    data_dir: Annotated[
+        str, typer.Option("--data-dir", help="Where the embedded PostgreSQL keeps its files.")
+    ] = ".pgqueue-demo",
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="How many quick jobs.")] = 200,
 ) -> None:
     """See jobs flow: an embedded PostgreSQL (or --dsn), example jobs and a live worker."""
     from .demo import run_demo
 
     with _errors():
-        run_demo(dsn=dsn or os.environ.get("PGQUEUE_DSN"), data_dir=data_dir, quick_jobs=jobs,
-                 console=out, fail=fail, queue_table=queue_table)
+        run_demo(
+            dsn=dsn or os.environ.get("PGQUEUE_DSN"),
+            data_dir=data_dir,
+            quick_jobs=jobs,
+            console=out,
+            fail=fail,
+            queue_table=queue_table,
+        )
 
 
 def main() -> None:

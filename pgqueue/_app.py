@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -44,7 +44,7 @@ def _normalize_dsn(dsn: str) -> str:
     """Accept SQLAlchemy-style URLs (`postgresql+psycopg://`) as well as libpq ones."""
     for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres+psycopg://"):
         if dsn.startswith(prefix):
-            return "postgresql://" + dsn[len(prefix):]
+            return "postgresql://" + dsn[len(prefix) :]
     return dsn
 
 
@@ -82,7 +82,9 @@ class EnqueueOptions:
             if not isinstance(self.run_at, datetime):
                 raise ValidationError(f"run_at must be a datetime, not {self.run_at!r}")
             if self.run_at.tzinfo is None:
-                raise ValidationError("run_at must be timezone-aware (naive datetimes are ambiguous)")
+                raise ValidationError(
+                    "run_at must be timezone-aware (naive datetimes are ambiguous)"
+                )
             if self.delay is not None:
                 raise ValidationError("pass delay or run_at, not both")
         if self.unique_key is not None and (
@@ -132,7 +134,9 @@ class _Enqueuer:
             "task": self.name,
             "args": encode_args(kwargs),
             "queue": opts.queue or self.defaults.queue or "default",
-            "priority": opts.priority if opts.priority is not None else (self.defaults.priority or 0),
+            "priority": opts.priority
+            if opts.priority is not None
+            else (self.defaults.priority or 0),
             "run_at": opts.run_at,
             "delay": opts.delay,
             "unique_key": opts.unique_key,
@@ -223,15 +227,21 @@ class TaskCall(Generic[P, R]):
 
     async def _submit_async(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Job:
         self.task.check_arguments(args, kwargs)
-        return await self.task.app._enqueue_one_async(self.task._params(kwargs, self.opts), self.opts)
+        return await self.task.app._enqueue_one_async(
+            self.task._params(kwargs, self.opts), self.opts
+        )
 
     def _many_params(self, items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if self.opts.unique_key is not None:
-            raise ValidationError("unique_key applies to one job; it cannot be used with enqueue_many")
+            raise ValidationError(
+                "unique_key applies to one job; it cannot be used with enqueue_many"
+            )
         rows = []
         for kwargs in items:
             if not isinstance(kwargs, Mapping):
-                raise ValidationError(f"enqueue_many takes mappings of keyword arguments, not {kwargs!r}")
+                raise ValidationError(
+                    f"enqueue_many takes mappings of keyword arguments, not {kwargs!r}"
+                )
             self.task.check_arguments((), kwargs)
             rows.append(self.task._params(kwargs, self.opts))
         return rows
@@ -247,8 +257,16 @@ class _UnregisteredTask(Task[Any, Any]):
     """Stands in for a task another process registers: any keyword arguments are accepted."""
 
     def __init__(self, app: App, name: str) -> None:
-        super().__init__(app, _accept_any, name=name, queue="default", priority=0,
-                         max_attempts=3, timeout=None, retry=DEFAULT_RETRY)
+        super().__init__(
+            app,
+            _accept_any,
+            name=name,
+            queue="default",
+            priority=0,
+            max_attempts=3,
+            timeout=None,
+            retry=DEFAULT_RETRY,
+        )
         self.defaults = EnqueueOptions()
 
 
@@ -257,6 +275,12 @@ def _accept_any(**kwargs: Any) -> None:
 
 
 # --- how a query reaches the caller's transaction ---------------------------------------
+
+
+def _pool_conninfo(pool: ConnectionPool[Any]) -> str:
+    """Workers and waiters open their own connections to the pool's database."""
+    info = pool.conninfo
+    return info() if callable(info) else info
 
 
 def _mapping(args: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -321,14 +345,43 @@ class _AsyncTarget:
 
 
 def _job_info(row: Sequence[Any]) -> JobInfo:
-    (id_, task, queue, state, priority, attempt, max_attempts, args, result, errors,
-     unique_key, rescue_count, created_at, run_at, started_at, finished_at, worker) = row
+    (
+        id_,
+        task,
+        queue,
+        state,
+        priority,
+        attempt,
+        max_attempts,
+        args,
+        result,
+        errors,
+        unique_key,
+        rescue_count,
+        created_at,
+        run_at,
+        started_at,
+        finished_at,
+        worker,
+    ) = row
     return JobInfo(
-        id=id_, task=task, queue=queue, state=JobState(state), priority=priority,
-        attempt=attempt, max_attempts=max_attempts, args=args, result=result,
-        errors=list(errors or []), unique_key=unique_key, rescue_count=rescue_count,
-        created_at=created_at, run_at=run_at, started_at=started_at,
-        finished_at=finished_at, worker=worker,
+        id=id_,
+        task=task,
+        queue=queue,
+        state=JobState(state),
+        priority=priority,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        args=args,
+        result=result,
+        errors=list(errors or []),
+        unique_key=unique_key,
+        rescue_count=rescue_count,
+        created_at=created_at,
+        run_at=run_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        worker=worker,
     )
 
 
@@ -352,7 +405,7 @@ class App:
         if pool is not None and dsn is not None:
             raise ConfigurationError("pass a dsn or a pool, not both")
         self._external_pool = pool
-        self.dsn = resolve_dsn(dsn) if pool is None else pool.conninfo
+        self.dsn = resolve_dsn(dsn) if pool is None else _pool_conninfo(pool)
         self.queries = _sql.Queries(self.schema)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._pool: ConnectionPool[Any] | None = pool
@@ -365,9 +418,14 @@ class App:
 
     # --- tasks --------------------------------------------------------------------------
 
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
     def task(
         self,
-        fn: Callable[P, R] | None = None,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str = "default",
@@ -375,17 +433,42 @@ class App:
         max_attempts: int = 3,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
-    ) -> Any:
-        """Register a function as a task; usable as `@app.task` or `@app.task(...)`."""
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 3,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task; usable as `@app.task` or `@app.task(...)`.
+
+        The task's name (default `module.function`) is what rows store, so renaming a function
+        strands its queued jobs unless `name=` keeps the old one.
+        """
 
         def register(func: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{func.__module__}.{func.__name__}"
             existing = self.tasks.get(task_name)
             if existing is not None and existing.fn is not func:
-                raise ValidationError(f"a different function is already registered as {task_name!r}")
+                raise ValidationError(
+                    f"a different function is already registered as {task_name!r}"
+                )
             task: Task[P, R] = Task(
-                self, func, name=task_name, queue=queue, priority=priority,
-                max_attempts=max_attempts, timeout=timeout, retry=retry or DEFAULT_RETRY,
+                self,
+                func,
+                name=task_name,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                retry=retry or DEFAULT_RETRY,
             )
             self.tasks[task_name] = task
             return task
@@ -517,7 +600,7 @@ class App:
         self._ensure_schema(target)
         jobs: list[Job] = []
         for start in range(0, len(rows), ENQUEUE_CHUNK):
-            chunk = rows[start:start + ENQUEUE_CHUNK]
+            chunk = rows[start : start + ENQUEUE_CHUNK]
             ids = target.fetch(self.queries["job_enqueue_many"], _many_arrays(chunk))
             jobs.extend(Job(id=r[0], duplicate=False, app=self) for r in sorted(ids))
         if rows:
@@ -537,7 +620,7 @@ class App:
         await self._ensure_schema_async(target)
         jobs: list[Job] = []
         for start in range(0, len(rows), ENQUEUE_CHUNK):
-            chunk = rows[start:start + ENQUEUE_CHUNK]
+            chunk = rows[start : start + ENQUEUE_CHUNK]
             ids = await target.fetch(self.queries["job_enqueue_many"], _many_arrays(chunk))
             jobs.extend(Job(id=r[0], duplicate=False, app=self) for r in sorted(ids))
         if rows:
@@ -563,14 +646,18 @@ class App:
         return _job_info(rows[0])
 
     async def get_job_async(self, job_id: int) -> JobInfo:
-        rows = await self._run_async(self.queries["job_get"], {"id": check_int("job id", job_id, bits=64)})
+        rows = await self._run_async(
+            self.queries["job_get"], {"id": check_int("job id", job_id, bits=64)}
+        )
         if not rows:
             raise JobNotFound(f"no job with id {job_id}")
         return _job_info(rows[0])
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a job that has not started; return False if it was running or finished."""
-        return bool(self._run(self.queries["job_cancel"], {"id": check_int("job id", job_id, bits=64)}))
+        return bool(
+            self._run(self.queries["job_cancel"], {"id": check_int("job id", job_id, bits=64)})
+        )
 
     def retry(self, job_id: int) -> bool:
         """Run a failed, cancelled or waiting job again now; return False if it cannot be."""

@@ -35,8 +35,11 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         exponent = max(attempt - 1, 0)
         # Cap before exponentiating past the float range on absurd attempt counts.
-        raw = self.max_delay if exponent > 64 else min(self.base * self.factor**exponent,
-                                                       self.max_delay)
+        raw = (
+            self.max_delay
+            if exponent > 64
+            else min(self.base * self.factor**exponent, self.max_delay)
+        )
         if self.jitter:
             spread = (rng or random).uniform(-self.jitter, self.jitter)
             raw *= 1 + spread

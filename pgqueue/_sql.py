@@ -74,7 +74,7 @@ class Queries:
         ident = sql.Identifier(schema)
         self.schema = schema
         self._texts = {
-            name: sql.SQL(text).format(schema=ident).as_string()  # type: ignore[arg-type]
+            name: sql.SQL(text).format(schema=ident).as_string()
             for name, text in _query_texts().items()
         }
         self.jobs_channel = f"{schema}_jobs"
@@ -165,8 +165,9 @@ def migrate(conninfo: str, schema: str) -> list[int]:
                     continue
                 with conn.transaction():
                     conn.execute(
-                        sql.SQL("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)")
-                        .format(ident),
+                        sql.SQL("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)").format(
+                            ident
+                        ),
                         [migration.version, migration.name],
                     )
                     conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))

@@ -82,9 +82,9 @@ class Outcome:
     """What one attempt came to, waiting in the completer's buffer."""
 
     job: ClaimedJob
-    result: str | None = None          # JSON text, for a success
+    result: str | None = None  # JSON text, for a success
     error: dict[str, Any] | None = None
-    state: str = "completed"           # completed | retrying | failed
+    state: str = "completed"  # completed | retrying | failed
     delay: float = 0.0
 
 
@@ -221,13 +221,17 @@ class Worker:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        installed: list[int] = []
+        installed: list[signal.Signals] = []
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
         self._pool = AsyncConnectionPool(
-            self.app.dsn, min_size=1, max_size=3, open=False, name="pgqueue-worker",
+            self.app.dsn,
+            min_size=1,
+            max_size=3,
+            open=False,
+            name="pgqueue-worker",
             kwargs={"autocommit": True},
         )
         await self._pool.open(wait=True, timeout=30)
@@ -235,12 +239,22 @@ class Worker:
         helpers: list[asyncio.Task[None]] = []
         try:
             await self._check_schema()
-            await self._execute(self.q["worker_register"], {
-                "id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(),
-                "queues": self.queues, "concurrency": self.concurrency,
-            })
-            log.info("worker %s started: queues=%s concurrency=%d",
-                     self.id, self.queues or "all", self.concurrency)
+            await self._execute(
+                self.q["worker_register"],
+                {
+                    "id": self.id,
+                    "hostname": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "queues": self.queues,
+                    "concurrency": self.concurrency,
+                },
+            )
+            log.info(
+                "worker %s started: queues=%s concurrency=%d",
+                self.id,
+                self.queues or "all",
+                self.concurrency,
+            )
             helpers.append(asyncio.create_task(self._complete_loop(), name="pgqueue-completer"))
             helpers.append(asyncio.create_task(self._heartbeat_loop(), name="pgqueue-heartbeat"))
             if self.listen:
@@ -325,12 +339,15 @@ class Worker:
         self._wake.set()
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
-        rows = await self._fetch(self.q["job_claim"], {
-            "limit": limit,
-            "all_queues": self.queues is None,
-            "queues": self.queues or [],
-            "worker_id": self.id,
-        })
+        rows = await self._fetch(
+            self.q["job_claim"],
+            {
+                "limit": limit,
+                "all_queues": self.queues is None,
+                "queues": self.queues or [],
+                "worker_id": self.id,
+            },
+        )
         self.stats["claimed"] += len(rows)
         return [ClaimedJob(*row) for row in rows]
 
@@ -397,11 +414,19 @@ class Worker:
     ) -> None:
         decision = decide_failure(job.attempt, job.max_attempts, policy, retryable=retryable)
         kind = "timeout" if isinstance(exc, JobTimeout) else "error"
-        log.warning("job %d (%s, attempt %d/%d) failed: %s: %s -> %s",
-                    job.id, job.task, job.attempt, job.max_attempts,
-                    type(exc).__name__, exc, decision.state)
-        self._record(Outcome(job, error=error_record(exc, kind), state=decision.state,
-                             delay=decision.delay))
+        log.warning(
+            "job %d (%s, attempt %d/%d) failed: %s: %s -> %s",
+            job.id,
+            job.task,
+            job.attempt,
+            job.max_attempts,
+            type(exc).__name__,
+            exc,
+            decision.state,
+        )
+        self._record(
+            Outcome(job, error=error_record(exc, kind), state=decision.state, delay=decision.delay)
+        )
 
     def _record(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
@@ -411,8 +436,9 @@ class Worker:
         """Shutdown: let running jobs finish within the grace period, then release the rest."""
         if not self._running:
             return
-        log.info("waiting up to %.0f s for %d running jobs", self.shutdown_grace,
-                 len(self._running))
+        log.info(
+            "waiting up to %.0f s for %d running jobs", self.shutdown_grace, len(self._running)
+        )
         _done, pending = await asyncio.wait(
             list(self._running.values()), timeout=self.shutdown_grace
         )
@@ -449,9 +475,13 @@ class Worker:
                 await asyncio.sleep(0.5 * (attempt + 1))
 
     async def _release(self, jobs: list[ClaimedJob]) -> None:
-        rows = await self._fetch(self.q["job_release_many"], {
-            "ids": [j.id for j in jobs], "leases": [j.lease for j in jobs],
-        })
+        rows = await self._fetch(
+            self.q["job_release_many"],
+            {
+                "ids": [j.id for j in jobs],
+                "leases": [j.lease for j in jobs],
+            },
+        )
         for job in jobs:
             self._claimed.pop(job.id, None)
         log.info("released %d unfinished jobs", len(rows))
@@ -475,23 +505,29 @@ class Worker:
         failed = [o for o in batch if o.state != "completed"]
         accepted: set[int] = set()
         if done:
-            rows = await self._fetch(self.q["job_complete_many"], {
-                "ids": [o.job.id for o in done],
-                "leases": [o.job.lease for o in done],
-                "results": [o.result for o in done],
-                "done_channel": self.q.done_channel,
-            })
+            rows = await self._fetch(
+                self.q["job_complete_many"],
+                {
+                    "ids": [o.job.id for o in done],
+                    "leases": [o.job.lease for o in done],
+                    "results": [o.result for o in done],
+                    "done_channel": self.q.done_channel,
+                },
+            )
             accepted.update(r[0] for r in rows)
             self.stats["completed"] += len(rows)
         if failed:
-            rows = await self._fetch(self.q["job_fail_many"], {
-                "ids": [o.job.id for o in failed],
-                "leases": [o.job.lease for o in failed],
-                "states": [o.state for o in failed],
-                "delays": [o.delay for o in failed],
-                "errors": [json.dumps(o.error) for o in failed],
-                "done_channel": self.q.done_channel,
-            })
+            rows = await self._fetch(
+                self.q["job_fail_many"],
+                {
+                    "ids": [o.job.id for o in failed],
+                    "leases": [o.job.lease for o in failed],
+                    "states": [o.state for o in failed],
+                    "delays": [o.delay for o in failed],
+                    "errors": [json.dumps(o.error) for o in failed],
+                    "done_channel": self.q.done_channel,
+                },
+            )
             accepted.update(r[0] for r in rows)
             for o in failed:
                 if o.job.id in accepted:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from urllib.parse import quote
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -34,7 +34,8 @@ def _with_db(dsn: str, dbname: str) -> str:
     host = str(params.get("host") or "")
     port = f":{params['port']}" if params.get("port") else ""
     if host.startswith("/"):  # a socket directory goes in the query string
-        return f"postgresql://{user}{password}@/{dbname}?host={quote(host)}&port={params.get('port') or 5432}"
+        sock_port = params.get("port") or 5432
+        return f"postgresql://{user}{password}@/{dbname}?host={quote(host)}&port={sock_port}"
     return f"postgresql://{user}{password}@{host or 'localhost'}{port}/{dbname}"
 
 
@@ -60,7 +61,9 @@ def template_db(server_dsn: str) -> Iterator[str]:
     pgqueue.App(_with_db(server_dsn, name)).migrate()
     yield name
     with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def _fresh_db(server_dsn: str, template: str | None) -> Iterator[str]:
@@ -74,7 +77,9 @@ def _fresh_db(server_dsn: str, template: str | None) -> Iterator[str]:
         yield _with_db(server_dsn, name)
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture

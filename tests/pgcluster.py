@@ -7,6 +7,7 @@ the `postgres` system user that the server packages create.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -68,8 +69,18 @@ class LocalCluster:
 
     def start(self) -> None:
         if not self.data.exists():
-            self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                      "--no-sync", "-E", "UTF8")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            )
             with open(self.data / "postgresql.conf", "a") as conf:
                 conf.write(
                     f"port = {self.port}\n"
@@ -78,8 +89,9 @@ class LocalCluster:
                     "fsync = off\nfull_page_writes = off\nsynchronous_commit = off\n"
                     "max_connections = 300\nshared_buffers = 128MB\n"
                 )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "log"), "-w",
-                  "-t", "60", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.base / "log"), "-w", "-t", "60", "start"
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
@@ -88,10 +100,8 @@ class LocalCluster:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "restart")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from pgqueue.cli import app as cli
+from pgqueue.cli.main import redact
 from typer.testing import CliRunner
 
 import pgqueue
-from pgqueue.cli import app as cli
-from pgqueue.cli.main import redact
 
 runner = CliRunner()
 
@@ -57,8 +57,9 @@ def test_job_retry_cancel_commands(app: pgqueue.App, dsn: str) -> None:
     assert missing.exit_code == 1 and "no job with id 999999" in missing.output
 
 
-def test_errors_are_one_line_without_traceback(monkeypatch: pytest.MonkeyPatch,
-                                               empty_dsn: str) -> None:
+def test_errors_are_one_line_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, empty_dsn: str
+) -> None:
     monkeypatch.delenv("PGQUEUE_DSN", raising=False)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     no_dsn = runner.invoke(cli, ["status"])
@@ -66,8 +67,9 @@ def test_errors_are_one_line_without_traceback(monkeypatch: pytest.MonkeyPatch,
     assert "PGQUEUE_DSN" in no_dsn.output and "Traceback" not in no_dsn.output
     unmigrated = runner.invoke(cli, ["status", "--dsn", empty_dsn])
     assert unmigrated.exit_code == 1 and "pgqueue migrate" in unmigrated.output
-    down = runner.invoke(cli, ["status", "--dsn",
-                               "postgresql://u:s3cret@127.0.0.1:1/db?connect_timeout=2"])
+    down = runner.invoke(
+        cli, ["status", "--dsn", "postgresql://u:s3cret@127.0.0.1:1/db?connect_timeout=2"]
+    )
     assert down.exit_code == 1 and "cannot reach the database" in down.output
     assert "s3cret" not in down.output
 
@@ -78,8 +80,10 @@ def test_redaction_hides_passwords() -> None:
 
 
 def test_worker_command_bad_app_path(dsn: str) -> None:
-    for path, fragment in [("nocolon", "package.module:app"),
-                           ("json:dumps", "is not a pgqueue.App")]:
+    for path, fragment in [
+        ("nocolon", "package.module:app"),
+        ("json:dumps", "is not a pgqueue.App"),
+    ]:
         result = runner.invoke(cli, ["worker", path, "--dsn", dsn])
         assert result.exit_code == 2, result.output
         assert fragment in result.output

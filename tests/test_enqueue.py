@@ -48,7 +48,11 @@ def test_own_connection_enqueue_is_committed(send: Any, app: pgqueue.App, db: An
     job = send.enqueue(user_id=42)
     info = app.get_job(job.id)
     assert (info.task, info.queue, info.state, info.args) == (
-        "mail.send", "emails", pgqueue.JobState.AVAILABLE, {"user_id": 42})
+        "mail.send",
+        "emails",
+        pgqueue.JobState.AVAILABLE,
+        {"user_id": 42},
+    )
     assert (info.priority, info.max_attempts, info.attempt) == (2, 5, 0)
     assert job.duplicate is False
     assert count_jobs(db) == 1
@@ -87,7 +91,8 @@ def test_psycopg_async_transaction(send: Any, dsn: str, db: Any, outcome: str) -
     asyncio.run(main())
     assert count_jobs(db) == (1 if outcome == "commit" else 0)
     assert notified(wake, 2 if outcome == "commit" else 0.3) == (
-        ["emails"] if outcome == "commit" else [])
+        ["emails"] if outcome == "commit" else []
+    )
     wake.close()
 
 
@@ -220,7 +225,11 @@ def test_enqueue_by_name_needs_no_registration(app: pgqueue.App, send: Any) -> N
     unknown = app.enqueue("billing.invoice", {"order": 5}, queue="billing", priority=3)
     info = app.get_job(unknown.id)
     assert (info.task, info.queue, info.priority, info.max_attempts) == (
-        "billing.invoice", "billing", 3, 3)
+        "billing.invoice",
+        "billing",
+        3,
+        3,
+    )
     known = app.enqueue("mail.send", {"user_id": 5})  # registered: its defaults apply
     info = app.get_job(known.id)
     assert (info.queue, info.priority, info.max_attempts) == ("emails", 2, 5)

@@ -12,9 +12,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_wheel_contains_sql_and_cli(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path),
-         str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     wheel = next(tmp_path.glob("pgqueue-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -25,8 +35,12 @@ def test_wheel_contains_sql_and_cli(tmp_path: Path) -> None:
         assert f"pgqueue/sql/{name}" in names
     for name in queries:
         assert f"pgqueue/sql/queries/{name}" in names
-    for name in ("pgqueue/cli/__init__.py", "pgqueue/cli/main.py", "pgqueue/cli/demo.py",
-                 "pgqueue/py.typed"):
+    for name in (
+        "pgqueue/cli/__init__.py",
+        "pgqueue/cli/main.py",
+        "pgqueue/cli/demo.py",
+        "pgqueue/py.typed",
+    ):
         assert name in names
     assert not any(n.startswith(("cli/", "sql/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -7,8 +7,6 @@ import subprocess
 import time
 from typing import Any
 
-import psycopg
-
 import pgqueue
 from tests.helpers import spawn_worker, wait_until
 

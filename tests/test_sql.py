@@ -41,8 +41,12 @@ def test_claim_query_uses_the_partial_index(app: pgqueue.App, db: psycopg.Connec
     text, names = _as_prepared(app.queries["job_claim"])
     db.execute(f"PREPARE claim AS {text}")
     db.execute("SET plan_cache_mode = force_generic_plan")  # the worst case for partial indexes
-    params = {"limit": 10, "all_queues": False, "queues": ["default"],
-              "worker_id": "00000000-0000-0000-0000-000000000000"}
+    params = {
+        "limit": 10,
+        "all_queues": False,
+        "queues": ["default"],
+        "worker_id": "00000000-0000-0000-0000-000000000000",
+    }
     args = ", ".join(f"%({n})s" for n in names)
     with db.transaction(force_rollback=True):
         # EXPLAIN EXECUTE is a utility statement: its arguments must be literals, so bind

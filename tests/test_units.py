@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 import random
+from datetime import datetime, timezone
 
 import pytest
 
@@ -36,8 +36,9 @@ def test_failure_retries_until_max_attempts_then_fails() -> None:
     assert decide_failure(1, 3, policy, retryable=False).state == "failed"
 
 
-@pytest.mark.parametrize("bad", [{"factor": 0.5}, {"jitter": 2}, {"base": -1},
-                                 {"max_delay": math.inf}])
+@pytest.mark.parametrize(
+    "bad", [{"factor": 0.5}, {"jitter": 2}, {"base": -1}, {"max_delay": math.inf}]
+)
 def test_retry_policy_rejects_nonsense(bad: dict[str, float]) -> None:
     with pytest.raises(pgqueue.ValidationError):
         RetryPolicy(**bad)
@@ -55,7 +56,9 @@ def test_retry_policy_rejects_nonsense(bad: dict[str, float]) -> None:
         ({"x": "y" * (MAX_PAYLOAD_BYTES + 1)}, "limit"),
     ],
 )
-def test_bad_arguments_are_refused_with_a_typed_error(args: dict[str, object], fragment: str) -> None:
+def test_bad_arguments_are_refused_with_a_typed_error(
+    args: dict[str, object], fragment: str
+) -> None:
     with pytest.raises(pgqueue.ValidationError, match=fragment):
         encode_args(args)
 
@@ -147,8 +150,13 @@ def test_options_are_validated_before_any_io() -> None:
     @app.task
     def t() -> None: ...
 
-    for bad in ({"priority": "high"}, {"delay": -1}, {"max_attempts": 0},
-                {"unique_key": ""}, {"delay": 1, "run_at": datetime.now(timezone.utc)}):
+    for bad in (
+        {"priority": "high"},
+        {"delay": -1},
+        {"max_attempts": 0},
+        {"unique_key": ""},
+        {"delay": 1, "run_at": datetime.now(timezone.utc)},
+    ):
         with pytest.raises(pgqueue.ValidationError):
             t.options(**bad)
     with pytest.raises(pgqueue.ValidationError, match="timezone"):

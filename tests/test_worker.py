@@ -38,8 +38,9 @@ def test_sync_and_async_tasks_store_their_results(app: pgqueue.App, db: Any) -> 
     info = app.get_job(j1.id)
     assert (info.state, info.attempt, info.result) == (pgqueue.JobState.COMPLETED, 1, 5)
     assert info.started_at and info.finished_at and info.finished_at >= info.started_at
-    row = db.execute("SELECT state, result, worker FROM pgqueue.job_status WHERE id = %s",
-                     [j1.id]).fetchone()
+    row = db.execute(
+        "SELECT state, result, worker FROM pgqueue.job_status WHERE id = %s", [j1.id]
+    ).fetchone()
     assert row[0] == "completed" and row[1] == 5 and row[2]
 
 
@@ -78,9 +79,7 @@ def test_retry_waits_out_its_backoff(app: pgqueue.App, db: Any) -> None:
     assert row[0].total_seconds() > 25
 
 
-def test_unknown_task_is_a_failed_attempt_and_the_worker_goes_on(
-    app: pgqueue.App, db: Any
-) -> None:
+def test_unknown_task_is_a_failed_attempt_and_the_worker_goes_on(app: pgqueue.App, db: Any) -> None:
     @app.task
     def fine() -> str:
         return "ok"
@@ -103,7 +102,7 @@ def test_arguments_that_no_longer_match_fail_cleanly(app: pgqueue.App) -> None:
     job = app.enqueue(greet.name, {"name": "x"})
     # The row changes under the task (a deploy renamed the argument):
     with psycopg.connect(app.dsn, autocommit=True) as conn:
-        conn.execute("UPDATE pgqueue.jobs SET args = '{\"nom\": \"x\"}'")
+        conn.execute('UPDATE pgqueue.jobs SET args = \'{"nom": "x"}\'')
     with worker_thread(app, burst=True):
         pass
     info = app.get_job(job.id)
@@ -191,8 +190,9 @@ def test_scheduled_jobs_never_start_early(app: pgqueue.App, db: Any) -> None:
         assert now.wait(timeout=5) is None
         assert app.get_job(later.id).state is pgqueue.JobState.SCHEDULED
         later.wait(timeout=10)
-    row = db.execute("SELECT started_at >= run_at FROM pgqueue.jobs WHERE id = %s",
-                     [later.id]).fetchone()
+    row = db.execute(
+        "SELECT started_at >= run_at FROM pgqueue.jobs WHERE id = %s", [later.id]
+    ).fetchone()
     assert row == (True,)
 
 
@@ -207,8 +207,10 @@ def _start_latency(app: pgqueue.App, db: Any, **settings: Any) -> float:
         time.sleep(0.3)  # idle: the startup poll is over, the listener is listening
         job = probe.enqueue()
         job.wait(timeout=15)
-    row = db.execute("SELECT extract(epoch FROM started_at - created_at) FROM pgqueue.jobs"
-                     " WHERE id = %s", [job.id]).fetchone()
+    row = db.execute(
+        "SELECT extract(epoch FROM started_at - created_at) FROM pgqueue.jobs WHERE id = %s",
+        [job.id],
+    ).fetchone()
     return float(row[0])
 
 
@@ -238,8 +240,11 @@ def test_burst_exits_when_nothing_is_due(app: pgqueue.App) -> None:
 
 def test_worker_registers_and_marks_itself_stopped(app: pgqueue.App, db: Any) -> None:
     with worker_thread(app, poll_interval=0.1) as worker:
-        wait_until(lambda: db.execute("SELECT count(*) FROM pgqueue.workers").fetchone()[0] == 1,
-                   10, "registration")
+        wait_until(
+            lambda: db.execute("SELECT count(*) FROM pgqueue.workers").fetchone()[0] == 1,
+            10,
+            "registration",
+        )
     row = db.execute("SELECT id, stopped_at IS NOT NULL FROM pgqueue.workers").fetchone()
     assert row == (worker.id, True)
 

@@ -1,0 +1,17 @@
+"""The App a benchmark worker process loads by path: `pgqueue worker benchmarks.bench_app:app`.
+
+It is a module of its own because the worker imports the App in a fresh process; the DSN is
+read from PGQUEUE_DSN so that each benchmark run can point the worker at its scratch database.
+"""
+
+from __future__ import annotations
+
+import pgqueue
+
+app = pgqueue.App()
+
+
+@app.task(name="bench.noop")
+def noop(n: int) -> None:
+    """Does nothing, so that the drain benchmark measures the queue and not the task."""
+    return None
