@@ -1,0 +1,685 @@
+"""Throughput of pgqueue on its own: a baseline to compare peers and later changes against.
+
+Every run gets a scratch database (CREATE DATABASE bench_<random>, migrated, dropped at the
+end), so no run inherits another's dead tuples, bloat or statistics. Each workload does one
+warm-up run that is not reported, then `--repeats` timed runs summarised as median, min and max.
+A drain run that loses or duplicates a job is reported as FAILED instead of being timed: a
+fast queue that is wrong is not a result.
+
+Usage:
+    python benchmarks/bench_pgqueue.py [--dsn DSN] [--jobs N] [--repeats R]
+                                       [--only drain|enqueue-single|enqueue-bulk]
+                                       [--profile-drain FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
+
+import pgqueue
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_FILE = ROOT / "benchmarks" / "results" / "results.jsonl"
+TASK_NAME = "bench.noop"
+WORKER_APP = "benchmarks.bench_app:app"
+#: Bound on every subprocess, so that a hung worker fails the run instead of the session.
+SUBPROCESS_TIMEOUT = 300.0
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+WORKLOADS = ("drain", "enqueue-single", "enqueue-bulk")
+SOURCE_DIRS = ("pgqueue", "sql", "cli")
+#: Server settings that change the numbers by integer factors; recorded with every result.
+SETTINGS = (
+    "synchronous_commit",
+    "shared_buffers",
+    "fsync",
+    "full_page_writes",
+    "wal_level",
+    "autovacuum",
+    "max_wal_size",
+    "jit",
+)
+
+# A table shaped like a job row (identity pk, jsonb args, defaulted text columns, a timestamp)
+# without pgqueue's partial indexes, checks, plpgsql function and NOTIFY: the cost of a
+# one-row transaction that nothing can go below.
+RAW_TABLE = """
+CREATE TABLE bench_raw (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task        text NOT NULL DEFAULT 'bench.noop',
+    queue       text NOT NULL DEFAULT 'default',
+    state       text NOT NULL DEFAULT 'available',
+    args        jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+RAW_INSERT = "INSERT INTO bench_raw (args) VALUES (%s)"
+
+
+def _noop(n: int) -> None:
+    """Mirrors benchmarks.bench_app.noop.
+
+    Importing that module would build its App from PGQUEUE_DSN at import time, and the
+    enqueueing side needs an App bound to each scratch database instead.
+    """
+    return None
+
+
+# --- scratch databases -------------------------------------------------------------------
+
+
+@contextmanager
+def scratch_database(admin_dsn: str) -> Iterator[str]:
+    """A brand-new database for one run, dropped (even if the run fails) when it ends."""
+    name = f"bench_{secrets.token_hex(6)}"
+    ident = sql.Identifier(name)
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    try:
+        yield make_conninfo(admin_dsn, dbname=name)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+            # FORCE: a worker killed by the timeout may leave a backend behind for a moment.
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+
+
+def migrated_app(dsn: str) -> tuple[pgqueue.App, pgqueue.Task[[int], None]]:
+    app = pgqueue.App(dsn)
+    app.migrate()
+    task: pgqueue.Task[[int], None] = app.task(name=TASK_NAME)(_noop)
+    return app, task
+
+
+def jobs_table(app: pgqueue.App) -> sql.Composed:
+    return sql.SQL("{}.jobs").format(sql.Identifier(app.schema))
+
+
+def fetch_one(
+    conn: psycopg.Connection[Any], query: sql.Composed | str, params: Any = None
+) -> tuple[Any, ...]:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def count_jobs(app: pgqueue.App) -> int:
+    with app.pool.connection() as conn:
+        return int(fetch_one(conn, sql.SQL("SELECT count(*) FROM {}").format(jobs_table(app)))[0])
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One run's measurements; `error` set means the run does not count."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+VERIFY_DRAIN = """
+SELECT count(*),
+       count(*) FILTER (WHERE state = 'completed' AND attempt = 1),
+       min(started_at),
+       max(finished_at),
+       count(DISTINCT started_at),
+       count(DISTINCT finished_at),
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY finished_at)
+  FROM {jobs}
+"""
+
+_STOPPED = re.compile(r"stopped: (\{[^}]*\})")
+
+
+def drain_run(admin_dsn: str, jobs: int, concurrency: int, profile: Path | None = None) -> Run:
+    """Pre-insert `jobs` no-op jobs, then time one burst worker process draining them."""
+    with scratch_database(admin_dsn) as dsn:
+        app, task = migrated_app(dsn)
+        try:
+            task.enqueue_many({"n": i} for i in range(jobs))
+        finally:
+            app.close()
+        command = [
+            sys.executable,
+            "-m",
+            "pgqueue.cli",
+            "worker",
+            WORKER_APP,
+            "-c",
+            str(concurrency),
+            "--burst",
+        ]
+        if profile is not None:
+            command = [
+                py_spy(),
+                "record",
+                "--format",
+                "raw",
+                "--function",
+                "--gil",
+                "--threads",
+                "--rate",
+                "200",
+                "-o",
+                str(profile),
+                "--",
+                *command,
+            ]
+        env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            spawned_at = fetch_one(conn, "SELECT clock_timestamp()")[0]
+            cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    command,
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=SUBPROCESS_TIMEOUT,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                return Run(error=f"worker did not finish within {SUBPROCESS_TIMEOUT:.0f} s")
+            wall = time.perf_counter() - start
+            cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            (total, exactly_once, first_start, last_finish, claims, flushes, half_finish) = (
+                fetch_one(conn, sql.SQL(VERIFY_DRAIN).format(jobs=jobs_table(app)))
+            )
+            states = conn.execute(
+                sql.SQL(
+                    "SELECT state, attempt, count(*) FROM {} GROUP BY 1, 2 ORDER BY 1, 2"
+                ).format(jobs_table(app))
+            ).fetchall()
+    log_tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+    if proc.returncode != 0:
+        return Run(error=f"worker exited with {proc.returncode}:\n{log_tail}")
+    if total != jobs or exactly_once != jobs:
+        return Run(
+            error=f"not exactly-once: {jobs} enqueued, {total} rows, {exactly_once}"
+            f" completed on attempt 1; (state, attempt, count): {states}"
+        )
+    span = (last_finish - first_start).total_seconds()
+    found = _STOPPED.search(proc.stderr)
+    worker_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
+        cpu_after.ru_stime - cpu_before.ru_stime
+    )
+    return Run(
+        metrics={
+            "jobs_per_s_db_span": jobs / span,
+            "jobs_per_s_wall": jobs / wall,
+        },
+        details={
+            "db_span_s": span,
+            "wall_s": wall,
+            "spawn_to_last_completion_s": (last_finish - spawned_at).total_seconds(),
+            "startup_s": (first_start - spawned_at).total_seconds(),
+            "first_half_jobs_per_s": (jobs / 2) / (half_finish - first_start).total_seconds(),
+            "second_half_jobs_per_s": (jobs / 2) / (last_finish - half_finish).total_seconds(),
+            "claim_statements": claims,
+            "jobs_per_claim": jobs / claims,
+            "completion_flushes": flushes,
+            "jobs_per_flush": jobs / flushes,
+            "worker_cpu_s": worker_cpu,
+            "worker_stats": ast.literal_eval(found[1]) if found else None,
+        },
+    )
+
+
+def enqueue_single_run(admin_dsn: str, jobs: int) -> Run:
+    """Enqueue one job per transaction, next to the same loop of bare INSERTs for scale."""
+    with scratch_database(admin_dsn) as dsn:
+        # Same transaction shape as a pooled enqueue (BEGIN, one statement, COMMIT), so the
+        # ratio isolates what pgqueue adds on top of a one-row insert.
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            conn.execute(RAW_TABLE)
+            conn.commit()
+            start = time.perf_counter()
+            for i in range(jobs):
+                conn.execute(RAW_INSERT, (Jsonb({"n": i}),))
+                conn.commit()
+            raw = time.perf_counter() - start
+            raw_rows = fetch_one(conn, "SELECT count(*) FROM bench_raw")[0]
+            conn.commit()
+        app, task = migrated_app(dsn)
+        try:
+            app.pool.wait(timeout=30)  # connecting is not what is being measured
+            start = time.perf_counter()
+            for i in range(jobs):
+                task.enqueue(n=i)
+            elapsed = time.perf_counter() - start
+            rows = count_jobs(app)
+        finally:
+            app.close()
+    if rows != jobs or raw_rows != jobs:
+        return Run(error=f"expected {jobs} rows, found {rows} jobs and {raw_rows} raw rows")
+    return Run(
+        metrics={
+            "jobs_per_s": jobs / elapsed,
+            "raw_inserts_per_s": jobs / raw,
+            "ratio_to_raw": raw / elapsed,
+        },
+        details={
+            "elapsed_s": elapsed,
+            "raw_elapsed_s": raw,
+            "us_per_job": elapsed / jobs * 1e6,
+            "raw_us_per_insert": raw / jobs * 1e6,
+        },
+    )
+
+
+def enqueue_bulk_run(admin_dsn: str, jobs: int) -> Run:
+    """One `enqueue_many` call; building the caller's list of arguments is not timed."""
+    with scratch_database(admin_dsn) as dsn:
+        app, task = migrated_app(dsn)
+        try:
+            app.pool.wait(timeout=30)
+            items = [{"n": i} for i in range(jobs)]
+            start = time.perf_counter()
+            handles = task.enqueue_many(items)
+            elapsed = time.perf_counter() - start
+            rows = count_jobs(app)
+        finally:
+            app.close()
+    if rows != jobs or len(handles) != jobs:
+        return Run(error=f"expected {jobs} jobs, found {rows} rows and {len(handles)} handles")
+    return Run(metrics={"jobs_per_s": jobs / elapsed}, details={"elapsed_s": elapsed})
+
+
+# --- reporting ---------------------------------------------------------------------------
+
+
+@dataclass
+class Metric:
+    label: str
+    key: str
+    unit: str
+
+
+@dataclass
+class Workload:
+    name: str
+    jobs: int
+    warmup_jobs: int
+    run: Callable[[int], Run]
+    metrics: list[Metric]
+    params: dict[str, Any]
+
+
+def summarise(runs: list[Run], key: str) -> dict[str, Any]:
+    samples = [r.metrics[key] for r in runs if r.error is None]
+    if not samples:
+        return {"samples": []}
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": samples,
+    }
+
+
+def git_state() -> dict[str, Any]:
+    """Which library code was measured: other work may be uncommitted in the tree."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.rstrip("\n")
+
+    dirty = git("status", "--porcelain", "--", *SOURCE_DIRS)
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "dirty_paths": [line[3:] for line in dirty.splitlines()],
+        "source_sha256": source_fingerprint(),
+    }
+
+
+def source_fingerprint() -> str:
+    """A hash of the library sources as they are now.
+
+    The worker subprocess imports whatever is on disk when it starts, and the tree may be
+    edited while a benchmark runs; comparing this before and after each workload says whether
+    all of its runs measured the same code.
+    """
+    digest = hashlib.sha256()
+    for folder in SOURCE_DIRS:
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix in (".py", ".sql") and path.is_file():
+                digest.update(str(path.relative_to(ROOT)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def environment(admin_dsn: str) -> dict[str, Any]:
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+        version = fetch_one(conn, "SHOW server_version")[0]
+        settings: dict[str, str] = dict(
+            conn.execute(
+                "SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name",
+                (list(SETTINGS),),
+            ).fetchall()
+        )
+    return {
+        "pgqueue_version": pgqueue.__version__,
+        "git": git_state(),
+        "postgresql_version": version,
+        "postgresql_settings": settings,
+        "machine": {
+            "nproc": len(os.sched_getaffinity(0)),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__})",
+        },
+    }
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}" if value >= 10 else f"{value:.3f}"
+
+
+def print_table(
+    env: dict[str, Any], rows: list[tuple[str, int, int, dict[str, Any], str, str]]
+) -> None:
+    s = env["postgresql_settings"]
+    m = env["machine"]
+    print()
+    print(
+        f"pgqueue {env['pgqueue_version']} | PostgreSQL {env['postgresql_version']}"
+        f" | synchronous_commit={s['synchronous_commit']} fsync={s['fsync']}"
+        f" shared_buffers={s['shared_buffers']} autovacuum={s['autovacuum']}"
+        f" | {m['nproc']} CPUs | Python {m['python']} | psycopg {m['psycopg']}"
+    )
+    header = (
+        f"{'workload':<30} {'jobs':>8} {'runs':>4} {'median':>11} {'min':>11} "
+        f"{'max':>11}  {'unit':<8} notes"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, jobs, runs, stats, unit, note in rows:
+        if stats.get("status") == "FAILED":
+            print(f"{label:<30} {jobs:>8} {runs:>4} {'FAILED':>11}  {note}")
+            continue
+        print(
+            f"{label:<30} {jobs:>8} {runs:>4} {fmt(stats.get('median')):>11} "
+            f"{fmt(stats.get('min')):>11} {fmt(stats.get('max')):>11}  {unit:<8} {note}"
+        )
+    print()
+
+
+def drain_note(runs: list[Run]) -> str:
+    ok = [r.details for r in runs if r.error is None]
+    if not ok:
+        return ""
+    med = {
+        k: statistics.median(d[k] for d in ok)
+        for k in (
+            "jobs_per_claim",
+            "jobs_per_flush",
+            "worker_cpu_s",
+            "startup_s",
+            "first_half_jobs_per_s",
+            "second_half_jobs_per_s",
+        )
+    }
+    return (
+        f"{med['jobs_per_claim']:.1f} jobs/claim, {med['jobs_per_flush']:.1f} jobs/flush,"
+        f" worker CPU {med['worker_cpu_s']:.1f} s, startup {med['startup_s']:.2f} s,"
+        f" halves {med['first_half_jobs_per_s']:,.0f}/{med['second_half_jobs_per_s']:,.0f}"
+        " jobs/s"
+    )
+
+
+# --- profiling ---------------------------------------------------------------------------
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        sys.exit("--profile-drain needs py-spy: pip install py-spy")
+    return found
+
+
+def _package(frame: str) -> str:
+    match = re.search(r"\((.*):\d+\)$", frame)
+    path = match[1] if match else frame
+    for name in (
+        "psycopg_pool",
+        "psycopg",
+        "pgqueue",
+        "asyncio",
+        "logging",
+        "threading",
+        "selectors",
+        "json",
+        "uuid",
+    ):
+        if path.startswith(f"{name}/") or path == f"{name}.py" or f"/{name}/" in path:
+            return name
+    return "other: " + path.rsplit("/", 1)[-1]
+
+
+def print_profile(path: Path, top: int = 15) -> None:
+    """Hot spots of a py-spy raw profile taken with --gil, i.e. of Python CPU time.
+
+    Self time names the expensive leaf; the deepest pgqueue frame of each sample says which
+    part of the worker paid for it, however deep in psycopg or asyncio the leaf was.
+    """
+    own: Counter[str] = Counter()
+    pgqueue_frame: Counter[str] = Counter()
+    by_package: Counter[str] = Counter()
+    by_thread: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        by_thread[re.sub(r"\s*\(\w+\)|-\d+$", "", frames[0])] += count
+        code = frames[1:] or ["(no Python frame)"]
+        own[code[-1]] += count
+        by_package[_package(code[-1])] += count
+        ours = [f for f in code if "pgqueue/" in f]
+        pgqueue_frame[ours[-1] if ours else "(outside pgqueue: startup, event loop)"] += count
+    if not total:
+        print(f"profile {path}: no samples")
+        return
+    print(f"py-spy profile of one drain worker: {total} samples holding the GIL ({path})")
+    for title, counter in (
+        ("self time", own),
+        ("by deepest pgqueue frame", pgqueue_frame),
+        ("self time by package", by_package),
+        ("by thread", by_thread),
+    ):
+        print(f"  top {title}:")
+        for frame, count in counter.most_common(top):
+            print(f"    {100 * count / total:5.1f}%  {frame}")
+    print()
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("PGQUEUE_BENCH_DSN", DEFAULT_DSN),
+        help="a database to connect to for CREATE/DROP DATABASE"
+        " (default: $PGQUEUE_BENCH_DSN or %(default)s)",
+    )
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs drained per drain run")
+    parser.add_argument("--concurrency", type=int, default=10, help="drain worker concurrency")
+    parser.add_argument(
+        "--single-jobs", type=int, default=2_000, help="jobs per enqueue-single run"
+    )
+    parser.add_argument("--bulk-jobs", type=int, default=100_000, help="jobs per enqueue-bulk run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per workload")
+    parser.add_argument("--only", choices=WORKLOADS, help="run just this workload")
+    parser.add_argument(
+        "--profile-drain",
+        type=Path,
+        metavar="FILE",
+        help="after the drain runs, profile one more (untimed) with py-spy,"
+        " write its raw stacks to FILE and print the hot spots",
+    )
+    parser.add_argument(
+        "--no-save", action="store_true", help=f"do not append to {RESULTS_FILE.relative_to(ROOT)}"
+    )
+    args = parser.parse_args(argv)
+    for name in ("jobs", "concurrency", "single_jobs", "bulk_jobs", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def workloads(args: argparse.Namespace) -> list[Workload]:
+    dsn = args.dsn
+    return [
+        Workload(
+            "drain",
+            args.jobs,
+            min(args.jobs, 2_000),
+            lambda n: drain_run(dsn, n, args.concurrency),
+            [
+                Metric("drain (DB span)", "jobs_per_s_db_span", "jobs/s"),
+                Metric("drain (wall, incl. startup)", "jobs_per_s_wall", "jobs/s"),
+            ],
+            {"concurrency": args.concurrency, "worker": "subprocess --burst", "task": "sync noop"},
+        ),
+        Workload(
+            "enqueue-single",
+            args.single_jobs,
+            min(args.single_jobs, 200),
+            lambda n: enqueue_single_run(dsn, n),
+            [
+                Metric("enqueue-single (pgqueue)", "jobs_per_s", "jobs/s"),
+                Metric("enqueue-single (raw INSERT)", "raw_inserts_per_s", "rows/s"),
+                Metric("enqueue-single pgqueue/raw", "ratio_to_raw", "ratio"),
+            ],
+            {"transaction": "one per job", "client": "App pool, one thread"},
+        ),
+        Workload(
+            "enqueue-bulk",
+            args.bulk_jobs,
+            min(args.bulk_jobs, 10_000),
+            lambda n: enqueue_bulk_run(dsn, n),
+            [Metric("enqueue-bulk", "jobs_per_s", "jobs/s")],
+            {"calls": 1, "chunk": 5000},
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = environment(args.dsn)
+    chosen = [w for w in workloads(args) if args.only in (None, w.name)]
+    table: list[tuple[str, int, int, dict[str, Any], str, str]] = []
+    records: list[dict[str, Any]] = []
+    failed = False
+    for workload in chosen:
+        print(f"{workload.name}: warm-up ({workload.warmup_jobs} jobs)", flush=True)
+        source_before = source_fingerprint()
+        warmup = workload.run(workload.warmup_jobs)
+        if warmup.error is not None:
+            print(f"  warm-up FAILED: {warmup.error}", flush=True)
+        runs: list[Run] = []
+        for i in range(args.repeats):
+            load = os.getloadavg()[0]
+            run = workload.run(workload.jobs)
+            run.details["loadavg_1m_before"] = load
+            runs.append(run)
+            shown = ", ".join(f"{k}={fmt(v)}" for k, v in run.metrics.items())
+            print(
+                f"  run {i + 1}/{args.repeats}: {'FAILED: ' + run.error if run.error else shown}",
+                flush=True,
+            )
+        source_after = source_fingerprint()
+        if source_after != source_before:
+            print(f"  warning: library sources changed while {workload.name} ran", flush=True)
+        errors = [r.error for r in runs if r.error is not None]
+        failed = failed or bool(errors)
+        metrics: dict[str, Any] = {}
+        for metric in workload.metrics:
+            stats = summarise(runs, metric.key)
+            if errors:
+                stats["status"] = "FAILED"
+            metrics[metric.key] = {"unit": metric.unit, **stats}
+            note = f"{len(errors)}/{len(runs)} runs failed" if errors else ""
+            if workload.name == "drain" and metric.key == "jobs_per_s_db_span" and not errors:
+                note = drain_note(runs)
+            table.append((metric.label, workload.jobs, len(runs), stats, metric.unit, note))
+        records.append(
+            {
+                "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "system": "pgqueue",
+                "workload": workload.name,
+                "status": "FAILED" if errors else "ok",
+                "jobs": workload.jobs,
+                "repeats": args.repeats,
+                "warmup_jobs": workload.warmup_jobs,
+                "params": workload.params,
+                "metrics": metrics,
+                "runs": [
+                    {"metrics": r.metrics, "details": r.details, "error": r.error} for r in runs
+                ],
+                "source_sha256_before": source_before,
+                "source_changed_during_run": source_after != source_before,
+                **env,
+            }
+        )
+    print_table(env, table)
+    if not args.no_save and records:
+        RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS_FILE.open("a", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(record, default=str) + "\n")
+        print(f"appended {len(records)} result lines to {RESULTS_FILE.relative_to(ROOT)}")
+    if args.profile_drain is not None and args.only in (None, "drain"):
+        profiled = drain_run(args.dsn, args.jobs, args.concurrency, profile=args.profile_drain)
+        if profiled.error is not None:
+            print(f"profiled drain run FAILED: {profiled.error}")
+        else:
+            print(
+                f"profiled drain run (py-spy attached, not a result):"
+                f" {fmt(profiled.metrics['jobs_per_s_db_span'])} jobs/s by DB span"
+            )
+            print_profile(args.profile_drain)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
