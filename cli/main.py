@@ -147,6 +147,11 @@ def worker(
         bool, typer.Option("--no-listen", help="Poll only (PgBouncer transaction mode).")
     ] = False,
     shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0)] = 30.0,
+    heartbeat_interval: Annotated[float, typer.Option("--heartbeat-interval", min=0.01)] = 5.0,
+    heartbeat_timeout: Annotated[
+        float, typer.Option("--heartbeat-timeout", help="Rescue jobs of workers silent this long.")
+    ] = 30.0,
+    max_rescues: Annotated[int, typer.Option("--max-rescues", min=0)] = 3,
     dsn: DsnOption = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
@@ -165,6 +170,9 @@ def worker(
             poll_interval=poll_interval,
             listen=not no_listen,
             shutdown_grace=shutdown_grace,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            max_rescues=max_rescues,
         )
 
 

@@ -99,6 +99,15 @@ def error_record(exc: BaseException, kind: str = "error") -> dict[str, Any]:
     }
 
 
+class _StuckThread(Exception):
+    """A sync task passed its timeout while its thread is still running."""
+
+    def __init__(self, error: JobTimeout, future: asyncio.Future[Any]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.future = future
+
+
 class _DaemonThreads:
     """A fixed set of daemon threads for sync tasks.
 
@@ -166,6 +175,9 @@ class Worker:
         listen: bool = True,
         shutdown_grace: float = 30.0,
         heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 30.0,
+        max_rescues: int = 3,
+        listener_check_interval: float = 30.0,
         handle_signals: bool = True,
     ) -> None:
         self.app = app
@@ -178,6 +190,14 @@ class Worker:
         self.listen = listen
         self.shutdown_grace = check_seconds("shutdown_grace", shutdown_grace)
         self.heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval)
+        self.heartbeat_timeout = check_seconds("heartbeat_timeout", heartbeat_timeout)
+        if self.heartbeat_timeout <= 2 * self.heartbeat_interval:
+            # One late heartbeat must not get a live worker's jobs rescued under it.
+            raise ValidationError("heartbeat_timeout must exceed twice heartbeat_interval")
+        self.max_rescues = check_int("max_rescues", max_rescues, minimum=0)
+        self.listener_check_interval = check_seconds(
+            "listener_check_interval", listener_check_interval
+        )
         self.handle_signals = handle_signals
         self.id = uuid.uuid4()
         self.q = app.queries
@@ -192,10 +212,23 @@ class Worker:
         self._signals = 0
         self._abandoning = False
         self._closing = False
+        self._orphans_possible = False
+        self._quarantined: int | None = None  # a suspect job running alone
+        self._is_leader = False
+        self._ping = f"#ping {self.id}"  # '#' cannot start a queue name
         self._pool: AsyncConnectionPool[Any] | None = None
         self._threads: _DaemonThreads | None = None
         #: Counters for tests and the CLI's summary line.
-        self.stats = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "stale": 0}
+        self.stats = {
+            "claimed": 0,
+            "completed": 0,
+            "failed": 0,
+            "retried": 0,
+            "stale": 0,
+            "released": 0,
+            "rescued": 0,
+            "listener_rebuilds": 0,
+        }
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -266,6 +299,18 @@ class Worker:
                 loop.remove_signal_handler(sig)
             await self._finish(helpers)
 
+    async def _register(self) -> None:
+        await self._execute(
+            self.q["worker_register"],
+            {
+                "id": self.id,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": self.queues,
+                "concurrency": self.concurrency,
+            },
+        )
+
     async def _check_schema(self) -> None:
         async def fetch(query: str, params: dict[str, Any] | None) -> list[tuple[Any, ...]]:
             return await self._fetch(query, params)
@@ -284,6 +329,8 @@ class Worker:
         await self._flush_all()
         with contextlib.suppress(psycopg.Error):
             await self._execute(self.q["worker_stop"], {"id": self.id})
+            if self._is_leader:
+                await self._execute(self.q["leader_resign"], {"worker_id": self.id})
         if self._threads is not None:
             self._threads.shutdown()
         if self._pool is not None:
@@ -307,16 +354,30 @@ class Worker:
         while not self._stop.is_set():
             free = self.concurrency - len(self._running)
             # A burst worker whose jobs have all finished asks once more before it exits.
-            if free > 0 and (self._maybe_more or (self.burst and not self._running)):
+            want = self._maybe_more or (self.burst and not self._running)
+            if free > 0 and want and self._quarantined is None:
                 try:
-                    jobs = await self._claim(free)
+                    if self._orphans_possible:
+                        await self._release_orphans()
+                    jobs: list[ClaimedJob] = []
+                    if not self._running:
+                        jobs = await self._claim(1, suspects=True)
+                        if jobs:
+                            self._quarantined = jobs[0].id
+                            log.info("running rescued job %d alone", jobs[0].id)
+                    if not jobs:
+                        jobs = await self._claim(free)
                 except psycopg.OperationalError as exc:
-                    log.warning("claim failed, will poll again: %s", exc)
-                    jobs = []
-                    await self._sleep(min(self.poll_interval, 1.0))
+                    # The claim may have committed with its reply lost: check for orphans
+                    # once the database answers again.
+                    log.warning("claim failed, trying again shortly: %s", exc)
+                    self._orphans_possible = True
+                    await self._sleep(min(self.poll_interval, 0.5))
+                    self._maybe_more = True
+                    continue
                 # Fewer than asked means the queue is dry for now: wait for a NOTIFY or the
                 # next poll rather than re-querying each time a slot frees up.
-                self._maybe_more = len(jobs) == free
+                self._maybe_more = len(jobs) == free or self._quarantined is not None
                 for job in jobs:
                     self._start(job)
                 if not jobs and self.burst and not self._running:
@@ -338,7 +399,7 @@ class Worker:
             self._maybe_more = True
         self._wake.set()
 
-    async def _claim(self, limit: int) -> list[ClaimedJob]:
+    async def _claim(self, limit: int, *, suspects: bool = False) -> list[ClaimedJob]:
         rows = await self._fetch(
             self.q["job_claim"],
             {
@@ -346,10 +407,26 @@ class Worker:
                 "all_queues": self.queues is None,
                 "queues": self.queues or [],
                 "worker_id": self.id,
+                "suspects": suspects,
             },
         )
         self.stats["claimed"] += len(rows)
         return [ClaimedJob(*row) for row in rows]
+
+    async def _release_orphans(self) -> None:
+        rows = await self._fetch(
+            self.q["job_release_orphans"],
+            {
+                "worker_id": self.id,
+                "known": list(self._claimed),
+            },
+        )
+        self._orphans_possible = False
+        if rows:
+            self.stats["released"] += len(rows)
+            log.warning(
+                "released %d jobs claimed by a lost reply: %s", len(rows), [r[0] for r in rows]
+            )
 
     def _start(self, job: ClaimedJob) -> None:
         self._claimed[job.id] = job
@@ -359,6 +436,8 @@ class Worker:
 
     def _job_done(self, job_id: int, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
+        if self._quarantined == job_id:
+            self._quarantined = None
         self._wake.set()
 
     # --- running --------------------------------------------------------------------------
@@ -373,6 +452,12 @@ class Worker:
             if self._abandoning or self._stop.is_set():
                 raise  # shutdown: the job is released, not failed
             self._record_failure(job, asyncio.CancelledError("task was cancelled"), policy)
+        except _StuckThread as stuck:
+            # The attempt is over (recorded as a timeout, retried per policy), but the thread
+            # is still busy: the slot stays taken until it really returns.
+            self._record_failure(job, stuck.error, policy)
+            with contextlib.suppress(Exception):
+                await stuck.future
         except ValidationError as exc:
             # The task ran but returned something that cannot be stored: running it again
             # would repeat its effects for the same outcome.
@@ -404,10 +489,22 @@ class Worker:
             awaitable = self._threads.submit(functools.partial(ctx.run, task.fn, **kwargs))
         if timeout is None:
             return await awaitable
+        if task.is_async:
+            try:
+                return await asyncio.wait_for(awaitable, timeout)
+            except asyncio.TimeoutError:
+                raise JobTimeout(
+                    f"task {job.task} exceeded its timeout of {timeout:g} s and was cancelled"
+                ) from None
+        future = awaitable
         try:
-            return await asyncio.wait_for(awaitable, timeout)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
-            raise JobTimeout(f"task {job.task} exceeded its timeout of {timeout:g} s") from None
+            error = JobTimeout(
+                f"sync task {job.task} exceeded its timeout of {timeout:g} s;"
+                " its thread cannot be interrupted and keeps its slot until it returns"
+            )
+            raise _StuckThread(error, future) from None
 
     def _record_failure(
         self, job: ClaimedJob, exc: BaseException, policy: Any, *, retryable: bool = True
@@ -545,25 +642,87 @@ class Worker:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                await self._execute(self.q["worker_heartbeat"], {"id": self.id})
+                await self._heartbeat()
+                await self._maintain()
             except psycopg.OperationalError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
+    async def _heartbeat(self) -> None:
+        if not await self._fetch(self.q["worker_heartbeat"], {"id": self.id}):
+            log.warning("worker row was missing (cleaned up while we were cut off): re-registering")
+            await self._register()
+
+    async def _maintain(self) -> None:
+        """Rescue the jobs of dead workers, in exactly one process: the elected leader."""
+        elected = await self._fetch(
+            self.q["leader_elect"],
+            {
+                "worker_id": self.id,
+                "ttl": self.heartbeat_timeout,
+            },
+        )
+        if bool(elected) != self._is_leader:
+            log.info(
+                "worker %s %s maintenance leader", self.id, "is now" if elected else "is no longer"
+            )
+        self._is_leader = bool(elected)
+        if not self._is_leader:
+            return
+        rows = await self._fetch(
+            self.q["job_rescue"],
+            {
+                "timeout": self.heartbeat_timeout,
+                "max_rescues": self.max_rescues,
+            },
+        )
+        if rows:
+            self.stats["rescued"] += len(rows)
+            log.warning(
+                "rescued %d jobs of dead workers: %s", len(rows), [(r[0], r[1]) for r in rows]
+            )
+
     async def _listen_loop(self) -> None:
-        channel = sql.SQL("LISTEN {}").format(sql.Identifier(self.q.jobs_channel))
+        """Hold one LISTEN connection, rebuilding it when it breaks or goes silent.
+
+        Every `listener_check_interval` seconds the worker notifies itself through the pool;
+        if that ping has not come back by the next check, the connection is presumed
+        half-open and replaced. After every (re)LISTEN the fetch loop polls once, because
+        anything enqueued meanwhile was announced to nobody.
+        """
+        listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.q.jobs_channel))
         backoff = 0.1
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.app.dsn, autocommit=True)
                 async with conn:
-                    await conn.execute(channel)
+                    await conn.execute(listen)
                     backoff = 0.1
-                    # Anything enqueued while we were not listening was not announced to us.
                     self._nudge()
-                    async for note in conn.notifies():
-                        if self.queues is None or note.payload in self.queues:
-                            self._nudge()
+                    await self._receive(conn)
+                self.stats["listener_rebuilds"] += 1
+                log.warning("listener went silent; rebuilding it")
             except psycopg.OperationalError as exc:
+                self.stats["listener_rebuilds"] += 1
                 log.warning("listener lost its connection, reconnecting: %s", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Deliver notifications until the self-ping goes unanswered."""
+        ping_pending = False
+        while True:
+            async for note in conn.notifies(timeout=self.listener_check_interval):
+                if note.payload == self._ping:
+                    ping_pending = False
+                elif self.queues is None or note.payload in self.queues:
+                    self._nudge()
+            if ping_pending:
+                return
+            try:
+                await self._execute(
+                    "SELECT pg_notify(%(channel)s, %(ping)s)",
+                    {"channel": self.q.jobs_channel, "ping": self._ping},
+                )
+                ping_pending = True
+            except psycopg.OperationalError as exc:
+                log.warning("could not send the listener ping: %s", exc)

@@ -19,14 +19,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def worker_thread(app: pgqueue.App, **settings: Any) -> Iterator[pgqueue.Worker]:
+def worker_thread(
+    app: pgqueue.App, worker: pgqueue.Worker | None = None, **settings: Any
+) -> Iterator[pgqueue.Worker]:
     """A worker on its own event loop in a thread.
 
     On leaving the block a burst worker is waited for (it stops by itself when the queue is
     dry); any other worker is asked to stop gracefully.
     """
     settings.setdefault("handle_signals", False)
-    worker = app.worker(**settings)
+    if worker is None:
+        worker = app.worker(**settings)
+    else:
+        settings["burst"] = worker.burst
     loop_box: list[asyncio.AbstractEventLoop] = []
     errors: list[BaseException] = []
     started = threading.Event()

@@ -46,6 +46,7 @@ def test_claim_query_uses_the_partial_index(app: pgqueue.App, db: psycopg.Connec
         "all_queues": False,
         "queues": ["default"],
         "worker_id": "00000000-0000-0000-0000-000000000000",
+        "suspects": False,
     }
     args = ", ".join(f"%({n})s" for n in names)
     with db.transaction(force_rollback=True):

@@ -5,12 +5,16 @@
 -- The state literals repeat the partial index predicate of jobs_claim_idx, so even a generic
 -- plan can use it. SKIP LOCKED lets concurrent workers take disjoint rows without waiting.
 -- Each claim gets a fresh lease: every later change to the row must present it.
+-- Jobs that were running when a worker died (rescue_count > 0) are suspects: they are claimed
+-- only with `suspects` true, one at a time, by an idle worker that then runs nothing else,
+-- so a job that kills its process cannot take innocent jobs down with it.
 WITH candidates AS MATERIALIZED (
     SELECT id
       FROM {schema}.jobs
      WHERE state IN ('scheduled', 'available', 'retrying')
        AND run_at <= now()
        AND (%(all_queues)s::boolean OR queue = ANY(%(queues)s::text[]))
+       AND (rescue_count > 0) = %(suspects)s::boolean
      ORDER BY priority DESC, run_at, id
      LIMIT %(limit)s::integer
        FOR UPDATE SKIP LOCKED

@@ -40,3 +40,9 @@ def sleep(seconds: float) -> float:
         [pgqueue.current_job().id, 0, os.getpid()],
     )
     return seconds
+
+
+@app.task(name="ledger.poison", max_attempts=10)
+def poison() -> None:
+    # Takes its whole process down, every time: the job must end `failed`, not loop forever.
+    os.kill(os.getpid(), 9)

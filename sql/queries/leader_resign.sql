@@ -1,0 +1,1 @@
+DELETE FROM {schema}.leaders WHERE name = 'maintenance' AND worker_id = %(worker_id)s::uuid
