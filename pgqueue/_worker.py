@@ -27,7 +27,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
+from psycopg import conninfo, sql
 from psycopg_pool import AsyncConnectionPool
 
 from . import _sql
@@ -298,6 +298,12 @@ class Worker:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self._finish(helpers)
+
+    def _application_name(self) -> dict[str, Any]:
+        """Name our connections in pg_stat_activity, unless the DSN already names them."""
+        if conninfo.conninfo_to_dict(self.app.dsn).get("application_name"):
+            return {}
+        return {"application_name": f"pgqueue worker {os.getpid()}"}
 
     async def _register(self) -> None:
         await self._execute(
@@ -693,7 +699,9 @@ class Worker:
         backoff = 0.1
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.app.dsn, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self.app.dsn, autocommit=True, **self._application_name()
+                )
                 async with conn:
                     await conn.execute(listen)
                     backoff = 0.1

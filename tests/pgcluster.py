@@ -34,6 +34,12 @@ def find_bindir() -> Path | None:
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(Path(os.path.realpath(initdb)).parent)
+    try:  # the pgserver wheel ships the same binaries
+        import pgserver
+
+        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
+    except ImportError:
+        pass
     for path in candidates:
         if (path / "initdb").exists() and (path / "pg_ctl").exists():
             return path
@@ -97,7 +103,20 @@ class LocalCluster:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def restart(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "restart")
+        # -l again: without it the new postmaster would inherit (and hold open) our pipes.
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.base / "log"),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        )
 
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
