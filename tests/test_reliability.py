@@ -311,3 +311,30 @@ def test_lost_claim_reply_leaves_no_orphan(app: pgqueue.App, db: Any, listen: bo
         )
     assert app.get_job(job.id).attempt == 1
     assert worker.stats["released"] == 1
+
+
+class DeafListener(pgqueue.Worker):
+    """Its first LISTEN connection stays open but hears nothing: a half-open socket, as far
+    as the worker can tell."""
+
+    deafened = False
+
+    async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if not self.deafened:
+            self.deafened = True
+            await conn.execute("UNLISTEN *")
+        await super()._receive(conn)
+
+
+def test_silent_listener_is_detected_and_rebuilt(app: pgqueue.App, db: Any) -> None:
+    @app.task(name="deaf.probe")
+    def probe() -> None: ...
+
+    worker = DeafListener(app, poll_interval=30, listener_check_interval=0.3, handle_signals=False)
+    with worker_thread(app, worker=worker):
+        wait_until(lambda: worker.stats["listener_rebuilds"] >= 1, 10, "a rebuilt listener")
+        time.sleep(0.2)
+        job = probe.enqueue()
+        job.wait(timeout=10)
+    latency = scalar(db, "SELECT extract(epoch FROM started_at - created_at) FROM pgqueue.jobs")
+    assert float(latency) < 2  # woken by NOTIFY again, not by the 30 s poll
