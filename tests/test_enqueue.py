@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import pgqueue
+from tests.helpers import worker_thread
 
 
 def count_jobs(db: psycopg.Connection[Any]) -> int:
@@ -42,6 +43,13 @@ def listener(dsn: str, channel: str = "pgqueue_jobs") -> psycopg.Connection[Any]
 
 def notified(conn: psycopg.Connection[Any], timeout: float) -> list[str]:
     return [n.payload for n in conn.notifies(timeout=timeout, stop_after=1)]
+
+
+def assert_runs(app: pgqueue.App, expected: int) -> None:
+    """A worker given the chance runs exactly the committed jobs: a rolled-back one never."""
+    with worker_thread(app, burst=True) as worker:
+        pass
+    assert worker.stats["claimed"] == expected
 
 
 def test_own_connection_enqueue_is_committed(send: Any, app: pgqueue.App, db: Any) -> None:
@@ -75,6 +83,7 @@ def test_psycopg_transaction(send: Any, dsn: str, db: Any, outcome: str) -> None
         assert count_jobs(db) == 0
         assert notified(wake, 0.3) == []
     wake.close()
+    assert_runs(send.app, 1 if outcome == "commit" else 0)
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
@@ -94,6 +103,7 @@ def test_psycopg_async_transaction(send: Any, dsn: str, db: Any, outcome: str) -
         ["emails"] if outcome == "commit" else []
     )
     wake.close()
+    assert_runs(send.app, 1 if outcome == "commit" else 0)
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
@@ -109,6 +119,7 @@ def test_sqlalchemy_session(send: Any, dsn: str, db: Any, outcome: str) -> None:
     expected = 1 if outcome == "commit" else 0
     assert (count_jobs(db), users[0] if users else None) == (expected, expected)
     engine.dispose()
+    assert_runs(send.app, expected)
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
@@ -124,6 +135,7 @@ def test_sqlalchemy_async_session(send: Any, dsn: str, db: Any, outcome: str) ->
 
     asyncio.run(main())
     assert count_jobs(db) == (1 if outcome == "commit" else 0)
+    assert_runs(send.app, 1 if outcome == "commit" else 0)
 
 
 def test_own_connection_async_enqueue(send: Any, app: pgqueue.App) -> None:
