@@ -19,6 +19,7 @@ import psycopg
 import typer
 from rich import box
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 import pgqueue
@@ -229,14 +230,188 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
 def status(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False) -> None:
     """Queues at a glance: counts per state, lag, throughput, failures."""
     with _errors():
-        stats = _app(dsn, schema).queue_stats()
+        qapp = _app(dsn, schema)
+        stats = qapp.queue_stats()
+        stuck = qapp.stuck_jobs(limit=1000)
     if as_json:
-        _print_json(stats)
+        _print_json({"queues": stats, "stuck_jobs": stuck})
         return
     if not stats:
         out.print("no queues yet: nothing has been enqueued")
         return
     out.print(queue_table(stats))
+    for line in warnings(stats, stuck):
+        out.print(f"[bold yellow]warning:[/] {line}", highlight=False)
+
+
+def warnings(stats: list[pgqueue.QueueStats], stuck: list[dict[str, Any]]) -> list[str]:
+    """What an operator should look at first, in plain words."""
+    lines = [f"queue {s.queue} is paused ({s.available} jobs waiting)" for s in stats if s.paused]
+    running = [j for j in stuck if j["state"] == "running"]
+    orphaned = [j for j in running if not j["worker_alive"]]
+    if running:
+        lines.append(
+            f"{len(running)} running job(s) past their expected time"
+            + (f", {len(orphaned)} on a dead worker" if orphaned else "")
+            + ": pgqueue jobs --stuck"
+        )
+    troubled = len(stuck) - len(running)
+    if troubled:
+        lines.append(f"{troubled} job(s) rescued or retried several times: pgqueue jobs --stuck")
+    return lines
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '45s', '30m', '12h', '7d', '2w' to seconds."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match:
+        fail(f"{text!r} is not a duration like 30m, 12h or 7d", code=2)
+    return float(match[1]) * _UNIT[match[2]]
+
+
+@app.command()
+def jobs(
+    state: Annotated[str | None, typer.Option("--state", help="e.g. failed, running.")] = None,
+    queue: Annotated[str | None, typer.Option("--queue", "-q")] = None,
+    task: Annotated[str | None, typer.Option("--task")] = None,
+    older_than: Annotated[str | None, typer.Option("--older-than", help="e.g. 1h")] = None,
+    newer_than: Annotated[str | None, typer.Option("--newer-than", help="e.g. 10m")] = None,
+    stuck: Annotated[bool, typer.Option("--stuck", help="The stuck_jobs view.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List jobs, newest first, filtered by state, queue, task and age."""
+    older = parse_duration(older_than) if older_than else None
+    newer = parse_duration(newer_than) if newer_than else None
+    with _errors():
+        qapp = _app(dsn, schema)
+        try:
+            rows = (
+                qapp.stuck_jobs(limit=limit)
+                if stuck
+                else qapp.list_jobs(
+                    state=state,
+                    queue=queue,
+                    task=task,
+                    limit=limit,
+                    older_than=older,
+                    newer_than=newer,
+                )
+            )
+        except ValueError as exc:  # an unknown state
+            fail(str(exc))
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no jobs match")
+        return
+    columns = (
+        [
+            "id",
+            "task",
+            "queue",
+            "state",
+            "bucket",
+            "running_seconds",
+            "rescue_count",
+            "worker",
+            "worker_alive",
+        ]
+        if stuck
+        else ["id", "task", "queue", "state", "attempt", "created_at", "last_error"]
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(col)) for col in columns))
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.0f}"
+    return str(value)
+
+
+@app.command()
+def pause(
+    queue: Annotated[str, typer.Argument(metavar="QUEUE")],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+) -> None:
+    """Stop workers from claiming this queue's jobs (running ones finish)."""
+    with _errors():
+        _app(dsn, schema).pause(queue)
+    out.print(f"queue {queue} paused")
+
+
+@app.command()
+def resume(
+    queue: Annotated[str, typer.Argument(metavar="QUEUE")],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+) -> None:
+    """Let workers claim this queue's jobs again."""
+    with _errors():
+        _app(dsn, schema).resume(queue)
+    out.print(f"queue {queue} resumed")
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="e.g. 7d; default: each state's retention")
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1)] = 1000,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete finished jobs in small batches: never a live job, never one long lock."""
+    seconds = parse_duration(older_than) if older_than else None
+    with _errors():
+        qapp = _app(dsn, schema)
+        if as_json:
+            deleted = qapp.prune(seconds, batch=batch)
+        else:
+            columns = (SpinnerColumn(), TextColumn("pruning: {task.completed} deleted"))
+            with Progress(*columns, console=err, transient=True) as bar:
+                progress_task = bar.add_task("prune", total=None)
+                deleted = qapp.prune(
+                    seconds,
+                    batch=batch,
+                    progress=lambda n: bar.update(progress_task, completed=n),
+                )
+    if as_json:
+        _print_json({"deleted": deleted})
+    else:
+        out.print(f"deleted {deleted} finished job(s)")
+
+
+@app.command()
+def top(
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.1)] = 1.0,
+) -> None:
+    """A live dashboard: queues, throughput, workers, stuck jobs, failures. `q` quits."""
+    from .top import run_top
+
+    with _errors():
+        run_top(_app(dsn, schema), console=out, once=once, interval=interval)
 
 
 @app.command()
@@ -287,13 +462,21 @@ def job(
 
 @app.command()
 def retry(
-    job_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
+    job_ids: Annotated[list[int] | None, typer.Argument(metavar="ID...")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Every failed job.")] = False,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="With --failed.")] = None,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
 ) -> None:
-    """Run failed or cancelled jobs again."""
+    """Run failed or cancelled jobs again (by id, or every failed one)."""
+    if failed == bool(job_ids):
+        fail("give job ids, or --failed [--queue Q]", code=2)
     with _errors():
         qapp = _app(dsn, schema)
+        if failed:
+            out.print(f"retrying {qapp.retry_failed(queue)} failed job(s)")
+            return
+        job_ids = job_ids or []
         missing = [i for i in job_ids if not qapp.retry(i)]
     if missing:
         fail(f"not retried (unknown, running or completed): {', '.join(map(str, missing))}")
@@ -306,7 +489,7 @@ def cancel(
     dsn: DsnOption = None,
     schema: SchemaOption = None,
 ) -> None:
-    """Cancel jobs that have not started."""
+    """Cancel jobs: queued ones at once, running ones at their worker's next heartbeat."""
     with _errors():
         qapp = _app(dsn, schema)
         missing = [i for i in job_ids if not qapp.cancel(i)]

@@ -654,10 +654,15 @@ class App:
         return _job_info(rows[0])
 
     def cancel(self, job_id: int) -> bool:
-        """Cancel a job that has not started; return False if it was running or finished."""
-        return bool(
-            self._run(self.queries["job_cancel"], {"id": check_int("job id", job_id, bits=64)})
-        )
+        """Cancel a job; return False if it is already finished (or does not exist).
+
+        A job that has not started is `cancelled` at once. A running one is asked to stop:
+        its worker cancels it at its next heartbeat (an async task is interrupted; a sync
+        task's thread cannot be, so it runs on but its outcome is discarded) and records it
+        `cancelled`.
+        """
+        rows = self._run(self.queries["job_cancel"], {"id": check_int("job id", job_id, bits=64)})
+        return bool(rows)
 
     def retry(self, job_id: int) -> bool:
         """Run a failed, cancelled or waiting job again now; return False if it cannot be."""
@@ -665,6 +670,102 @@ class App:
         if rows:
             self._run(self.queries["queue_notify"], {"queues": [rows[0][1]]})
         return bool(rows)
+
+    def retry_failed(self, queue: str | None = None) -> int:
+        """Put every failed job (of one queue) back in line; return how many."""
+        if queue is not None:
+            check_name("queue", queue)
+        rows = self._run(self.queries["job_retry_failed"], {"queue": queue})
+        if rows:
+            self._run(self.queries["queue_notify"], {"queues": sorted({r[1] for r in rows})})
+        return len(rows)
+
+    def pause(self, queue: str) -> None:
+        """Stop workers from claiming jobs of this queue (from their next claim on)."""
+        self._run(
+            self.queries["queue_pause"], {"queue": check_name("queue", queue), "paused": True}
+        )
+
+    def resume(self, queue: str) -> None:
+        self._run(
+            self.queries["queue_pause"], {"queue": check_name("queue", queue), "paused": False}
+        )
+        self._run(self.queries["queue_notify"], {"queues": [queue]})
+
+    def prune(
+        self,
+        older_than: float | None = None,
+        *,
+        batch: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete finished jobs past their retention (or older than `older_than` seconds).
+
+        Works in batches of `batch` rows, each its own short transaction, so it never holds
+        one long lock; live jobs are never touched. Returns how many were deleted.
+        """
+        if older_than is not None:
+            check_seconds("older_than", older_than)
+        check_int("batch", batch, minimum=1)
+        total = 0
+        while True:
+            rows = self._run(self.queries["job_prune"], {"older_than": older_than, "batch": batch})
+            total += len(rows)
+            if progress is not None:
+                progress(total)
+            if len(rows) < batch:
+                return total
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        older_than: float | None = None,
+        newer_than: float | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Jobs from the `job_status` view, newest first; every filter is optional."""
+        if state is not None:
+            JobState(state)  # ValueError names the bad state
+        for kind, name in (("queue", queue), ("task", task)):
+            if name is not None:
+                check_name(kind, name)
+        params = {
+            "state": state,
+            "queue": queue,
+            "task": task,
+            "older_than": older_than,
+            "newer_than": newer_than,
+            "limit": check_int("limit", limit, minimum=1),
+        }
+        return self._dicts("job_list", params)
+
+    def stuck_jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Rows of the `stuck_jobs` view: long-running, rescued or often-retried jobs."""
+        return self._dicts("stuck_list", {"limit": check_int("limit", limit, minimum=1)})
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Live worker processes, with heartbeat age, running jobs and leadership."""
+        return self._dicts("worker_list", None)
+
+    def throughput(self, bucket: float = 10.0, buckets: int = 30) -> list[tuple[int, int]]:
+        """(completed, failed) per bucket of `bucket` seconds, oldest first."""
+        rows = self._run(self.queries["throughput"], {"bucket": bucket, "buckets": buckets})
+        by_age = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+        return [by_age.get(age, (0, 0)) for age in range(buckets - 1, -1, -1)]
+
+    def recent_failures(self, limit: int = 10) -> list[dict[str, Any]]:
+        return self._dicts("recent_failures", {"limit": check_int("limit", limit, minimum=1)})
+
+    def _dicts(self, query: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            target = _SyncTarget(conn)
+            self._ensure_schema(target)
+            cur = conn.execute(self.queries[query], params)
+            names = [c.name for c in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def unfinished(self, job_ids: Sequence[int]) -> int:
         """How many of these jobs are still to run (scheduled, available, running, retrying)."""

@@ -178,6 +178,7 @@ class Worker:
         heartbeat_timeout: float = 30.0,
         max_rescues: int = 3,
         listener_check_interval: float = 30.0,
+        prune_interval: float = 60.0,
         handle_signals: bool = True,
     ) -> None:
         self.app = app
@@ -195,6 +196,7 @@ class Worker:
             # One late heartbeat must not get a live worker's jobs rescued under it.
             raise ValidationError("heartbeat_timeout must exceed twice heartbeat_interval")
         self.max_rescues = check_int("max_rescues", max_rescues, minimum=0)
+        self.prune_interval = check_seconds("prune_interval", prune_interval)
         self.listener_check_interval = check_seconds(
             "listener_check_interval", listener_check_interval
         )
@@ -214,6 +216,8 @@ class Worker:
         self._closing = False
         self._orphans_possible = False
         self._quarantined: int | None = None  # a suspect job running alone
+        self._cancelling: set[int] = set()  # runs an operator asked to cancel
+        self._next_prune = 0.0
         self._is_leader = False
         self._ping = f"#ping {self.id}"  # '#' cannot start a queue name
         self._pool: AsyncConnectionPool[Any] | None = None
@@ -226,6 +230,8 @@ class Worker:
             "retried": 0,
             "stale": 0,
             "released": 0,
+            "pruned": 0,
+            "cancelled": 0,
             "rescued": 0,
             "listener_rebuilds": 0,
         }
@@ -259,29 +265,25 @@ class Worker:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
+        kwargs: dict[str, Any] = {"autocommit": True, **self._application_name()}
+        if not self.listen:
+            # Poll-only is the PgBouncer (transaction mode) setting: no session state at all,
+            # so no server-side prepared statements either.
+            kwargs["prepare_threshold"] = None
         self._pool = AsyncConnectionPool(
             self.app.dsn,
             min_size=1,
             max_size=3,
             open=False,
             name="pgqueue-worker",
-            kwargs={"autocommit": True},
+            kwargs=kwargs,
         )
         await self._pool.open(wait=True, timeout=30)
         self._threads = _DaemonThreads(self.concurrency)
         helpers: list[asyncio.Task[None]] = []
         try:
             await self._check_schema()
-            await self._execute(
-                self.q["worker_register"],
-                {
-                    "id": self.id,
-                    "hostname": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "queues": self.queues,
-                    "concurrency": self.concurrency,
-                },
-            )
+            await self._register()
             log.info(
                 "worker %s started: queues=%s concurrency=%d",
                 self.id,
@@ -314,6 +316,7 @@ class Worker:
                 "pid": os.getpid(),
                 "queues": self.queues,
                 "concurrency": self.concurrency,
+                "heartbeat_timeout": self.heartbeat_timeout,
             },
         )
 
@@ -455,6 +458,12 @@ class Worker:
             result = await self._invoke(task, job)
             encoded = encode_result(result)
         except asyncio.CancelledError:
+            if job.id in self._cancelling:
+                self._cancelling.discard(job.id)
+                self.stats["cancelled"] += 1
+                error = error_record(asyncio.CancelledError("cancelled by request"), "cancel")
+                self._record(Outcome(job, error=error, state="cancelled"))
+                return
             if self._abandoning or self._stop.is_set():
                 raise  # shutdown: the job is released, not failed
             self._record_failure(job, asyncio.CancelledError("task was cancelled"), policy)
@@ -633,7 +642,7 @@ class Worker:
             )
             accepted.update(r[0] for r in rows)
             for o in failed:
-                if o.job.id in accepted:
+                if o.job.id in accepted and o.state in ("failed", "retrying"):
                     self.stats["failed" if o.state == "failed" else "retried"] += 1
         stale = [o.job.id for o in batch if o.job.id not in accepted]
         if stale:
@@ -649,6 +658,7 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 await self._heartbeat()
+                await self._cancel_requested()
                 await self._maintain()
             except psycopg.OperationalError as exc:
                 log.warning("heartbeat failed: %s", exc)
@@ -657,6 +667,18 @@ class Worker:
         if not await self._fetch(self.q["worker_heartbeat"], {"id": self.id}):
             log.warning("worker row was missing (cleaned up while we were cut off): re-registering")
             await self._register()
+
+    async def _cancel_requested(self) -> None:
+        """Cancel the runs an operator asked to stop (`pgqueue cancel` on a running job)."""
+        if not self._running:
+            return
+        rows = await self._fetch(self.q["job_cancel_requested"], {"worker_id": self.id})
+        for (job_id,) in rows:
+            task = self._running.get(job_id)
+            if task is not None and job_id not in self._cancelling:
+                log.info("job %d: cancel requested, cancelling it", job_id)
+                self._cancelling.add(job_id)
+                task.cancel()
 
     async def _maintain(self) -> None:
         """Rescue the jobs of dead workers, in exactly one process: the elected leader."""
@@ -686,6 +708,20 @@ class Worker:
             log.warning(
                 "rescued %d jobs of dead workers: %s", len(rows), [(r[0], r[1]) for r in rows]
             )
+        await self._prune()
+
+    async def _prune(self) -> None:
+        """Retention: the leader deletes finished jobs past their `retention`, a few small
+        batches per interval, so history never grows without bound nor costs a long lock."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_prune:
+            return
+        self._next_prune = loop.time() + self.prune_interval
+        for _ in range(10):
+            rows = await self._fetch(self.q["job_prune"], {"older_than": None, "batch": 1000})
+            self.stats["pruned"] += len(rows)
+            if len(rows) < 1000:
+                return
 
     async def _listen_loop(self) -> None:
         """Hold one LISTEN connection, rebuilding it when it breaks or goes silent.

@@ -39,7 +39,7 @@ def test_status_table_and_json(app: pgqueue.App, dsn: str) -> None:
     assert table.exit_code == 0, table.output
     assert "emails" in table.output and "reports" in table.output
     data = runner.invoke(cli, ["status", "--dsn", dsn, "--json"])
-    rows = {r["queue"]: r for r in json.loads(data.output)}
+    rows = {r["queue"]: r for r in json.loads(data.output)["queues"]}
     assert rows["emails"]["available"] == 2 and rows["reports"]["scheduled"] == 1
     assert rows["emails"]["paused"] is False
 

@@ -1,6 +1,9 @@
--- Only a job that has not started can be cancelled here; running jobs are left alone.
+-- Cancel a job: one that has not started becomes `cancelled` at once; a running one is only
+-- flagged, and its worker cancels the run at its next heartbeat. Returns the job's state.
 UPDATE {schema}.jobs
-   SET state = 'cancelled', finished_at = now()
+   SET state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
+       finished_at = CASE WHEN state = 'running' THEN finished_at ELSE now() END,
+       cancel_requested = true
  WHERE id = %(id)s
-   AND state IN ('scheduled', 'available', 'retrying')
-RETURNING id
+   AND state IN ('scheduled', 'available', 'retrying', 'running')
+RETURNING id, state

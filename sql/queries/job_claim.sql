@@ -15,6 +15,10 @@ WITH candidates AS MATERIALIZED (
        AND run_at <= now()
        AND (%(all_queues)s::boolean OR queue = ANY(%(queues)s::text[]))
        AND (rescue_count > 0) = %(suspects)s::boolean
+       -- Paused queues: checked here, in the claim itself, so a pause takes effect across
+       -- every worker process at their next claim.
+       AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS q
+                        WHERE q.name = jobs.queue AND q.paused)
      ORDER BY priority DESC, run_at, id
      LIMIT %(limit)s::integer
        FOR UPDATE SKIP LOCKED

@@ -6,7 +6,7 @@ WITH failed AS (
            run_at = CASE WHEN c.state = 'retrying'
                          THEN now() + make_interval(secs => c.delay)
                          ELSE j.run_at END,
-           finished_at = CASE WHEN c.state = 'failed' THEN now() END,
+           finished_at = CASE WHEN c.state IN ('failed', 'cancelled') THEN now() END,
            errors = j.errors || jsonb_build_array(
                c.error || jsonb_build_object('at', now(), 'attempt', j.attempt))
       FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[], %(states)s::text[],

@@ -1,2 +1,3 @@
-INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::text[], %(concurrency)s)
+INSERT INTO {schema}.workers (id, hostname, pid, queues, concurrency, heartbeat_timeout)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s::text[], %(concurrency)s,
+        %(heartbeat_timeout)s)

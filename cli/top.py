@@ -1,0 +1,140 @@
+"""`pgqueue top`: a live, full-screen view of queues, throughput, workers and failures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import termios
+import time
+import tty
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+import pgqueue
+
+from .main import queue_table, warnings
+
+_BARS = " ▁▂▃▄▅▆▇█"
+#: The sparkline covers 5 minutes in 10-second buckets.
+BUCKET_SECONDS, BUCKETS = 10.0, 30
+
+
+def sparkline(values: list[int]) -> str:
+    peak = max(values) if values and max(values) > 0 else 1
+    return "".join(_BARS[round(v / peak * (len(_BARS) - 1))] for v in values)
+
+
+def _workers_table(workers: list[dict[str, Any]]) -> Table:
+    table = Table(title="workers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("worker", "queues", "running", "heartbeat", "role"):
+        table.add_column(col, no_wrap=True)
+    for w in workers:
+        heartbeat = f"{w['silent_seconds']:.1f}s ago"
+        table.add_row(
+            f"{w['hostname']}:{w['pid']}",
+            ",".join(w["queues"] or ["all"]),
+            f"{w['running']}/{w['concurrency']}",
+            heartbeat if w["alive"] else f"[red]{heartbeat} (dead?)[/]",
+            "leader" if w["leader"] else "",
+        )
+    return table
+
+
+def _failures_table(failures: list[dict[str, Any]]) -> Table:
+    table = Table(
+        title="recent failures", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for col in ("id", "task", "queue", "state", "attempt", "error"):
+        table.add_column(col, overflow="ellipsis", no_wrap=col != "error")
+    for f in failures:
+        table.add_row(
+            str(f["id"]),
+            f["task"],
+            f["queue"],
+            f["state"],
+            str(f["attempt"]),
+            f["last_error"] or "",
+        )
+    return table
+
+
+def render(app: pgqueue.App) -> RenderableType:
+    """One frame of the dashboard, from a handful of cheap queries."""
+    stats = app.queue_stats()
+    stuck = app.stuck_jobs(limit=1000)
+    series = app.throughput(BUCKET_SECONDS, BUCKETS)
+    completed = [c for c, _ in series]
+    failed = [f for _, f in series]
+    now = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    rate = sum(completed[-6:]) / (6 * BUCKET_SECONDS)
+    header = Text.assemble(
+        ("pgqueue top", "bold"),
+        f"  schema {app.schema}  {now} UTC  ",
+        ("q quits", "dim"),
+    )
+    spark = Text.assemble(
+        ("completed ", "green"),
+        sparkline(completed),
+        f"  {rate:.1f}/s over the last minute\n",
+        ("failed    ", "red"),
+        sparkline(failed),
+        f"  {sum(failed)} in 5 min",
+    )
+    parts: list[RenderableType] = [
+        header,
+        queue_table(stats, "queues") if stats else Text("no queues yet"),
+        Panel(spark, title="throughput, last 5 minutes", title_align="left", box=box.ROUNDED),
+        _workers_table(app.workers()),
+    ]
+    for line in warnings(stats, stuck):
+        parts.append(Text.from_markup(f"[bold yellow]warning:[/] {line}"))
+    failures = app.recent_failures(8)
+    if failures:
+        parts.append(_failures_table(failures))
+    return Group(*parts)
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[Any]:
+    """Single keypresses without Enter, when stdin is a terminal; restored on exit."""
+    if not sys.stdin.isatty():
+        yield None
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _pressed_q(fd: Any, timeout: float) -> bool:
+    if fd is None:
+        time.sleep(timeout)
+        return False
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready) and os.read(fd, 1) in (b"q", b"Q")
+
+
+def run_top(app: pgqueue.App, *, console: Console, once: bool, interval: float) -> None:
+    if once:
+        console.print(render(app))
+        return
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        _keys() as fd,
+        Live(render(app), console=console, screen=True, auto_refresh=False) as live,
+    ):
+        while not _pressed_q(fd, interval):
+            live.update(render(app), refresh=True)
