@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 import psycopg
+from pgqueue.cli import app as cli
 from typer.testing import CliRunner
 
 import pgqueue
-from pgqueue.cli import app as cli
 from tests.helpers import wait_until, worker_thread
 
 runner = CliRunner()
