@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from pgqueue.cli import app as cli
 from typer.testing import CliRunner
 
@@ -129,7 +130,8 @@ def test_views_stay_cheap_with_many_finished_jobs(app: pgqueue.App, db: Any) -> 
     app.enqueue_many("x.y", [{}] * 20)
     db.execute("ANALYZE pgqueue.jobs")
     for view in ("queue_stats", "stuck_jobs"):
-        plan = "\n".join(r[0] for r in db.execute(f"EXPLAIN SELECT * FROM pgqueue.{view}"))
+        query = sql.SQL("EXPLAIN SELECT * FROM pgqueue.{}").format(sql.Identifier(view))
+        plan = "\n".join(r[0] for r in db.execute(query))
         assert "Seq Scan on jobs" not in plan, plan
     stats = {s.queue: s for s in app.queue_stats()}
     assert stats["default"].available == 20
