@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from pgqueue.cli import app as cli
+from psycopg import sql
 from typer.testing import CliRunner
 
 import pgqueue
