@@ -412,6 +412,8 @@ class App:
         self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
         self._lock = threading.Lock()
         self._schema_ok = False
+        #: Set by `pgqueue.testing.inline`: run tasks at enqueue time instead of storing them.
+        self._inline: Callable[[dict[str, Any]], Job] | None = None
 
     def __repr__(self) -> str:
         return f"<pgqueue.App schema={self.schema!r} tasks={len(self.tasks)}>"
@@ -575,6 +577,8 @@ class App:
         return TaskCall(task, EnqueueOptions(**options).validated())
 
     def _enqueue_one(self, params: dict[str, Any], opts: EnqueueOptions) -> Job:
+        if self._inline is not None:
+            return self._inline(params)
         query = self.queries["job_enqueue"]
         external = opts.conn if opts.conn is not None else opts.session
         if external is None:
@@ -586,6 +590,8 @@ class App:
         return Job(id=rows[0][0], duplicate=rows[0][1], app=self)
 
     async def _enqueue_one_async(self, params: dict[str, Any], opts: EnqueueOptions) -> Job:
+        if self._inline is not None:
+            return self._inline(params)
         query = self.queries["job_enqueue"]
         external = opts.conn if opts.conn is not None else opts.session
         if external is None:
@@ -608,6 +614,8 @@ class App:
         return jobs
 
     def _enqueue_many(self, rows: Sequence[dict[str, Any]], opts: EnqueueOptions) -> list[Job]:
+        if self._inline is not None:
+            return [self._inline(row) for row in rows]
         external = opts.conn if opts.conn is not None else opts.session
         if external is not None:
             return self._insert_chunks(_SyncTarget(external), rows)
@@ -630,6 +638,8 @@ class App:
     async def _enqueue_many_async(
         self, rows: Sequence[dict[str, Any]], opts: EnqueueOptions
     ) -> list[Job]:
+        if self._inline is not None:
+            return [self._inline(row) for row in rows]
         external = opts.conn if opts.conn is not None else opts.session
         if external is not None:
             return await self._insert_chunks_async(_AsyncTarget(external), rows)
