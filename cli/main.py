@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import logging
 import os
 import re
 import sys
@@ -153,13 +152,18 @@ def worker(
         float, typer.Option("--heartbeat-timeout", help="Rescue jobs of workers silent this long.")
     ] = 30.0,
     max_rescues: Annotated[int, typer.Option("--max-rescues", min=0)] = 3,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
+    ] = None,
+    metrics_addr: Annotated[str, typer.Option("--metrics-addr")] = "0.0.0.0",
     dsn: DsnOption = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
 ) -> None:
     """Run a worker for the tasks registered on APP."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if log_format not in ("text", "json"):
+        fail("--log-format is text or json", code=2)
+    pgqueue.configure_logging(log_level, log_format)
     qapp = load_app(app_path)
     if dsn:
         qapp = _rebind(qapp, dsn)
@@ -174,6 +178,8 @@ def worker(
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout,
             max_rescues=max_rescues,
+            metrics_port=metrics_port,
+            metrics_addr=metrics_addr,
         )
 
 
@@ -423,7 +429,9 @@ def job(
 ) -> None:
     """Everything about one job, with each attempt's error."""
     with _errors():
-        info = _app(dsn, schema).get_job(job_id)
+        qapp = _app(dsn, schema)
+        info = qapp.get_job(job_id)
+        info = dataclasses.replace(info, args=qapp.redact(info.args))
     if as_json:
         _print_json(info)
         return

@@ -4,6 +4,8 @@ This module is the whole public surface; everything else is private and may chan
 """
 
 from ._app import App, EnqueueOptions, Job, Task, TaskCall
+from ._logging import JsonFormatter
+from ._logging import configure as configure_logging
 from ._policy import RetryPolicy
 from ._worker import JobContext, Worker, current_job
 from .errors import (
@@ -32,6 +34,7 @@ __all__ = [
     "JobNotFound",
     "JobState",
     "JobTimeout",
+    "JsonFormatter",
     "PgQueueError",
     "QueueFull",
     "QueueStats",
@@ -43,5 +46,6 @@ __all__ = [
     "ValidationError",
     "Worker",
     "__version__",
+    "configure_logging",
     "current_job",
 ]

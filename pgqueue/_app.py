@@ -16,6 +16,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import _sql
+from ._logging import redact, redact_keys_from_env
 from ._policy import DEFAULT_RETRY, RetryPolicy
 from ._validate import (
     check_int,
@@ -398,6 +399,7 @@ class App:
         *,
         pool: ConnectionPool[Any] | None = None,
         schema: str | None = None,
+        redact_keys: Iterable[str] | None = None,
     ) -> None:
         if schema is None:
             schema = os.environ.get("PGQUEUE_SCHEMA") or "pgqueue"
@@ -412,6 +414,13 @@ class App:
         self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
         self._lock = threading.Lock()
         self._schema_ok = False
+        #: Argument keys whose values logs and the CLI show as ***; default: common secrets
+        #: (password, token, api_key, ...), or $PGQUEUE_REDACT_KEYS.
+        self.redact_keys = (
+            redact_keys_from_env()
+            if redact_keys is None
+            else frozenset(k.lower() for k in redact_keys)
+        )
         #: Set by `pgqueue.testing.inline`: run tasks at enqueue time instead of storing them.
         self._inline: Callable[[dict[str, Any]], Job] | None = None
 
@@ -776,6 +785,10 @@ class App:
             cur = conn.execute(self.queries[query], params)
             names = [c.name for c in cur.description or []]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def redact(self, args: Any) -> Any:
+        """`args` as logs and the CLI may show them: sensitive keys masked."""
+        return redact(args, self.redact_keys)
 
     def unfinished(self, job_ids: Sequence[int]) -> int:
         """How many of these jobs are still to run (scheduled, available, running, retrying)."""

@@ -19,6 +19,7 @@ import queue as queue_mod
 import signal
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,9 +33,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import _sql
 from ._app import App, Task, encode_result
+from ._logging import job_extra, redact
+from ._metrics import Metrics
 from ._policy import DEFAULT_RETRY, decide_failure
 from ._validate import check_int, check_name, check_seconds
 from .errors import JobTimeout, UnknownTask, ValidationError
+from .types import QueueStats
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -84,7 +88,8 @@ class Outcome:
     job: ClaimedJob
     result: str | None = None  # JSON text, for a success
     error: dict[str, Any] | None = None
-    state: str = "completed"  # completed | retrying | failed
+    state: str = "completed"  # completed | retrying | failed | cancelled
+    duration: float = 0.0
     delay: float = 0.0
 
 
@@ -179,6 +184,8 @@ class Worker:
         max_rescues: int = 3,
         listener_check_interval: float = 30.0,
         prune_interval: float = 60.0,
+        metrics_port: int | None = None,
+        metrics_addr: str = "0.0.0.0",
         handle_signals: bool = True,
     ) -> None:
         self.app = app
@@ -197,11 +204,15 @@ class Worker:
             raise ValidationError("heartbeat_timeout must exceed twice heartbeat_interval")
         self.max_rescues = check_int("max_rescues", max_rescues, minimum=0)
         self.prune_interval = check_seconds("prune_interval", prune_interval)
+        self.metrics_port = metrics_port
+        self.metrics_addr = metrics_addr
+        self.metrics: Metrics | None = None
         self.listener_check_interval = check_seconds(
             "listener_check_interval", listener_check_interval
         )
         self.handle_signals = handle_signals
         self.id = uuid.uuid4()
+        self.redact_keys = app.redact_keys
         self.q = app.queries
 
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -280,6 +291,8 @@ class Worker:
         )
         await self._pool.open(wait=True, timeout=30)
         self._threads = _DaemonThreads(self.concurrency)
+        if self.metrics_port is not None:
+            self.metrics = Metrics(self.metrics_port, self.metrics_addr)
         helpers: list[asyncio.Task[None]] = []
         try:
             await self._check_schema()
@@ -344,6 +357,8 @@ class Worker:
             self._threads.shutdown()
         if self._pool is not None:
             await self._pool.close()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("worker %s stopped: %s", self.id, self.stats)
 
     # --- database helpers -----------------------------------------------------------------
@@ -454,6 +469,18 @@ class Worker:
     async def _run_job(self, job: ClaimedJob) -> None:
         task = self.app.tasks.get(job.task)
         policy = task.retry if task is not None else DEFAULT_RETRY
+        extra = job_extra(job.id, job.task, job.queue, job.attempt)
+        started = time.monotonic()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "job %d (%s on %s, attempt %d) started: %s",
+                job.id,
+                job.task,
+                job.queue,
+                job.attempt,
+                redact(job.args, self.redact_keys),
+                extra=extra,
+            )
         try:
             result = await self._invoke(task, job)
             encoded = encode_result(result)
@@ -480,7 +507,17 @@ class Worker:
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             self._record_failure(job, exc, policy)
         else:
-            self._record(Outcome(job, result=encoded))
+            duration = time.monotonic() - started
+            log.debug(
+                "job %d (%s on %s, attempt %d) completed in %.3f s",
+                job.id,
+                job.task,
+                job.queue,
+                job.attempt,
+                duration,
+                extra=extra,
+            )
+            self._record(Outcome(job, result=encoded, duration=duration))
 
     async def _invoke(self, task: Task[Any, Any] | None, job: ClaimedJob) -> Any:
         if task is None:
@@ -527,14 +564,16 @@ class Worker:
         decision = decide_failure(job.attempt, job.max_attempts, policy, retryable=retryable)
         kind = "timeout" if isinstance(exc, JobTimeout) else "error"
         log.warning(
-            "job %d (%s, attempt %d/%d) failed: %s: %s -> %s",
+            "job %d (%s on %s, attempt %d/%d) failed: %s: %s -> %s",
             job.id,
             job.task,
+            job.queue,
             job.attempt,
             job.max_attempts,
             type(exc).__name__,
             exc,
             decision.state,
+            extra=job_extra(job.id, job.task, job.queue, job.attempt),
         )
         self._record(
             Outcome(job, error=error_record(exc, kind), state=decision.state, delay=decision.delay)
@@ -644,6 +683,10 @@ class Worker:
             for o in failed:
                 if o.job.id in accepted and o.state in ("failed", "retrying"):
                     self.stats["failed" if o.state == "failed" else "retried"] += 1
+        if self.metrics is not None:
+            for o in batch:
+                if o.job.id in accepted:
+                    self.metrics.outcome(o.job.queue, o.job.task, o.state, o.duration)
         stale = [o.job.id for o in batch if o.job.id not in accepted]
         if stale:
             # The lease moved on (the job was rescued and claimed again): this run's outcome
@@ -660,6 +703,9 @@ class Worker:
                 await self._heartbeat()
                 await self._cancel_requested()
                 await self._maintain()
+                if self.metrics is not None:
+                    rows = await self._fetch(self.q["queue_stats"], None)
+                    self.metrics.queues([QueueStats(*row) for row in rows])
             except psycopg.OperationalError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
@@ -703,6 +749,9 @@ class Worker:
                 "max_rescues": self.max_rescues,
             },
         )
+        if self.metrics is not None:
+            for row in rows:
+                self.metrics.rescued.labels(row[2]).inc()
         if rows:
             self.stats["rescued"] += len(rows)
             log.warning(

@@ -1,0 +1,80 @@
+"""Prometheus metrics for a worker process, through the official client library.
+
+Only imported when a worker is started with a metrics port, so `prometheus-client` stays an
+optional dependency (`pip install 'pgqueue[metrics]'`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+class Metrics:
+    """The worker's counters, histograms and gauges, served on `port`."""
+
+    def __init__(self, port: int, addr: str = "127.0.0.1") -> None:
+        try:
+            import prometheus_client as prom
+        except ImportError as exc:
+            raise ConfigurationError(
+                "metrics need prometheus-client: pip install 'pgqueue[metrics]'"
+            ) from exc
+        self.registry = prom.CollectorRegistry()
+        labels = ["queue", "task"]
+        self.completed = prom.Counter(
+            "pgqueue_jobs_completed", "Jobs completed", labels, registry=self.registry
+        )
+        self.failed = prom.Counter(
+            "pgqueue_jobs_failed", "Jobs failed for good", labels, registry=self.registry
+        )
+        self.retried = prom.Counter(
+            "pgqueue_jobs_retried", "Failed attempts to be retried", labels, registry=self.registry
+        )
+        self.rescued = prom.Counter(
+            "pgqueue_jobs_rescued",
+            "Jobs rescued from dead workers",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.duration = prom.Histogram(
+            "pgqueue_job_duration_seconds",
+            "Task run time per attempt",
+            labels,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.depth = prom.Gauge(
+            "pgqueue_queue_depth",
+            "Jobs per queue and state",
+            ["queue", "state"],
+            registry=self.registry,
+        )
+        self.lag = prom.Gauge(
+            "pgqueue_queue_lag_seconds",
+            "Age of the oldest due job",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.server, self.thread = prom.start_http_server(port, addr=addr, registry=self.registry)
+
+    def outcome(self, queue: str, task: str, state: str, duration: float) -> None:
+        counter = {
+            "completed": self.completed,
+            "failed": self.failed,
+            "retrying": self.retried,
+        }.get(state)
+        if counter is not None:
+            counter.labels(queue, task).inc()
+        self.duration.labels(queue, task).observe(duration)
+
+    def queues(self, stats: list[Any]) -> None:
+        for s in stats:
+            for state in ("scheduled", "available", "running", "retrying"):
+                self.depth.labels(s.queue, state).set(getattr(s, state))
+            self.lag.labels(s.queue).set(s.lag_seconds)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
