@@ -6,7 +6,6 @@ import json
 import logging
 import socket
 import urllib.request
-from typing import Any
 
 import pytest
 
@@ -86,9 +85,8 @@ def test_job_log_lines_name_the_job(app: pgqueue.App, caplog: pytest.LogCaptureF
 def test_redaction_masks_secrets_in_logs_and_cli(
     app: pgqueue.App, dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from typer.testing import CliRunner
-
     from pgqueue.cli import app as cli
+    from typer.testing import CliRunner
 
     assert redact(
         {"a": 1, "Token": "t", "nested": [{"password": "p"}]}, frozenset({"token", "password"})
