@@ -67,16 +67,35 @@ def _query_texts() -> dict[str, str]:
     }
 
 
+#: Queries rendered twice with different literal fragments (a parameter would hide the
+#: predicate from the planner's partial-index matching): file -> {name: fragments}.
+_QUEUE_FILTERS = {
+    "_one": "queue = %(queue)s::text",  # in index order, straight from jobs_claim_queue_idx
+    "_some": "queue = ANY(%(queues)s::text[])",
+    "_all": "true",
+}
+_SUSPECT_FILTERS = {"": "rescue_count = 0", "_suspect": "rescue_count > 0"}
+_VARIANTS = {
+    "job_claim": {
+        f"job_claim{suspect}{queues}": {"queue_filter": qf, "suspect_filter": sf}
+        for suspect, sf in _SUSPECT_FILTERS.items()
+        for queues, qf in _QUEUE_FILTERS.items()
+    },
+}
+
+
 class Queries:
     """The named queries, rendered for one schema."""
 
     def __init__(self, schema: str) -> None:
         ident = sql.Identifier(schema)
         self.schema = schema
-        self._texts = {
-            name: sql.SQL(text).format(schema=ident).as_string()
-            for name, text in _query_texts().items()
-        }
+        self._texts: dict[str, str] = {}
+        for name, text in _query_texts().items():
+            variants = _VARIANTS.get(name, {name: {}})
+            for variant, fragments in variants.items():
+                parts = {k: sql.SQL(v) for k, v in fragments.items()}
+                self._texts[variant] = sql.SQL(text).format(schema=ident, **parts).as_string()
         self.jobs_channel = f"{schema}_jobs"
         self.done_channel = f"{schema}_done"
         self.migrations_table = f"{ident.as_string()}.migrations"

@@ -9,6 +9,7 @@ and a heartbeat keeps the worker's row fresh. No transaction stays open while a 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import functools
@@ -93,24 +94,20 @@ class Outcome:
     delay: float = 0.0
 
 
+def _storable(text: str) -> str:
+    """jsonb refuses NUL and lone surrogates; an error message must never be refused."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_record(exc: BaseException, kind: str = "error") -> dict[str, Any]:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {
-        "type": type(exc).__name__,
-        "message": str(exc)[:2000],
-        "traceback": tb[-TRACEBACK_LIMIT:],
+        "type": _storable(type(exc).__name__),
+        "message": _storable(str(exc)[:2000]),
+        "traceback": _storable(tb[-TRACEBACK_LIMIT:]),
         "kind": kind,
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
-
-
-class _StuckThread(Exception):
-    """A sync task passed its timeout while its thread is still running."""
-
-    def __init__(self, error: JobTimeout, future: asyncio.Future[Any]) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.future = future
 
 
 class _DaemonThreads:
@@ -175,6 +172,7 @@ class Worker:
         *,
         queues: Sequence[str] | None = None,
         concurrency: int = 16,
+        prefetch: int | None = None,
         burst: bool = False,
         poll_interval: float = 2.0,
         listen: bool = True,
@@ -191,6 +189,10 @@ class Worker:
         self.app = app
         self.queues = None if not queues else [check_name("queue", q) for q in queues]
         self.concurrency = check_int("concurrency", concurrency, minimum=1)
+        #: Jobs claimed ahead of free slots, so slots never wait for a claim's round trip.
+        self.prefetch = check_int(
+            "prefetch", concurrency if prefetch is None else prefetch, minimum=0
+        )
         self.burst = burst
         self.poll_interval = check_seconds("poll_interval", poll_interval)
         if self.poll_interval <= 0:
@@ -216,12 +218,14 @@ class Worker:
         self.q = app.queries
 
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._buffer: collections.deque[ClaimedJob] = collections.deque()
         self._claimed: dict[int, ClaimedJob] = {}
         self._outcomes: list[Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._maybe_more = True
+        self._nudged = False
         self._signals = 0
         self._abandoning = False
         self._closing = False
@@ -242,6 +246,7 @@ class Worker:
             "stale": 0,
             "released": 0,
             "pruned": 0,
+            "overdue": 0,
             "cancelled": 0,
             "rescued": 0,
             "listener_rebuilds": 0,
@@ -310,9 +315,19 @@ class Worker:
             await self._fetch_loop()
             await self._drain_running()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-            await self._finish(helpers)
+            # However run() ends (a stop, an error, a cancellation from outside), no job may
+            # still be executing when its row is released.
+            self._stop.set()
+            if self._running:
+                self._abandon_running()
+                await asyncio.gather(*self._running.values(), return_exceptions=True)
+            # Signal handlers stay installed until the end: a second signal during the final
+            # flush must cut it short, not kill the process with rows left `running`.
+            try:
+                await self._finish(helpers)
+            finally:
+                for sig in installed:
+                    loop.remove_signal_handler(sig)
 
     def _application_name(self) -> dict[str, Any]:
         """Name our connections in pg_stat_activity, unless the DSN already names them."""
@@ -343,8 +358,8 @@ class Worker:
         # Let the completer finish the write it may be in the middle of, then record the rest.
         self._closing = True
         self._outcome_ready.set()
-        if helpers:
-            await asyncio.wait(helpers[:1], timeout=30)  # helpers[0] is the completer
+        if helpers:  # helpers[0] is the completer
+            await asyncio.wait(helpers[:1], timeout=2 if self._signals > 1 else 30)
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
@@ -376,22 +391,28 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         while not self._stop.is_set():
-            free = self.concurrency - len(self._running)
+            self._start_buffered()
+            idle = not self._running and not self._buffer
+            room = self.concurrency + self.prefetch - len(self._running) - len(self._buffer)
+            # Refill before the buffer runs dry, so a claim's round trip overlaps with running
+            # jobs instead of leaving slots idle; with prefetch 0, claim only for free slots.
+            low = len(self._buffer) <= self.prefetch // 2
             # A burst worker whose jobs have all finished asks once more before it exits.
-            want = self._maybe_more or (self.burst and not self._running)
-            if free > 0 and want and self._quarantined is None:
+            want = self._maybe_more or (self.burst and idle)
+            if room > 0 and low and want and self._quarantined is None:
+                self._nudged = False
                 try:
                     if self._orphans_possible:
                         await self._release_orphans()
                     jobs: list[ClaimedJob] = []
-                    if not self._running:
+                    if idle:
                         jobs = await self._claim(1, suspects=True)
                         if jobs:
                             self._quarantined = jobs[0].id
                             log.info("running rescued job %d alone", jobs[0].id)
                     if not jobs:
-                        jobs = await self._claim(free)
-                except psycopg.OperationalError as exc:
+                        jobs = await self._claim(room)
+                except psycopg.Error as exc:
                     # The claim may have committed with its reply lost: check for orphans
                     # once the database answers again.
                     log.warning("claim failed, trying again shortly: %s", exc)
@@ -401,39 +422,49 @@ class Worker:
                     continue
                 # Fewer than asked means the queue is dry for now: wait for a NOTIFY or the
                 # next poll rather than re-querying each time a slot frees up.
-                self._maybe_more = len(jobs) == free or self._quarantined is not None
+                self._maybe_more = (
+                    len(jobs) == room or self._quarantined is not None or self._nudged
+                )
                 for job in jobs:
-                    self._start(job)
-                if not jobs and self.burst and not self._running:
+                    self._claimed[job.id] = job
+                self._buffer.extend(jobs)
+                self._start_buffered()
+                if not jobs and self.burst and idle:
                     log.info("burst: nothing left to do")
                     return
-                if self._maybe_more and len(self._running) < self.concurrency:
-                    continue
+                if self._maybe_more and len(self._buffer) <= self.prefetch // 2:
+                    continue  # the next turn claims again, or sleeps if there is no room
             await self._sleep(self.poll_interval)
             if not self._wake.is_set() and not self._stop.is_set():
                 self._maybe_more = True  # poll timer fired
             self._wake.clear()
 
+    def _start_buffered(self) -> None:
+        while self._buffer and len(self._running) < self.concurrency:
+            if self._quarantined is not None and self._running:
+                return  # a suspect runs alone
+            self._start(self._buffer.popleft())
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    def _nudge(self, more: bool = True) -> None:
-        if more:
-            self._maybe_more = True
+    def _nudge(self) -> None:
+        """Something may be claimable now (a NOTIFY, a reconnect): claim without waiting."""
+        self._maybe_more = True
+        self._nudged = True  # survives a claim that was already under way
         self._wake.set()
 
     async def _claim(self, limit: int, *, suspects: bool = False) -> list[ClaimedJob]:
-        rows = await self._fetch(
-            self.q["job_claim"],
-            {
-                "limit": limit,
-                "all_queues": self.queues is None,
-                "queues": self.queues or [],
-                "worker_id": self.id,
-                "suspects": suspects,
-            },
-        )
+        kind = "_all" if self.queues is None else "_one" if len(self.queues) == 1 else "_some"
+        name = ("job_claim_suspect" if suspects else "job_claim") + kind
+        params = {
+            "limit": limit,
+            "queues": self.queues,
+            "worker_id": self.id,
+            "queue": self.queues[0] if self.queues else None,
+        }
+        rows = await self._fetch(self.q[name], params)
         self.stats["claimed"] += len(rows)
         return [ClaimedJob(*row) for row in rows]
 
@@ -453,7 +484,6 @@ class Worker:
             )
 
     def _start(self, job: ClaimedJob) -> None:
-        self._claimed[job.id] = job
         task = asyncio.create_task(self._run_job(job), name=f"pgqueue-job-{job.id}")
         self._running[job.id] = task
         task.add_done_callback(functools.partial(self._job_done, job.id))
@@ -483,7 +513,13 @@ class Worker:
             )
         try:
             result = await self._invoke(task, job)
-            encoded = encode_result(result)
+            try:
+                encoded = encode_result(result)
+            except ValidationError as exc:
+                # The task ran but returned something that cannot be stored: running it again
+                # would repeat its effects for the same outcome.
+                self._record_failure(job, exc, policy, retryable=False)
+                return
         except asyncio.CancelledError:
             if job.id in self._cancelling:
                 self._cancelling.discard(job.id)
@@ -494,16 +530,6 @@ class Worker:
             if self._abandoning or self._stop.is_set():
                 raise  # shutdown: the job is released, not failed
             self._record_failure(job, asyncio.CancelledError("task was cancelled"), policy)
-        except _StuckThread as stuck:
-            # The attempt is over (recorded as a timeout, retried per policy), but the thread
-            # is still busy: the slot stays taken until it really returns.
-            self._record_failure(job, stuck.error, policy)
-            with contextlib.suppress(Exception):
-                await stuck.future
-        except ValidationError as exc:
-            # The task ran but returned something that cannot be stored: running it again
-            # would repeat its effects for the same outcome.
-            self._record_failure(job, exc, policy, retryable=False)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             self._record_failure(job, exc, policy)
         else:
@@ -548,15 +574,26 @@ class Worker:
                 raise JobTimeout(
                     f"task {job.task} exceeded its timeout of {timeout:g} s and was cancelled"
                 ) from None
+        # A thread cannot be interrupted. Past its timeout the job is marked (a warning, and
+        # the stuck_jobs view lists it "over timeout"), keeps its slot, and stays `running`
+        # so that nothing runs it a second time alongside; its real outcome is recorded when
+        # the thread returns. A process wedged for good stops heartbeating and is rescued.
         future = awaitable
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
-            error = JobTimeout(
-                f"sync task {job.task} exceeded its timeout of {timeout:g} s;"
-                " its thread cannot be interrupted and keeps its slot until it returns"
+            self.stats["overdue"] += 1
+            log.warning(
+                "job %d (%s on %s, attempt %d) passed its timeout of %g s; its thread cannot"
+                " be interrupted, so it keeps running and its slot stays taken",
+                job.id,
+                job.task,
+                job.queue,
+                job.attempt,
+                timeout,
+                extra=job_extra(job.id, job.task, job.queue, job.attempt),
             )
-            raise _StuckThread(error, future) from None
+            return await future
 
     def _record_failure(
         self, job: ClaimedJob, exc: BaseException, policy: Any, *, retryable: bool = True
@@ -606,7 +643,7 @@ class Worker:
             self._outcome_ready.clear()
             try:
                 await self._flush()
-            except psycopg.OperationalError:
+            except psycopg.Error:
                 self._outcome_ready.set()  # the batch was kept; try again after the pause
 
     async def _flush_all(self) -> None:
@@ -621,7 +658,7 @@ class Worker:
                     await self._release(unfinished)
                     unfinished = []
                 return
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
                 log.warning("could not record outcomes at shutdown (try %d): %s", attempt + 1, exc)
                 await asyncio.sleep(0.5 * (attempt + 1))
 
@@ -642,11 +679,13 @@ class Worker:
             batch, self._outcomes = self._outcomes, []
             try:
                 await self._write_outcomes(batch)
-            except psycopg.OperationalError as exc:
-                # Keep them: the next flush (or the shutdown flush) tries again.
-                log.warning("could not record %d outcomes, retrying: %s", len(batch), exc)
+            except BaseException as exc:
+                # Keep them, whatever went wrong (a lost connection, a cancellation): the
+                # next flush, or the shutdown flush, writes them again.
                 self._outcomes[:0] = batch
-                await asyncio.sleep(0.5)
+                if isinstance(exc, psycopg.Error):
+                    log.warning("could not record %d outcomes, retrying: %s", len(batch), exc)
+                    await asyncio.sleep(0.5)
                 raise
             for outcome in batch:
                 self._claimed.pop(outcome.job.id, None)
@@ -706,8 +745,8 @@ class Worker:
                 if self.metrics is not None:
                     rows = await self._fetch(self.q["queue_stats"], None)
                     self.metrics.queues([QueueStats(*row) for row in rows])
-            except psycopg.OperationalError as exc:
-                log.warning("heartbeat failed: %s", exc)
+            except psycopg.Error as exc:
+                log.warning("heartbeat or maintenance failed, retrying next beat: %s", exc)
 
     async def _heartbeat(self) -> None:
         if not await self._fetch(self.q["worker_heartbeat"], {"id": self.id}):
@@ -744,10 +783,7 @@ class Worker:
             return
         rows = await self._fetch(
             self.q["job_rescue"],
-            {
-                "timeout": self.heartbeat_timeout,
-                "max_rescues": self.max_rescues,
-            },
+            {"max_rescues": self.max_rescues},
         )
         if self.metrics is not None:
             for row in rows:
@@ -794,7 +830,7 @@ class Worker:
                     await self._receive(conn)
                 self.stats["listener_rebuilds"] += 1
                 log.warning("listener went silent; rebuilding it")
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
                 self.stats["listener_rebuilds"] += 1
                 log.warning("listener lost its connection, reconnecting: %s", exc)
                 await asyncio.sleep(backoff)

@@ -12,9 +12,15 @@ CREATE INDEX jobs_troubled_idx ON jobs (id)
     WHERE state IN ('scheduled', 'available', 'running', 'retrying')
       AND (rescue_count > 0 OR attempt >= 3);
 
--- Live jobs per queue and state, for statistics that do not read finished rows.
-CREATE INDEX jobs_live_idx ON jobs (queue, state)
-    WHERE state IN ('scheduled', 'available', 'running', 'retrying');
+-- Claims filtered by queue read only their queues' rows: without the queue as leading key,
+-- a claim for a small queue would walk past a large backlog of every other queue.
+CREATE INDEX jobs_claim_queue_idx ON jobs (queue, priority DESC, run_at, id)
+    WHERE state IN ('scheduled', 'available', 'retrying');
+
+-- The idle worker's probe for rescued (suspect) jobs finds nothing in an empty index
+-- instead of scanning the backlog.
+CREATE INDEX jobs_suspect_idx ON jobs (priority DESC, run_at, id)
+    WHERE rescue_count > 0 AND state IN ('scheduled', 'available', 'retrying');
 
 -- How long finished jobs are kept, per state; the elected worker prunes older ones.
 CREATE TABLE retention (
@@ -27,7 +33,8 @@ INSERT INTO retention (state, keep_for) VALUES
     ('cancelled', interval '7 days');
 
 -- Statistics per queue, cheap however many finished jobs the table holds: live counts come
--- from the partial index on live states, and finished counts (completed, failed, cancelled)
+-- from the partial indexes of the claim path and of running jobs (one branch each, so each
+-- matches its index), and finished counts (completed, failed, cancelled)
 -- cover the last hour only, read through the finished_at index, so the cost follows recent
 -- throughput rather than the size of the history.
 CREATE OR REPLACE VIEW queue_stats AS
@@ -40,8 +47,11 @@ WITH live AS (
            count(*) FILTER (WHERE state = 'retrying') AS retrying,
            min(run_at) FILTER (WHERE state IN ('available', 'scheduled', 'retrying')
                                  AND run_at <= now()) AS oldest_available_at
-      FROM jobs
-     WHERE state IN ('scheduled', 'available', 'running', 'retrying')
+      FROM (SELECT queue, state, run_at FROM jobs
+             WHERE state IN ('scheduled', 'available', 'retrying')
+            UNION ALL
+            SELECT queue, state, run_at FROM jobs
+             WHERE state = 'running') AS live_jobs
      GROUP BY queue
 ), finished AS (
     SELECT queue,

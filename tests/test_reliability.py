@@ -224,28 +224,40 @@ def test_grace_period_expiry_releases_unfinished_jobs(dsn: str, db: Any) -> None
     assert (info.state, info.attempt) == (pgqueue.JobState.AVAILABLE, 0)
 
 
-def test_sync_timeout_is_recorded_and_keeps_its_slot(app: pgqueue.App) -> None:
+def test_overdue_sync_task_is_marked_keeps_its_slot_and_never_runs_twice(
+    app: pgqueue.App,
+) -> None:
     release = threading.Event()
+    runs: list[int] = []
+    ran_next = threading.Event()
 
-    @app.task(name="stuck.sync", timeout=0.2, max_attempts=1)
-    def stuck() -> None:
+    @app.task(name="stuck.sync", timeout=0.2, max_attempts=3)
+    def stuck() -> str:
+        runs.append(1)
         release.wait(20)
+        return "late but done"
 
     @app.task(name="stuck.next")
-    def following() -> str:
-        return "ran"
+    def following() -> None:
+        ran_next.set()
 
     job = stuck.enqueue()
-    with worker_thread(app, concurrency=1, poll_interval=0.05) as worker:
-        wait_until(lambda: app.get_job(job.id).state is pgqueue.JobState.FAILED, 10, "timeout")
-        assert app.get_job(job.id).errors[0]["type"] == "JobTimeout"
+    with worker_thread(app, concurrency=1, prefetch=0, poll_interval=0.05) as worker:
+        wait_until(lambda: worker.stats["overdue"] == 1, 10, "the timeout to pass")
+        # Marked for the operator, still running (so nothing runs it a second time)...
+        stuck_rows = {r["id"]: r for r in app.stuck_jobs()}
+        assert stuck_rows[job.id]["bucket"] == "over timeout"
+        assert stuck_rows[job.id]["worker_alive"] is True
         nxt = following.enqueue()
         time.sleep(0.5)
-        # The only slot is still held by the thread that cannot be interrupted.
-        assert app.get_job(nxt.id).state is pgqueue.JobState.AVAILABLE
+        # ...and the only slot stays with the thread that cannot be interrupted.
+        assert not ran_next.is_set()
+        assert app.get_job(job.id).state is pgqueue.JobState.RUNNING
         release.set()
-        assert nxt.wait(timeout=10) == "ran"
-    assert worker.stats["failed"] == 1
+        assert job.wait(timeout=10) == "late but done"  # its real outcome is recorded
+        nxt.wait(timeout=10)
+    assert runs == [1]
+    assert app.get_job(job.id).attempt == 1
 
 
 def pgqueue_backends(db: Any, dbname: str) -> list[int]:

@@ -6,6 +6,8 @@ import re
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg import sql
 
 import pgqueue
 
@@ -24,29 +26,45 @@ def _as_prepared(query: str) -> tuple[str, list[str]]:
 
 def test_every_named_query_prepares(app: pgqueue.App, db: psycopg.Connection[Any]) -> None:
     names = app.queries.names()
-    assert "job_claim" in names and len(names) >= 15
+    assert "job_claim_all" in names and len(names) >= 15
     for i, name in enumerate(names):
         text, _ = _as_prepared(app.queries[name])
         db.execute(f"PREPARE q{i} AS {text}")  # raises on any syntax or name error
         db.execute(f"DEALLOCATE q{i}")
 
 
-def test_claim_query_uses_the_partial_index(app: pgqueue.App, db: psycopg.Connection[Any]) -> None:
+@pytest.mark.parametrize(
+    ("query", "queues", "index"),
+    [
+        ("job_claim_one", ["small"], "jobs_claim_queue_idx"),  # past another queue's backlog
+        # Several queues: no single index order fits; either claim index will do, never a scan.
+        ("job_claim_some", ["small", "tiny"], "jobs_claim_queue_idx|jobs_claim_idx"),
+        ("job_claim_all", None, "jobs_claim_idx"),  # every queue, in priority order
+        ("job_claim_suspect_all", None, "jobs_suspect_idx|jobs_troubled_idx"),  # idle probe
+    ],
+)
+def test_claim_queries_use_their_partial_index(
+    app: pgqueue.App,
+    db: psycopg.Connection[Any],
+    query: str,
+    queues: list[str] | None,
+    index: str,
+) -> None:
     db.execute(
         "INSERT INTO pgqueue.jobs (task, state, finished_at)"
         " SELECT 't', 'completed', now() FROM generate_series(1, 20000)"
     )
-    db.execute("SELECT pgqueue.enqueue('t') FROM generate_series(1, 50)")
+    db.execute("SELECT pgqueue.enqueue('t', queue => 'big') FROM generate_series(1, 20000)")
+    db.execute("SELECT pgqueue.enqueue('t', queue => 'small') FROM generate_series(1, 10)")
     db.execute("ANALYZE pgqueue.jobs")
-    text, names = _as_prepared(app.queries["job_claim"])
-    db.execute(f"PREPARE claim AS {text}")
+    text, names = _as_prepared(app.queries[query])
+    db.execute(sql.SQL("PREPARE claim AS {}").format(sql.SQL(text)))  # type: ignore[arg-type]
     db.execute("SET plan_cache_mode = force_generic_plan")  # the worst case for partial indexes
     params = {
         "limit": 10,
-        "all_queues": False,
-        "queues": ["default"],
+        "queues": queues,
+        "queue": queues[0] if queues else None,
         "worker_id": "00000000-0000-0000-0000-000000000000",
-        "suspects": False,
     }
     args = ", ".join(f"%({n})s" for n in names)
     with db.transaction(force_rollback=True):
@@ -54,5 +72,5 @@ def test_claim_query_uses_the_partial_index(app: pgqueue.App, db: psycopg.Connec
         # them client-side.
         cur = psycopg.ClientCursor(db)
         plan = "\n".join(r[0] for r in cur.execute(f"EXPLAIN EXECUTE claim({args})", params))
-    assert "jobs_claim_idx" in plan, plan
+    assert any(name in plan for name in index.split("|")), plan
     assert "Seq Scan on jobs" not in plan, plan

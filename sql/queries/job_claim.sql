@@ -1,22 +1,29 @@
 -- Claim up to `limit` due jobs for one worker.
 --
--- The candidates CTE is MATERIALIZED so the LIMIT is applied exactly once: inlined into
--- `WHERE id IN (...)` the planner may re-run it per outer row and lock more than asked.
--- The state literals repeat the partial index predicate of jobs_claim_idx, so even a generic
--- plan can use it. SKIP LOCKED lets concurrent workers take disjoint rows without waiting.
--- Each claim gets a fresh lease: every later change to the row must present it.
--- Jobs that were running when a worker died (rescue_count > 0) are suspects: they are claimed
--- only with `suspects` true, one at a time, by an idle worker that then runs nothing else,
--- so a job that kills its process cannot take innocent jobs down with it.
+-- Rendered in four variants (see _VARIANTS in pgqueue/_sql.py): for every queue or for a
+-- list of queues, and for ordinary or suspect jobs. The filters are literal SQL rather than
+-- parameters so that a generic plan still sees which partial index matches: jobs_claim_idx
+-- for every queue in priority order, jobs_claim_queue_idx for a list of queues (without it a
+-- small queue's claim would walk past a big queue's backlog), jobs_suspect_idx for suspects.
+--
+-- Suspects are jobs that were running when a worker died (rescue_count > 0): an idle worker
+-- claims one at a time and runs nothing else meanwhile, so a job that kills its process
+-- cannot take innocent jobs down with it.
+--
+-- The candidates CTE is MATERIALIZED so the LIMIT is applied exactly once (inlined, the
+-- planner may re-run it and lock more than asked); the UPDATE then finds the rows by primary
+-- key through an array, so no plan can turn it into a scan of the table. SKIP LOCKED lets
+-- concurrent workers take disjoint rows without waiting. Each claim gets a fresh lease:
+-- every later change to the row must present it.
 WITH candidates AS MATERIALIZED (
     SELECT id
       FROM {schema}.jobs
      WHERE state IN ('scheduled', 'available', 'retrying')
        AND run_at <= now()
-       AND (%(all_queues)s::boolean OR queue = ANY(%(queues)s::text[]))
-       AND (rescue_count > 0) = %(suspects)s::boolean
-       -- Paused queues: checked here, in the claim itself, so a pause takes effect across
-       -- every worker process at their next claim.
+       AND {queue_filter}
+       AND {suspect_filter}
+       -- Paused queues: checked in the claim itself, so a pause takes effect in every
+       -- worker process at its next claim.
        AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS q
                         WHERE q.name = jobs.queue AND q.paused)
      ORDER BY priority DESC, run_at, id
@@ -28,7 +35,7 @@ UPDATE {schema}.jobs AS j
        attempt = j.attempt + 1,
        lease = gen_random_uuid(),
        worker_id = %(worker_id)s::uuid,
+       cancel_requested = false,
        started_at = now()
-  FROM candidates AS c
- WHERE j.id = c.id
+ WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
 RETURNING j.id, j.task, j.queue, j.args, j.attempt, j.max_attempts, j.lease, j.timeout

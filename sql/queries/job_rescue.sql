@@ -1,5 +1,6 @@
 -- Give back the jobs of workers that stopped heartbeating (killed, OOM, lost power, cut off)
--- or that exited without releasing them.
+-- or that exited without releasing them. Each worker is judged by the heartbeat timeout it
+-- registered with, not by the leader's.
 --
 -- A rescue counts against the job: past `max_rescues` it is failed as a poison job (it keeps
 -- killing its worker). Otherwise it waits a short, growing backoff and runs again, its next
@@ -14,7 +15,7 @@ WITH dead AS (
                SELECT 1 FROM {schema}.workers AS w
                 WHERE w.id = j.worker_id
                   AND w.stopped_at IS NULL
-                  AND w.heartbeat_at > now() - make_interval(secs => %(timeout)s::float8))
+                  AND w.heartbeat_at > now() - make_interval(secs => w.heartbeat_timeout))
      ORDER BY j.id
      LIMIT 1000
        FOR UPDATE OF j SKIP LOCKED

@@ -5,7 +5,8 @@ UPDATE {schema}.jobs
        max_attempts = greatest(max_attempts, attempt + 1),
        finished_at = NULL,
        lease = NULL,
-       worker_id = NULL
+       worker_id = NULL,
+       cancel_requested = false
  WHERE id = %(id)s
    AND state IN ('failed', 'cancelled', 'retrying', 'scheduled')
 RETURNING id, queue
