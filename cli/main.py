@@ -164,9 +164,13 @@ def worker(
     if log_format not in ("text", "json"):
         fail("--log-format is text or json", code=2)
     pgqueue.configure_logging(log_level, log_format)
+    if dsn:
+        # Before the import, so that a module doing `app = pgqueue.App()` finds it...
+        os.environ["PGQUEUE_DSN"] = dsn
     qapp = load_app(app_path)
     if dsn:
-        qapp = _rebind(qapp, dsn)
+        # ...and after it, for an App built with a DSN of its own: --dsn wins.
+        qapp.dsn = pgqueue.App(dsn, schema=qapp.schema).dsn
     with _errors():
         qapp.run_worker(
             queues=queue or None,
@@ -181,13 +185,6 @@ def worker(
             metrics_port=metrics_port,
             metrics_addr=metrics_addr,
         )
-
-
-def _rebind(qapp: pgqueue.App, dsn: str) -> pgqueue.App:
-    """The same tasks against another database (for --dsn)."""
-    other = pgqueue.App(dsn, schema=qapp.schema)
-    other.tasks.update(qapp.tasks)
-    return other
 
 
 def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table:

@@ -293,7 +293,22 @@ def _mapping(args: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def _is_sqlalchemy(obj: Any) -> bool:
-    return type(obj).__module__.startswith("sqlalchemy")
+    """A SQLAlchemy Session or Connection (sync or async), subclasses included.
+
+    psycopg connections are recognised first, so SQLAlchemy is imported only when the object
+    could be one of its own (an app's Session subclass lives in the app's module)."""
+    if isinstance(obj, (psycopg.Connection, psycopg.AsyncConnection)):
+        return False
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+    if isinstance(obj, (Session, Connection)):
+        return True
+    try:
+        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    except ImportError:  # the asyncio extension needs greenlet
+        return False
+    return isinstance(obj, (AsyncSession, AsyncConnection))
 
 
 def _many_arrays(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -684,8 +699,18 @@ class App:
         return bool(rows)
 
     def retry(self, job_id: int) -> bool:
-        """Run a failed, cancelled or waiting job again now; return False if it cannot be."""
-        rows = self._run(self.queries["job_retry"], {"id": check_int("job id", job_id, bits=64)})
+        """Run a failed, cancelled or waiting job again now; return False if it cannot be.
+
+        Raises ValidationError when another unfinished job holds the same unique_key.
+        """
+        try:
+            rows = self._run(
+                self.queries["job_retry"], {"id": check_int("job id", job_id, bits=64)}
+            )
+        except psycopg.errors.UniqueViolation:
+            raise ValidationError(
+                f"job {job_id} cannot run again: an unfinished job holds its unique_key"
+            ) from None
         if rows:
             self._run(self.queries["queue_notify"], {"queues": [rows[0][1]]})
         return bool(rows)

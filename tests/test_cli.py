@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
+import psycopg
 import pytest
 from pgqueue.cli import app as cli
 from pgqueue.cli.main import redact
 from typer.testing import CliRunner
 
 import pgqueue
+from tests.helpers import ROOT
 
 runner = CliRunner()
 
@@ -98,3 +103,32 @@ def test_demo_runs_every_kind_of_job(dsn: str, db: Any) -> None:
     assert counts == {"completed": 33, "failed": 1}
     retried = db.execute("SELECT count(*) FROM pgqueue.jobs WHERE attempt > 1").fetchone()
     assert retried is not None and retried[0] >= 4
+
+
+def test_worker_dsn_option_reaches_an_app_built_from_the_environment(dsn: str) -> None:
+    """`app = pgqueue.App()` in the worker module, the database given only as --dsn."""
+
+    app = pgqueue.App(dsn)
+    job = app.enqueue("ledger.record", {"n": 1})
+    env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DSN"}
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (job_id bigint, n int, pid int)")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgqueue.cli",
+            "worker",
+            "tests.apps.ledger:app",
+            "--burst",
+            "--dsn",
+            dsn,
+        ],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout.decode()[-2000:] + proc.stderr.decode()[-2000:]
+    assert app.get_job(job.id).state is pgqueue.JobState.COMPLETED

@@ -299,3 +299,24 @@ def test_bad_input_writes_nothing(send: Any, db: Any, call: Any) -> None:
 def test_database_rejects_bad_names_from_sql_too(db: Any) -> None:
     with pytest.raises(psycopg.errors.CheckViolation):
         db.execute("SELECT pgqueue.enqueue('x', '{}', queue => 'a b')")
+
+
+class AppSession(Session):
+    """A project's own Session subclass (as Flask-SQLAlchemy and others define)."""
+
+
+def test_sqlalchemy_session_subclass(send: Any, dsn: str, db: Any) -> None:
+    engine = create_engine(sa_url(dsn))
+    with AppSession(engine) as session:
+        send.options(session=session).enqueue(user_id=5)
+        session.commit()
+    engine.dispose()
+    assert count_jobs(db) == 1
+
+
+def test_retry_refuses_to_break_a_unique_key(send: Any, app: pgqueue.App, db: Any) -> None:
+    first = send.options(unique_key="k").enqueue(user_id=1)
+    db.execute("UPDATE pgqueue.jobs SET state = 'failed' WHERE id = %s", [first.id])
+    send.options(unique_key="k").enqueue(user_id=1)  # the key is free again: a new job
+    with pytest.raises(pgqueue.ValidationError, match="unique_key"):
+        app.retry(first.id)
