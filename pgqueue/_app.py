@@ -284,6 +284,12 @@ def _pool_conninfo(pool: ConnectionPool[Any]) -> str:
     return info() if callable(info) else info
 
 
+def _pool_kwargs(pool: ConnectionPool[Any]) -> dict[str, Any]:
+    info = pool.kwargs
+    kwargs = (info() if callable(info) else info) or {}
+    return {k: v for k, v in kwargs.items() if k != "autocommit"}
+
+
 def _mapping(args: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if args is None:
         return {}
@@ -423,6 +429,9 @@ class App:
             raise ConfigurationError("pass a dsn or a pool, not both")
         self._external_pool = pool
         self.dsn = resolve_dsn(dsn) if pool is None else _pool_conninfo(pool)
+        #: Connection options beyond the DSN (a password, sslmode, ...): a pool passed in may
+        #: carry them in its `kwargs`, and every connection pgqueue opens must use them too.
+        self.connect_kwargs: dict[str, Any] = _pool_kwargs(pool) if pool is not None else {}
         self.queries = _sql.Queries(self.schema)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._pool: ConnectionPool[Any] | None = pool
@@ -509,7 +518,12 @@ class App:
             with self._lock:
                 if self._pool is None:
                     self._pool = ConnectionPool(
-                        self.dsn, min_size=1, max_size=8, open=True, name="pgqueue"
+                        self.dsn,
+                        min_size=1,
+                        max_size=8,
+                        open=True,
+                        name="pgqueue",
+                        kwargs=self.connect_kwargs,
                     )
         return self._pool
 
@@ -517,7 +531,14 @@ class App:
         loop = asyncio.get_running_loop()
         pool = self._apools.get(loop)
         if pool is None:
-            pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=8, open=False, name="pgqueue")
+            pool = AsyncConnectionPool(
+                self.dsn,
+                min_size=1,
+                max_size=8,
+                open=False,
+                name="pgqueue",
+                kwargs=self.connect_kwargs,
+            )
             await pool.open()
             self._apools[loop] = pool
         return pool
@@ -542,11 +563,11 @@ class App:
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new dedicated connection (autocommit), for LISTEN or long-lived sessions."""
-        return psycopg.connect(self.dsn, autocommit=True)
+        return psycopg.connect(self.dsn, autocommit=True, **self.connect_kwargs)
 
     def migrate(self) -> list[int]:
         """Apply pending migrations (same as `pgqueue migrate`); return the versions applied."""
-        applied = _sql.migrate(self.dsn, self.schema)
+        applied = _sql.migrate(self.dsn, self.schema, self.connect_kwargs)
         self._schema_ok = True
         return applied
 
@@ -849,7 +870,9 @@ class App:
 
     async def _wait_async(self, job_id: int, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
-        aconn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        aconn = await psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, **self.connect_kwargs
+        )
         async with aconn:
             channel = psycopg.sql.Identifier(self.queries.done_channel).as_string()
             await aconn.execute(f"LISTEN {channel}")

@@ -149,7 +149,7 @@ async def check_schema_async(fetch: AsyncFetch, queries: Queries) -> None:
     _judge(queries, exists, version)
 
 
-def migrate(conninfo: str, schema: str) -> list[int]:
+def migrate(conninfo: str, schema: str, kwargs: dict[str, Any] | None = None) -> list[int]:
     """Apply pending migrations in order; return the versions applied by this call.
 
     A session advisory lock serializes concurrent migrators (two deploys starting at once);
@@ -160,7 +160,7 @@ def migrate(conninfo: str, schema: str) -> list[int]:
     ident = sql.Identifier(schema)
     lock_key = f"pgqueue.migrate:{schema}"
     applied: list[int] = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True, **(kwargs or {})) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [lock_key])
         try:
             with conn.transaction():

@@ -281,7 +281,11 @@ class Worker:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
-        kwargs: dict[str, Any] = {"autocommit": True, **self._application_name()}
+        kwargs: dict[str, Any] = {
+            **self.app.connect_kwargs,
+            "autocommit": True,
+            **self._application_name(),
+        }
         if not self.listen:
             # Poll-only is the PgBouncer (transaction mode) setting: no session state at all,
             # so no server-side prepared statements either.
@@ -821,7 +825,8 @@ class Worker:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.app.dsn, autocommit=True, **self._application_name()
+                    self.app.dsn,
+                    **{**self.app.connect_kwargs, "autocommit": True, **self._application_name()},
                 )
                 async with conn:
                     await conn.execute(listen)

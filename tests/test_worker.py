@@ -294,3 +294,33 @@ def test_current_job_is_visible_to_the_task(app: pgqueue.App) -> None:
     assert job.wait(timeout=5) == {"id": job.id, "task": "ctx.me", "attempt": 1}
     with pytest.raises(LookupError):
         pgqueue.current_job()
+
+
+def test_app_on_a_callers_pool_uses_its_connection_options(dsn: str) -> None:
+    """Options that live only in the pool's kwargs (here the database name) reach every
+    connection pgqueue opens: enqueue, the worker's own pool and listener, and wait()."""
+    from psycopg import conninfo
+    from psycopg_pool import ConnectionPool
+
+    params = conninfo.conninfo_to_dict(dsn)
+    dbname = params.pop("dbname")
+    pool = ConnectionPool(
+        conninfo.make_conninfo("", **params),
+        kwargs={"dbname": dbname},
+        min_size=1,
+        max_size=2,
+        open=True,
+    )
+    try:
+        app = pgqueue.App(pool=pool)
+
+        @app.task(name="pool.echo")
+        def echo(x: int) -> int:
+            return x
+
+        job = echo.enqueue(x=7)
+        with worker_thread(app, burst=True):
+            pass
+        assert job.wait(timeout=10) == 7
+    finally:
+        pool.close()
