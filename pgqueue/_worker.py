@@ -233,6 +233,7 @@ class Worker:
         self._quarantined: int | None = None  # a suspect job running alone
         self._cancelling: set[int] = set()  # runs an operator asked to cancel
         self._next_prune = 0.0
+        self._analyze_denied = False
         self._is_leader = False
         self._ping = f"#ping {self.id}"  # '#' cannot start a queue name
         self._pool: AsyncConnectionPool[Any] | None = None
@@ -306,6 +307,7 @@ class Worker:
         try:
             await self._check_schema()
             await self._register()
+            await self._analyze_if_stale()
             log.info(
                 "worker %s started: queues=%s concurrency=%d",
                 self.id,
@@ -444,7 +446,15 @@ class Worker:
             self._wake.clear()
 
     def _start_buffered(self) -> None:
-        while self._buffer and len(self._running) < self.concurrency:
+        # A slot frees when its task returns, while the outcome waits for the next batched
+        # write; but no more than `concurrency` outcomes may wait, so a worker killed at any
+        # moment has lost the outcomes of at most 2 x concurrency runs (running + waiting),
+        # and only those can run again.
+        while (
+            self._buffer
+            and len(self._running) < self.concurrency
+            and len(self._claimed) - len(self._buffer) < 2 * self.concurrency
+        ):
             if self._quarantined is not None and self._running:
                 return  # a suspect runs alone
             self._start(self._buffer.popleft())
@@ -693,6 +703,7 @@ class Worker:
                 raise
             for outcome in batch:
                 self._claimed.pop(outcome.job.id, None)
+            self._wake.set()  # their slots are free now
 
     async def _write_outcomes(self, batch: list[Outcome]) -> None:
         done = [o for o in batch if o.state == "completed"]
@@ -799,6 +810,29 @@ class Worker:
             )
         await self._prune()
 
+    async def _analyze_if_stale(self) -> None:
+        """ANALYZE the jobs table when its statistics are missing or stale.
+
+        Autovacuum does this where it runs; where it is off (or a bulk load outran it), the
+        claim would be planned on no statistics and sort the whole backlog on every call.
+        Needs the table's owner; without the privilege it says so once and gives up.
+        """
+        if self._analyze_denied:
+            return
+        table = f"{sql.Identifier(self.q.schema).as_string()}.jobs"
+        rows = await self._fetch(self.q["jobs_analyze_needed"], {"table": table})
+        if not rows or not rows[0][0]:
+            return
+        try:
+            await self._execute(
+                sql.SQL("ANALYZE {}.jobs").format(sql.Identifier(self.q.schema)).as_string(),
+                None,
+            )
+            log.info("analyzed %s: its planner statistics were missing or stale", table)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            self._analyze_denied = True
+            log.warning("cannot ANALYZE %s (%s); make sure autovacuum runs", table, exc)
+
     async def _prune(self) -> None:
         """Retention: the leader deletes finished jobs past their `retention`, a few small
         batches per interval, so history never grows without bound nor costs a long lock."""
@@ -806,6 +840,7 @@ class Worker:
         if loop.time() < self._next_prune:
             return
         self._next_prune = loop.time() + self.prune_interval
+        await self._analyze_if_stale()
         for _ in range(10):
             rows = await self._fetch(self.q["job_prune"], {"older_than": None, "batch": 1000})
             self.stats["pruned"] += len(rows)

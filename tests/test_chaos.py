@@ -167,6 +167,8 @@ def test_no_faults(chaos_dsn: str, n: int) -> None:
 
 @pytest.mark.parametrize("n", SIZES)
 def test_sigkill_a_worker_every_two_seconds(chaos_dsn: str, n: int) -> None:
+    # The short tier drains in about a second: kill four times as often so it still kills.
+    interval = 2.0 if n == FULL else 0.5
     ids = enqueue(chaos_dsn, n)
     procs = [spawn_worker("tests.apps.ledger:app", chaos_dsn, *WORKER_ARGS) for _ in range(4)]
     app = pgqueue.App(chaos_dsn)
@@ -175,7 +177,7 @@ def test_sigkill_a_worker_every_two_seconds(chaos_dsn: str, n: int) -> None:
     try:
         while app.unfinished(ids) > 0:
             assert time.monotonic() < deadline, "drain did not finish"
-            time.sleep(2)
+            time.sleep(interval)
             if app.unfinished(ids) == 0:
                 break
             victim = random.randrange(len(procs))
@@ -188,7 +190,9 @@ def test_sigkill_a_worker_every_two_seconds(chaos_dsn: str, n: int) -> None:
     damage = check(chaos_dsn, ids)
     assert (damage.lost, damage.duplicate_successes, damage.running) == (0, 0, 0)
     assert kills >= 1
-    assert damage.re_executions <= kills * 8  # at most each killed worker's slots
+    # A killed worker loses at most its running jobs and the outcomes waiting for the next
+    # batched write, each bounded by its concurrency (8): only those run again.
+    assert damage.re_executions <= kills * 2 * 8
     print(f"\nchaos sigkill n={n}: kills={kills} {damage}")
 
 

@@ -324,3 +324,22 @@ def test_app_on_a_callers_pool_uses_its_connection_options(dsn: str) -> None:
         assert job.wait(timeout=10) == 7
     finally:
         pool.close()
+
+
+def test_worker_refreshes_missing_planner_statistics(app: pgqueue.App, db: Any) -> None:
+    """A bulk load that autovacuum has not caught up with (or never will, where it is off)
+    must not leave the claim planned on no statistics."""
+    db.execute("ALTER TABLE pgqueue.jobs SET (autovacuum_enabled = false)")  # as if it were off
+    app.enqueue_many("stats.noop", [{}] * 3000)
+    before = db.execute(
+        "SELECT coalesce(last_analyze, last_autoanalyze) FROM pg_stat_user_tables"
+        " WHERE relid = 'pgqueue.jobs'::regclass"
+    ).fetchone()
+    assert before == (None,)
+    with worker_thread(app, queues=["nothing-here"], burst=True):
+        pass
+    row = db.execute(
+        "SELECT last_analyze IS NOT NULL, reltuples FROM pg_stat_user_tables s"
+        " JOIN pg_class c ON c.oid = s.relid WHERE relid = 'pgqueue.jobs'::regclass"
+    ).fetchone()
+    assert row is not None and row[0] is True and row[1] >= 3000
