@@ -20,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 import pgqueue
 from pgqueue.errors import PgQueueError
@@ -104,16 +105,28 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(_jsonable(value), indent=2, default=str) + "\n")
 
 
+def _report(as_json: bool, message: str, data: dict[str, Any]) -> None:
+    """A command's result: a sentence for people, an object for scripts."""
+    if as_json:
+        _print_json(data)
+    else:
+        out.print(message, highlight=False)
+
+
 @app.command()
-def migrate(dsn: DsnOption = None, schema: SchemaOption = None) -> None:
+def migrate(
+    dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False
+) -> None:
     """Create or upgrade pgqueue's schema (safe to run concurrently and repeatedly)."""
     with _errors():
         qapp = _app(dsn, schema)
         applied = qapp.migrate()
-    if applied:
-        out.print(f"applied migrations {', '.join(map(str, applied))} to schema {qapp.schema!r}")
-    else:
-        out.print(f"schema {qapp.schema!r} is up to date")
+    message = (
+        f"applied migrations {', '.join(map(str, applied))} to schema {qapp.schema!r}"
+        if applied
+        else f"schema {qapp.schema!r} is up to date"
+    )
+    _report(as_json, message, {"schema": qapp.schema, "applied": applied})
 
 
 def load_app(path: str) -> pgqueue.App:
@@ -157,6 +170,7 @@ def worker(
     ] = None,
     metrics_addr: Annotated[str, typer.Option("--metrics-addr")] = "0.0.0.0",
     dsn: DsnOption = None,
+    schema: SchemaOption = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
     log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
 ) -> None:
@@ -167,7 +181,11 @@ def worker(
     if dsn:
         # Before the import, so that a module doing `app = pgqueue.App()` finds it...
         os.environ["PGQUEUE_DSN"] = dsn
+    if schema:
+        os.environ["PGQUEUE_SCHEMA"] = schema
     qapp = load_app(app_path)
+    if schema and qapp.schema != schema:
+        fail(f"{app_path} uses schema {qapp.schema!r}, not {schema!r}", code=2)
     if dsn:
         # ...and after it, for an App built with a DSN of its own: --dsn wins.
         qapp.dsn = pgqueue.App(dsn, schema=qapp.schema).dsn
@@ -353,11 +371,12 @@ def pause(
     queue: Annotated[str, typer.Argument(metavar="QUEUE")],
     dsn: DsnOption = None,
     schema: SchemaOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Stop workers from claiming this queue's jobs (running ones finish)."""
     with _errors():
         _app(dsn, schema).pause(queue)
-    out.print(f"queue {queue} paused")
+    _report(as_json, f"queue {queue} paused", {"queue": queue, "paused": True})
 
 
 @app.command()
@@ -365,11 +384,12 @@ def resume(
     queue: Annotated[str, typer.Argument(metavar="QUEUE")],
     dsn: DsnOption = None,
     schema: SchemaOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Let workers claim this queue's jobs again."""
     with _errors():
         _app(dsn, schema).resume(queue)
-    out.print(f"queue {queue} resumed")
+    _report(as_json, f"queue {queue} resumed", {"queue": queue, "paused": False})
 
 
 @app.command()
@@ -424,7 +444,7 @@ def job(
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Everything about one job, with each attempt's error."""
+    """Everything about one job, with each attempt's error and traceback."""
     with _errors():
         qapp = _app(dsn, schema)
         info = qapp.get_job(job_id)
@@ -463,6 +483,8 @@ def job(
             f"{error.get('type')}: {error.get('message')}",
             highlight=False,
         )
+        if error.get("traceback"):
+            out.print(Text(str(error["traceback"]).rstrip(), style="dim"))
 
 
 @app.command()
@@ -472,6 +494,7 @@ def retry(
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="With --failed.")] = None,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Run failed or cancelled jobs again (by id, or every failed one)."""
     if failed == bool(job_ids):
@@ -479,13 +502,14 @@ def retry(
     with _errors():
         qapp = _app(dsn, schema)
         if failed:
-            out.print(f"retrying {qapp.retry_failed(queue)} failed job(s)")
+            count = qapp.retry_failed(queue)
+            _report(as_json, f"retrying {count} failed job(s)", {"retried": count})
             return
         job_ids = job_ids or []
         missing = [i for i in job_ids if not qapp.retry(i)]
     if missing:
         fail(f"not retried (unknown, running or completed): {', '.join(map(str, missing))}")
-    out.print(f"retrying {len(job_ids)} job(s)")
+    _report(as_json, f"retrying {len(job_ids)} job(s)", {"retried": len(job_ids)})
 
 
 @app.command()
@@ -493,14 +517,15 @@ def cancel(
     job_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
     dsn: DsnOption = None,
     schema: SchemaOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Cancel jobs: queued ones at once, running ones at their worker's next heartbeat."""
     with _errors():
         qapp = _app(dsn, schema)
         missing = [i for i in job_ids if not qapp.cancel(i)]
     if missing:
-        fail(f"not cancelled (unknown, running or finished): {', '.join(map(str, missing))}")
-    out.print(f"cancelled {len(job_ids)} job(s)")
+        fail(f"not cancelled (unknown or already finished): {', '.join(map(str, missing))}")
+    _report(as_json, f"cancelled {len(job_ids)} job(s)", {"cancelled": len(job_ids)})
 
 
 @app.command()

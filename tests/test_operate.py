@@ -153,12 +153,15 @@ def test_cli_operator_commands(app: pgqueue.App, dsn: str, db: Any) -> None:
     bad = runner.invoke(cli, ["jobs", "--dsn", dsn, "--state", "exploded"])
     assert bad.exit_code == 1 and "exploded" in bad.output
 
-    again = runner.invoke(cli, ["retry", "--failed", "--dsn", dsn])
-    assert again.exit_code == 0 and "retrying 1 failed job" in again.output
+    again = runner.invoke(cli, ["retry", "--failed", "--dsn", dsn, "--json"])
+    assert again.exit_code == 0 and json.loads(again.output) == {"retried": 1}
+    shown = runner.invoke(cli, ["job", str(failed.id), "--dsn", dsn])
+    assert "Traceback" in shown.output and 'raise RuntimeError("nope")' in shown.output
     assert app.get_job(failed.id).state is pgqueue.JobState.AVAILABLE
     assert runner.invoke(cli, ["retry", "--dsn", dsn]).exit_code == 2
 
-    assert runner.invoke(cli, ["pause", "default", "--dsn", dsn]).exit_code == 0
+    paused = runner.invoke(cli, ["pause", "default", "--dsn", dsn, "--json"])
+    assert json.loads(paused.output) == {"queue": "default", "paused": True}
     status = runner.invoke(cli, ["status", "--dsn", dsn])
     assert "queue default is paused" in status.output
     assert runner.invoke(cli, ["resume", "default", "--dsn", dsn]).exit_code == 0
