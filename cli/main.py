@@ -374,9 +374,7 @@ def pause(
     as_json: JsonOption = False,
 ) -> None:
     """Stop workers from claiming this queue's jobs (running ones finish)."""
-    with _errors():
-        _app(dsn, schema).pause(queue)
-    _report(as_json, f"queue {queue} paused", {"queue": queue, "paused": True})
+    _set_paused(queue, True, dsn, schema, as_json)
 
 
 @app.command()
@@ -387,9 +385,20 @@ def resume(
     as_json: JsonOption = False,
 ) -> None:
     """Let workers claim this queue's jobs again."""
+    _set_paused(queue, False, dsn, schema, as_json)
+
+
+def _set_paused(
+    queue: str, paused: bool, dsn: str | None, schema: str | None, as_json: bool
+) -> None:
     with _errors():
-        _app(dsn, schema).resume(queue)
-    _report(as_json, f"queue {queue} resumed", {"queue": queue, "paused": False})
+        qapp = _app(dsn, schema)
+        if paused:
+            qapp.pause(queue)
+        else:
+            qapp.resume(queue)
+    word = "paused" if paused else "resumed"
+    _report(as_json, f"queue {queue} {word}", {"queue": queue, "paused": paused})
 
 
 @app.command()
