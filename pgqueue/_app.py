@@ -903,10 +903,3 @@ class App:
         """Run a worker in this thread until it is stopped (or, with burst, runs dry)."""
         worker = self.worker(queues=queues, concurrency=concurrency, burst=burst, **settings)
         asyncio.run(worker.run())
-
-
-def encode_result(value: Any) -> str:
-    """Results are stored as jsonb; the same strictness as arguments applies."""
-    from ._validate import encode_json
-
-    return encode_json(value, "task result")

@@ -70,6 +70,11 @@ def encode_json(value: Any, what: str) -> str:
     return text
 
 
+def encode_result(value: Any) -> str:
+    """Results are stored as jsonb; the same strictness as arguments applies."""
+    return encode_json(value, "task result")
+
+
 def encode_args(args: Any) -> str:
     if not isinstance(args, Mapping):
         raise ValidationError(f"task arguments must be a mapping of names to values, not {args!r}")

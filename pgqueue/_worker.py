@@ -33,11 +33,11 @@ from psycopg import conninfo, sql
 from psycopg_pool import AsyncConnectionPool
 
 from . import _sql
-from ._app import App, Task, encode_result
+from ._app import App, Task
 from ._logging import job_extra, redact
 from ._metrics import Metrics
 from ._policy import DEFAULT_RETRY, decide_failure
-from ._validate import check_int, check_name, check_seconds
+from ._validate import check_int, check_name, check_seconds, encode_result
 from .errors import JobTimeout, UnknownTask, ValidationError
 from .types import QueueStats
 
