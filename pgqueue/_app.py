@@ -523,7 +523,7 @@ class App:
                         max_size=8,
                         open=True,
                         name="pgqueue",
-                        kwargs=self.connect_kwargs,
+                        kwargs={**self.connect_kwargs, "autocommit": True},
                     )
         return self._pool
 
@@ -537,7 +537,7 @@ class App:
                 max_size=8,
                 open=False,
                 name="pgqueue",
-                kwargs=self.connect_kwargs,
+                kwargs={**self.connect_kwargs, "autocommit": True},
             )
             await pool.open()
             self._apools[loop] = pool
@@ -582,7 +582,12 @@ class App:
             self._schema_ok = True
 
     def _run(self, query: str, params: dict[str, Any] | None) -> list[tuple[Any, ...]]:
-        """One statement on a pooled connection, committed on return."""
+        """One statement on a pooled connection, committed on return.
+
+        pgqueue's own pools are in autocommit mode: a single statement is atomic by itself,
+        and an explicit transaction would cost two more round trips (BEGIN and COMMIT) on
+        every enqueue.
+        """
         with self.pool.connection() as conn:
             target = _SyncTarget(conn)
             self._ensure_schema(target)
@@ -664,7 +669,7 @@ class App:
         external = opts.conn if opts.conn is not None else opts.session
         if external is not None:
             return self._insert_chunks(_SyncTarget(external), rows)
-        with self.pool.connection() as conn:  # one transaction: all or nothing
+        with self.pool.connection() as conn, conn.transaction():  # all or nothing
             return self._insert_chunks(_SyncTarget(conn), rows)
 
     async def _insert_chunks_async(
@@ -689,7 +694,7 @@ class App:
         if external is not None:
             return await self._insert_chunks_async(_AsyncTarget(external), rows)
         pool = await self._apool()
-        async with pool.connection() as conn:
+        async with pool.connection() as conn, conn.transaction():  # all or nothing
             return await self._insert_chunks_async(_AsyncTarget(conn), rows)
 
     # --- inspect and steer ----------------------------------------------------------------
