@@ -171,6 +171,7 @@ class Task(_Enqueuer, Generic[P, R]):
         self.retry = retry
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self._accepted_names: set[frozenset[str]] = set()
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.defaults.queue}>"
@@ -189,6 +190,23 @@ class Task(_Enqueuer, Generic[P, R]):
             self.signature.bind(**kwargs)
         except TypeError as exc:
             raise TypeError(f"task {self.name}: {exc}") from None
+
+    def check_argument_names(self, kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError unless a row's arguments fit the function (worker side).
+
+        Whether keyword arguments bind depends only on their names, so each accepted set
+        of names is remembered and the signature is consulted once per shape, not per job.
+        """
+        names = frozenset(kwargs)
+        if names in self._accepted_names:
+            return
+        try:
+            self.signature.bind(**kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"arguments {sorted(kwargs)} do not match task {self.name}: {exc}"
+            ) from None
+        self._accepted_names.add(names)
 
     def options(self, **options: Any) -> TaskCall[P, R]:
         return TaskCall(self, EnqueueOptions(**options).validated())

@@ -563,12 +563,7 @@ class Worker:
         if task is None:
             raise UnknownTask(f"no task named {job.task!r} is registered in this worker")
         kwargs = job.args
-        try:
-            task.signature.bind(**kwargs)
-        except TypeError as exc:
-            raise TypeError(
-                f"arguments {sorted(kwargs)} do not match task {job.task}: {exc}"
-            ) from None
+        task.check_argument_names(kwargs)
         timeout = job.timeout if job.timeout is not None else task.timeout
         # Each job task has its own context copy, so this is visible to exactly this job
         # (and, copied once more, to the thread that runs a sync task).
