@@ -16,6 +16,7 @@ import procrastinate
 
 STATE: dict[str, Any] = {"executions": 0, "seen": set(), "first_start": None, "last_done": None}
 
+
 async def noop(n: int) -> None:
     """Does nothing but record that it ran, so that lost or duplicated runs show up."""
     now = time.time()
