@@ -17,6 +17,8 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 import pgqueue
 
+from .main import redact
+
 #: Retries in the demo wait about a second, so that a flaky job visibly recovers.
 FAST_RETRY = pgqueue.RetryPolicy(base=0.5, factor=2.0, max_delay=2.0, jitter=0.2)
 
@@ -118,6 +120,7 @@ def run_demo(
     fail: Callable[[str], NoReturn],
     queue_table: Callable[..., Any],
 ) -> None:
+    embedded = dsn is None
     if dsn is None:
         console.print(f"starting an embedded PostgreSQL in {data_dir} ...")
         dsn = embedded_dsn(data_dir, fail)
@@ -149,7 +152,24 @@ def run_demo(
     if worker.error is not None:
         fail(f"the demo worker stopped: {worker.error}")
     console.print(queue_table(app.queue_stats(), "final"))
-    console.print("Try: pgqueue status --dsn '<dsn>'  |  the failed charge: pgqueue job <id>")
+    failed = app.list_jobs(state="failed", task="demo.charge_card", limit=1)
+    if embedded:
+        console.print(
+            "The embedded PostgreSQL stops with the demo (its data stays in"
+            f" {data_dir}); run the demo with --dsn to look around afterwards with"
+            " pgqueue status, jobs and top.",
+            highlight=False,
+        )
+        app.close()
+        return
+    shown = redact(dsn)
+    console.print(f"Next: pgqueue status --dsn '{shown}'", highlight=False, soft_wrap=True)
+    if failed:
+        console.print(
+            f"      pgqueue job {failed[0]['id']} --dsn '{shown}'   (the failed charge)",
+            highlight=False,
+            soft_wrap=True,
+        )
     app.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import logging
 import os
 import re
 import sys
@@ -57,7 +58,7 @@ SchemaOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@|(password=)\S+")
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]+@|(password=)\S+")
 
 
 def redact(text: str) -> str:
@@ -562,4 +563,7 @@ def demo(
 
 
 def main() -> None:
+    # The pool's background reconnection warnings are noise on a terminal: a command reports
+    # a database it cannot reach in its own one-line error.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     app()

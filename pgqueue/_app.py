@@ -535,6 +535,9 @@ class App:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
+                    # One direct connection first: a database that cannot be reached fails
+                    # now, with libpq's own reason, instead of after the pool's 30 s wait.
+                    psycopg.connect(self.dsn, **self.connect_kwargs).close()
                     self._pool = ConnectionPool(
                         self.dsn,
                         min_size=1,
