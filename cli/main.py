@@ -9,11 +9,11 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn
 
 import psycopg
 import typer
@@ -36,7 +36,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 DsnOption = Annotated[
     str | None,

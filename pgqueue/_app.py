@@ -7,7 +7,8 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -609,10 +610,15 @@ class App:
         and an explicit transaction would cost two more round trips (BEGIN and COMMIT) on
         every enqueue.
         """
+        with self._checked() as conn:
+            return _SyncTarget(conn).fetch(query, params)
+
+    @contextmanager
+    def _checked(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection to a database known to be migrated (checked once per App)."""
         with self.pool.connection() as conn:
-            target = _SyncTarget(conn)
-            self._ensure_schema(target)
-            return target.fetch(query, params)
+            self._ensure_schema(_SyncTarget(conn))
+            yield conn
 
     async def _run_async(self, query: str, params: dict[str, Any] | None) -> list[tuple[Any, ...]]:
         pool = await self._apool()
@@ -758,18 +764,13 @@ class App:
             raise ValidationError(
                 f"job {job_id} cannot run again: an unfinished job holds its unique_key"
             ) from None
-        if rows:
-            self._run(self.queries["queue_notify"], {"queues": [rows[0][1]]})
         return bool(rows)
 
     def retry_failed(self, queue: str | None = None) -> int:
         """Put every failed job (of one queue) back in line; return how many."""
         if queue is not None:
             check_name("queue", queue)
-        rows = self._run(self.queries["job_retry_failed"], {"queue": queue})
-        if rows:
-            self._run(self.queries["queue_notify"], {"queues": sorted({r[1] for r in rows})})
-        return len(rows)
+        return len(self._run(self.queries["job_retry_failed"], {"queue": queue}))
 
     def pause(self, queue: str) -> None:
         """Stop workers from claiming jobs of this queue (from their next claim on)."""
@@ -851,9 +852,8 @@ class App:
         return self._dicts("recent_failures", {"limit": check_int("limit", limit, minimum=1)})
 
     def _dicts(self, query: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:
-        with self.pool.connection() as conn:
-            target = _SyncTarget(conn)
-            self._ensure_schema(target)
+        """Rows of the named query as dicts keyed by column name (operator listings)."""
+        with self._checked() as conn:
             cur = conn.execute(self.queries[query], params)
             names = [c.name for c in cur.description or []]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

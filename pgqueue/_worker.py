@@ -36,7 +36,7 @@ from . import _sql
 from ._app import App, Task
 from ._logging import job_extra, redact
 from ._metrics import Metrics
-from ._policy import DEFAULT_RETRY, decide_failure
+from ._policy import DEFAULT_RETRY, RetryPolicy, decide_failure
 from ._validate import check_int, check_name, check_seconds, encode_result
 from .errors import JobTimeout, UnknownTask, ValidationError
 from .types import QueueStats
@@ -58,6 +58,11 @@ class ClaimedJob:
     max_attempts: int
     lease: UUID
     timeout: float | None
+
+    @property
+    def log_extra(self) -> dict[str, Any]:
+        """Record attributes naming this job on every log line about it."""
+        return job_extra(self.id, self.task, self.queue, self.attempt)
 
 
 @dataclass(frozen=True)
@@ -513,9 +518,9 @@ class Worker:
     async def _run_job(self, job: ClaimedJob) -> None:
         task = self.app.tasks.get(job.task)
         policy = task.retry if task is not None else DEFAULT_RETRY
-        extra = job_extra(job.id, job.task, job.queue, job.attempt)
+        debug = log.isEnabledFor(logging.DEBUG)  # per-job lines cost nothing when off
         started = time.monotonic()
-        if log.isEnabledFor(logging.DEBUG):
+        if debug:
             log.debug(
                 "job %d (%s on %s, attempt %d) started: %s",
                 job.id,
@@ -523,7 +528,7 @@ class Worker:
                 job.queue,
                 job.attempt,
                 redact(job.args, self.redact_keys),
-                extra=extra,
+                extra=job.log_extra,
             )
         try:
             result = await self._invoke(task, job)
@@ -548,15 +553,16 @@ class Worker:
             self._record_failure(job, exc, policy)
         else:
             duration = time.monotonic() - started
-            log.debug(
-                "job %d (%s on %s, attempt %d) completed in %.3f s",
-                job.id,
-                job.task,
-                job.queue,
-                job.attempt,
-                duration,
-                extra=extra,
-            )
+            if debug:
+                log.debug(
+                    "job %d (%s on %s, attempt %d) completed in %.3f s",
+                    job.id,
+                    job.task,
+                    job.queue,
+                    job.attempt,
+                    duration,
+                    extra=job.log_extra,
+                )
             self._record(Outcome(job, result=encoded, duration=duration))
 
     async def _invoke(self, task: Task[Any, Any] | None, job: ClaimedJob) -> Any:
@@ -600,12 +606,12 @@ class Worker:
                 job.queue,
                 job.attempt,
                 timeout,
-                extra=job_extra(job.id, job.task, job.queue, job.attempt),
+                extra=job.log_extra,
             )
             return await future
 
     def _record_failure(
-        self, job: ClaimedJob, exc: BaseException, policy: Any, *, retryable: bool = True
+        self, job: ClaimedJob, exc: BaseException, policy: RetryPolicy, *, retryable: bool = True
     ) -> None:
         decision = decide_failure(job.attempt, job.max_attempts, policy, retryable=retryable)
         kind = "timeout" if isinstance(exc, JobTimeout) else "error"
@@ -619,7 +625,7 @@ class Worker:
             type(exc).__name__,
             exc,
             decision.state,
-            extra=job_extra(job.id, job.task, job.queue, job.attempt),
+            extra=job.log_extra,
         )
         self._record(
             Outcome(job, error=error_record(exc, kind), state=decision.state, delay=decision.delay)

@@ -111,18 +111,12 @@ def _task_name(task: Task[Any, Any] | str) -> str:
 def _matching(
     app: App, task: Task[Any, Any] | str, args: Mapping[str, Any] | None, queue: str | None
 ) -> list[dict[str, Any]]:
-    with app.pool.connection() as conn:
-        cur = conn.execute(
-            app.queries["job_enqueued"],
-            {"task": _task_name(task), "args": json.dumps(dict(args or {})), "queue": queue},
-        )
-        names = [c.name for c in cur.description or []]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    params = {"task": _task_name(task), "args": json.dumps(dict(args or {})), "queue": queue}
+    return app._dicts("job_enqueued", params)
 
 
 def _describe_queue(app: App) -> str:
-    with app.pool.connection() as conn:
-        rows = conn.execute(app.queries["job_enqueued_all"]).fetchall()
+    rows = app._run(app.queries["job_enqueued_all"], None)
     if not rows:
         return "nothing is enqueued"
     return "enqueued: " + "; ".join(

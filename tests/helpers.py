@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pgqueue
 
@@ -83,3 +83,33 @@ def spawn_worker(app_path: str, dsn: str, *args: str) -> subprocess.Popen[bytes]
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+T = TypeVar("T")
+
+
+def race(n: int, fn: Callable[[Callable[[], None]], T], timeout: float = 60) -> list[T]:
+    """Run `fn` in `n` threads at once and return their results; re-raise the first error.
+
+    `fn` receives a `go()` to call at the point where the threads should collide (after
+    connecting, say), so the contended part starts together in every thread.
+    """
+    barrier = threading.Barrier(n)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(fn(lambda: barrier.wait(timeout)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    assert len(results) == n, "a racing thread did not finish"
+    return results

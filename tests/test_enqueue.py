@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import pgqueue
-from tests.helpers import worker_thread
+from tests.helpers import race, worker_thread
 
 
 def count_jobs(db: psycopg.Connection[Any]) -> int:
@@ -183,25 +183,14 @@ def test_unique_key_returns_the_unfinished_job(send: Any, app: pgqueue.App, db: 
 
 
 def test_unique_key_is_race_free(send: Any, dsn: str, db: Any) -> None:
-    ids: list[int] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(8)
+    def enqueue(go: Callable[[], None]) -> int:
+        with psycopg.connect(dsn) as conn:
+            go()
+            job_id = int(send.options(conn=conn, unique_key="race").enqueue(user_id=1).id)
+            conn.commit()
+            return job_id
 
-    def enqueue() -> None:
-        try:
-            with psycopg.connect(dsn) as conn:
-                barrier.wait()
-                ids.append(send.options(conn=conn, unique_key="race").enqueue(user_id=1).id)
-                conn.commit()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=enqueue) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors
+    ids = race(8, enqueue)
     assert len(ids) == 8 and len(set(ids)) == 1
     assert count_jobs(db) == 1
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 
 import psycopg
 import pytest
 
 import pgqueue
 from pgqueue._sql import latest_version
+from tests.helpers import race
 
 
 def test_migrate_creates_schema_and_records_versions(empty_dsn: str) -> None:
@@ -21,21 +22,11 @@ def test_migrate_creates_schema_and_records_versions(empty_dsn: str) -> None:
 
 
 def test_concurrent_migrators_apply_each_migration_once(empty_dsn: str) -> None:
-    results: list[list[int]] = []
-    errors: list[BaseException] = []
+    def migrate(go: Callable[[], None]) -> list[int]:
+        go()
+        return pgqueue.App(empty_dsn).migrate()
 
-    def run() -> None:
-        try:
-            results.append(pgqueue.App(empty_dsn).migrate())
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    results = race(6, migrate)
     applied = sorted(v for r in results for v in r)
     assert applied == list(range(1, latest_version() + 1))
 

@@ -267,7 +267,11 @@ def test_cancel_and_retry(app: pgqueue.App) -> None:
     with worker_thread(app, burst=True):
         pass
     assert app.get_job(failing.id).state is pgqueue.JobState.FAILED
-    assert app.retry(failing.id) is True
+    with psycopg.connect(app.dsn, autocommit=True) as listener:
+        listener.execute("LISTEN pgqueue_jobs")
+        assert app.retry(failing.id) is True
+        # The retry wakes the queue's workers itself, at commit.
+        assert [n.payload for n in listener.notifies(timeout=2, stop_after=1)] == ["default"]
     info = app.get_job(failing.id)
     assert (info.state, info.max_attempts) == (pgqueue.JobState.AVAILABLE, 2)
 

@@ -1,7 +1,8 @@
 """Worker scripts for benchmarks/peers.py, one per peer, each run in that peer's own venv.
 
-They import nothing from pgqueue or from each other: each peer's virtualenv holds only the
-peer and its dependencies. Every script speaks the same small command line protocol:
+They import nothing from pgqueue: each peer's virtualenv holds only the peer and its
+dependencies. The asyncio apps share `_protocol.py` (standard library only). Every
+script speaks the same small command line protocol:
 
     python <peer>_app.py enqueue <target> <jobs>
     python <peer>_app.py work <target> <jobs> <concurrency>

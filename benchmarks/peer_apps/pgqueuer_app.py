@@ -8,14 +8,13 @@ outcome to pgqueuer_log; log aggregation is disabled so those rows stay countabl
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import time
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from _protocol import serve  # the script's folder is on sys.path
 from pgqueuer import PgQueuer
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
@@ -87,16 +86,5 @@ async def work(dsn: str, jobs: int, concurrency: int) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str]) -> None:
-    command, dsn, jobs = argv[0], argv[1], int(argv[2])
-    if command == "enqueue":
-        result = asyncio.run(enqueue(dsn, jobs))
-    elif command == "work":
-        result = asyncio.run(work(dsn, jobs, int(argv[3])))
-    else:
-        raise SystemExit(f"unknown command {command!r}")
-    print(json.dumps(result), flush=True)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    serve(enqueue, work)

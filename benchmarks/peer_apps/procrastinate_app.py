@@ -6,13 +6,11 @@ once no job is left, which is Procrastinate's equivalent of a burst worker.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 import time
 from typing import Any
 
 import procrastinate
+from _protocol import serve  # the script's folder is on sys.path
 
 STATE: dict[str, Any] = {"executions": 0, "seen": set(), "first_start": None, "last_done": None}
 
@@ -67,16 +65,5 @@ async def work(dsn: str, jobs: int, concurrency: int) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str]) -> None:
-    command, dsn, jobs = argv[0], argv[1], int(argv[2])
-    if command == "enqueue":
-        result = asyncio.run(enqueue(dsn, jobs))
-    elif command == "work":
-        result = asyncio.run(work(dsn, jobs, int(argv[3])))
-    else:
-        raise SystemExit(f"unknown command {command!r}")
-    print(json.dumps(result), flush=True)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    serve(enqueue, work)

@@ -1,12 +1,16 @@
--- Every failed job (of one queue, if given) back in line, now.
-UPDATE {schema}.jobs
-   SET state = 'available',
-       run_at = now(),
-       max_attempts = greatest(max_attempts, attempt + 1),
-       finished_at = NULL,
-       lease = NULL,
-       worker_id = NULL,
-       cancel_requested = false
- WHERE state = 'failed'
-   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-RETURNING id, queue
+-- Every failed job (of one queue, if given) back in line, now; PostgreSQL folds the
+-- notifications into one per queue at commit.
+WITH retried AS (
+    UPDATE {schema}.jobs
+       SET state = 'available',
+           run_at = now(),
+           max_attempts = greatest(max_attempts, attempt + 1),
+           finished_at = NULL,
+           lease = NULL,
+           worker_id = NULL,
+           cancel_requested = false
+     WHERE state = 'failed'
+       AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    RETURNING id, queue
+)
+SELECT id, queue, pg_notify({schema}.notify_channel(), queue) FROM retried
