@@ -62,16 +62,21 @@ def encode_json(value: Any, what: str) -> str:
         raise ValidationError(f"{what} is not valid JSON: {exc}") from exc
     except TypeError as exc:
         raise ValidationError(f"{what} is not JSON-serializable: {exc}") from exc
-    _check_strings(value, what)
-    if len(text.encode()) > MAX_PAYLOAD_BYTES:
+    # json.dumps escapes every NUL as \u0000 (its output is ASCII), which jsonb refuses; the
+    # walk that names the offending path runs only when that escape appears at all.
+    if "\\u0000" in text:
+        _check_strings(value, what)
+    if len(text) > MAX_PAYLOAD_BYTES:  # ASCII: one byte per character
         raise ValidationError(
-            f"{what} is {len(text.encode())} bytes encoded; the limit is {MAX_PAYLOAD_BYTES}"
+            f"{what} is {len(text)} bytes encoded; the limit is {MAX_PAYLOAD_BYTES}"
         )
     return text
 
 
 def encode_result(value: Any) -> str:
     """Results are stored as jsonb; the same strictness as arguments applies."""
+    if value is None:  # most tasks return nothing
+        return "null"
     return encode_json(value, "task result")
 
 

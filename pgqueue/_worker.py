@@ -120,10 +120,19 @@ class _DaemonThreads:
 
     A sync task cannot be interrupted; with daemon threads, one that hangs past shutdown does
     not keep the process alive (concurrent.futures joins its threads at interpreter exit).
+
+    Results come back to the event loop in batches: a thread appends to `_done` and wakes the
+    loop only if no wake-up is already on its way. Waking the loop once per job (a write to its
+    self-pipe, a GIL hand-off) costs more than running a short task.
     """
 
     def __init__(self, size: int) -> None:
         self._queue: queue_mod.SimpleQueue[Any] = queue_mod.SimpleQueue()
+        self._done: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]]
+        self._done = collections.deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._threads = [
             threading.Thread(target=self._serve, name=f"pgqueue-task-{i}", daemon=True)
             for i in range(size)
@@ -136,32 +145,44 @@ class _DaemonThreads:
             item = self._queue.get()
             if item is None:
                 return
-            loop, future, fn = item
+            future, fn = item
             try:
-                result = fn()
-            except BaseException as exc:  # delivered to the awaiting coroutine, not lost
-                loop.call_soon_threadsafe(_settle, future, None, exc)
+                self._done.append((future, fn(), None))
+            except BaseException as exc:  # delivered to the waiting future, not lost
+                self._done.append((future, None, exc))
+            with self._lock:
+                if self._wake_pending:
+                    continue
+                self._wake_pending = True
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                return
+
+    def _deliver(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        while self._done:
+            future, result, exc = self._done.popleft()
+            if future.done():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
             else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+                future.set_result(result)
 
     def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((loop, future, fn))
+        self._queue.put((future, fn))
         return future
 
     def shutdown(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 class Worker:
@@ -222,7 +243,8 @@ class Worker:
         self.redact_keys = app.redact_keys
         self.q = app.queries
 
-        self._running: dict[int, asyncio.Task[None]] = {}
+        #: Each running job's asyncio Task (async tasks) or thread future (sync tasks).
+        self._running: dict[int, asyncio.Future[Any]] = {}
         self._buffer: collections.deque[ClaimedJob] = collections.deque()
         self._claimed: dict[int, ClaimedJob] = {}
         self._outcomes: list[Outcome] = []
@@ -503,11 +525,15 @@ class Worker:
             )
 
     def _start(self, job: ClaimedJob) -> None:
-        task = asyncio.create_task(self._run_job(job), name=f"pgqueue-job-{job.id}")
-        self._running[job.id] = task
-        task.add_done_callback(functools.partial(self._job_done, job.id))
+        task = self.app.tasks.get(job.task)
+        if task is not None and not task.is_async:
+            self._start_sync(job, task)
+            return
+        runner = asyncio.create_task(self._run_job(job, task), name=f"pgqueue-job-{job.id}")
+        self._running[job.id] = runner
+        runner.add_done_callback(functools.partial(self._job_done, job.id))
 
-    def _job_done(self, job_id: int, _task: asyncio.Task[None]) -> None:
+    def _job_done(self, job_id: int, _run: asyncio.Future[Any]) -> None:
         self._running.pop(job_id, None)
         if self._quarantined == job_id:
             self._quarantined = None
@@ -515,55 +541,91 @@ class Worker:
 
     # --- running --------------------------------------------------------------------------
 
-    async def _run_job(self, job: ClaimedJob) -> None:
-        task = self.app.tasks.get(job.task)
-        policy = task.retry if task is not None else DEFAULT_RETRY
-        debug = log.isEnabledFor(logging.DEBUG)  # per-job lines cost nothing when off
-        started = time.monotonic()
-        if debug:
-            log.debug(
-                "job %d (%s on %s, attempt %d) started: %s",
-                job.id,
-                job.task,
-                job.queue,
-                job.attempt,
-                redact(job.args, self.redact_keys),
-                extra=job.log_extra,
+    def _start_sync(self, job: ClaimedJob, task: Task[Any, Any]) -> None:
+        """A sync task runs in a thread that works out the whole outcome; the event loop only
+        sees a future settle. No asyncio Task per job: for short jobs its cost outweighed the
+        job's own."""
+        assert self._threads is not None
+        # A copy of the loop's context per job, so current_job() sees exactly this job.
+        run = contextvars.copy_context().run
+        future = self._threads.submit(functools.partial(run, self._run_sync, job, task))
+        self._running[job.id] = future
+        timeout = job.timeout if job.timeout is not None else task.timeout
+        timer = None
+        if timeout is not None:
+            timer = asyncio.get_running_loop().call_later(
+                timeout, self._overdue, job, future, timeout
             )
+        future.add_done_callback(functools.partial(self._sync_done, job, task.retry, timer))
+
+    def _run_sync(self, job: ClaimedJob, task: Task[Any, Any]) -> Outcome:
+        """Runs on a task thread; touches no worker state, only builds the Outcome."""
+        _current.set(JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts))
+        debug = self._log_start(job)
+        started = time.monotonic()
+        try:
+            task.check_argument_names(job.args)
+            result = task.fn(**job.args)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            return self._failure(job, exc, task.retry)
+        return self._success(job, result, started, task.retry, debug)
+
+    def _sync_done(
+        self,
+        job: ClaimedJob,
+        policy: RetryPolicy,
+        timer: asyncio.TimerHandle | None,
+        future: asyncio.Future[Outcome],
+    ) -> None:
+        if timer is not None:
+            timer.cancel()
+        self._job_done(job.id, future)
+        if future.cancelled():
+            # Cancelled by an operator or at shutdown. The thread cannot be stopped: its
+            # eventual return is dropped.
+            outcome = self._cancelled_outcome(job, policy)
+            if outcome is not None:
+                self._record(outcome)
+        elif (exc := future.exception()) is not None:
+            self._record(self._failure(job, exc, policy))
+        else:
+            self._record(future.result())
+
+    def _overdue(self, job: ClaimedJob, future: asyncio.Future[Outcome], timeout: float) -> None:
+        # A thread cannot be interrupted. Past its timeout the job is marked (a warning, and
+        # the stuck_jobs view lists it "over timeout"), keeps its slot, and stays `running`
+        # so that nothing runs it a second time alongside; its real outcome is recorded when
+        # the thread returns. A process wedged for good stops heartbeating and is rescued.
+        if future.done():
+            return
+        self.stats["overdue"] += 1
+        log.warning(
+            "job %d (%s on %s, attempt %d) passed its timeout of %g s; its thread cannot"
+            " be interrupted, so it keeps running and its slot stays taken",
+            job.id,
+            job.task,
+            job.queue,
+            job.attempt,
+            timeout,
+            extra=job.log_extra,
+        )
+
+    async def _run_job(self, job: ClaimedJob, task: Task[Any, Any] | None) -> None:
+        """An async task (or a row naming no registered task), in its own asyncio Task."""
+        policy = task.retry if task is not None else DEFAULT_RETRY
+        debug = self._log_start(job)
+        started = time.monotonic()
         try:
             result = await self._invoke(task, job)
-            try:
-                encoded = encode_result(result)
-            except ValidationError as exc:
-                # The task ran but returned something that cannot be stored: running it again
-                # would repeat its effects for the same outcome.
-                self._record_failure(job, exc, policy, retryable=False)
-                return
         except asyncio.CancelledError:
-            if job.id in self._cancelling:
-                self._cancelling.discard(job.id)
-                self.stats["cancelled"] += 1
-                error = error_record(asyncio.CancelledError("cancelled by request"), "cancel")
-                self._record(Outcome(job, error=error, state="cancelled"))
-                return
-            if self._abandoning or self._stop.is_set():
+            outcome = self._cancelled_outcome(job, policy)
+            if outcome is None:
                 raise  # shutdown: the job is released, not failed
-            self._record_failure(job, asyncio.CancelledError("task was cancelled"), policy)
+            self._record(outcome)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            self._record_failure(job, exc, policy)
+            self._record(self._failure(job, exc, policy))
         else:
-            duration = time.monotonic() - started
-            if debug:
-                log.debug(
-                    "job %d (%s on %s, attempt %d) completed in %.3f s",
-                    job.id,
-                    job.task,
-                    job.queue,
-                    job.attempt,
-                    duration,
-                    extra=job.log_extra,
-                )
-            self._record(Outcome(job, result=encoded, duration=duration))
+            self._record(self._success(job, result, started, policy, debug))
 
     async def _invoke(self, task: Task[Any, Any] | None, job: ClaimedJob) -> Any:
         if task is None:
@@ -571,48 +633,70 @@ class Worker:
         kwargs = job.args
         task.check_argument_names(kwargs)
         timeout = job.timeout if job.timeout is not None else task.timeout
-        # Each job task has its own context copy, so this is visible to exactly this job
-        # (and, copied once more, to the thread that runs a sync task).
+        # Each job task has its own context copy, so this is visible to exactly this job.
         _current.set(JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts))
-        if task.is_async:
-            awaitable = task.fn(**kwargs)
-        else:
-            assert self._threads is not None
-            ctx = contextvars.copy_context()
-            awaitable = self._threads.submit(functools.partial(ctx.run, task.fn, **kwargs))
         if timeout is None:
-            return await awaitable
-        if task.is_async:
-            try:
-                return await asyncio.wait_for(awaitable, timeout)
-            except asyncio.TimeoutError:
-                raise JobTimeout(
-                    f"task {job.task} exceeded its timeout of {timeout:g} s and was cancelled"
-                ) from None
-        # A thread cannot be interrupted. Past its timeout the job is marked (a warning, and
-        # the stuck_jobs view lists it "over timeout"), keeps its slot, and stays `running`
-        # so that nothing runs it a second time alongside; its real outcome is recorded when
-        # the thread returns. A process wedged for good stops heartbeating and is rescued.
-        future = awaitable
+            return await task.fn(**kwargs)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await asyncio.wait_for(task.fn(**kwargs), timeout)
         except asyncio.TimeoutError:
-            self.stats["overdue"] += 1
-            log.warning(
-                "job %d (%s on %s, attempt %d) passed its timeout of %g s; its thread cannot"
-                " be interrupted, so it keeps running and its slot stays taken",
+            raise JobTimeout(
+                f"task {job.task} exceeded its timeout of {timeout:g} s and was cancelled"
+            ) from None
+
+    def _log_start(self, job: ClaimedJob) -> bool:
+        """Log the start at DEBUG; returns whether DEBUG is on (per-job lines cost nothing
+        when it is off)."""
+        if not log.isEnabledFor(logging.DEBUG):
+            return False
+        log.debug(
+            "job %d (%s on %s, attempt %d) started: %s",
+            job.id,
+            job.task,
+            job.queue,
+            job.attempt,
+            redact(job.args, self.redact_keys),
+            extra=job.log_extra,
+        )
+        return True
+
+    def _success(
+        self, job: ClaimedJob, result: Any, started: float, policy: RetryPolicy, debug: bool
+    ) -> Outcome:
+        try:
+            encoded = encode_result(result)
+        except ValidationError as exc:
+            # The task ran but returned something that cannot be stored: running it again
+            # would repeat its effects for the same outcome.
+            return self._failure(job, exc, policy, retryable=False)
+        duration = time.monotonic() - started
+        if debug:
+            log.debug(
+                "job %d (%s on %s, attempt %d) completed in %.3f s",
                 job.id,
                 job.task,
                 job.queue,
                 job.attempt,
-                timeout,
+                duration,
                 extra=job.log_extra,
             )
-            return await future
+        return Outcome(job, result=encoded, duration=duration)
 
-    def _record_failure(
+    def _cancelled_outcome(self, job: ClaimedJob, policy: RetryPolicy) -> Outcome | None:
+        """What a cancelled run comes to; None at shutdown, where the job is released."""
+        if job.id in self._cancelling:
+            self._cancelling.discard(job.id)
+            self.stats["cancelled"] += 1
+            error = error_record(asyncio.CancelledError("cancelled by request"), "cancel")
+            return Outcome(job, error=error, state="cancelled")
+        if self._abandoning or self._stop.is_set():
+            return None
+        return self._failure(job, asyncio.CancelledError("task was cancelled"), policy)
+
+    def _failure(
         self, job: ClaimedJob, exc: BaseException, policy: RetryPolicy, *, retryable: bool = True
-    ) -> None:
+    ) -> Outcome:
+        """The outcome of a failed attempt; thread-safe (it only logs and builds a record)."""
         decision = decide_failure(job.attempt, job.max_attempts, policy, retryable=retryable)
         kind = "timeout" if isinstance(exc, JobTimeout) else "error"
         log.warning(
@@ -627,8 +711,8 @@ class Worker:
             decision.state,
             extra=job.log_extra,
         )
-        self._record(
-            Outcome(job, error=error_record(exc, kind), state=decision.state, delay=decision.delay)
+        return Outcome(
+            job, error=error_record(exc, kind), state=decision.state, delay=decision.delay
         )
 
     def _record(self, outcome: Outcome) -> None:

@@ -247,8 +247,10 @@ def _backends(conn: psycopg.Connection[Any], dbname: str) -> list[int]:
 def test_terminate_random_backends(cluster: LocalCluster, chaos_dsn: str, n: int) -> None:
     dbname = psycopg.conninfo.conninfo_to_dict(chaos_dsn)["dbname"]
     procs = [spawn_worker("tests.apps.ledger:app", chaos_dsn, *WORKER_ARGS) for _ in range(4)]
-    time.sleep(1)  # pools open, listeners listening
     admin = psycopg.connect(cluster.dsn, autocommit=True)
+    # Every worker has its pool and its listener up (a pool's first connection plus a
+    # listener each) before faults start.
+    wait_until(lambda: len(_backends(admin, str(dbname))) >= 8, 60, "4 workers connected")
     ids = enqueue(chaos_dsn, n)
     app = pgqueue.App(chaos_dsn)
     try:
