@@ -6,6 +6,8 @@ read from PGQUEUE_DSN so that each benchmark run can point the worker at its scr
 
 from __future__ import annotations
 
+import time
+
 import pgqueue
 
 app = pgqueue.App()
@@ -15,3 +17,9 @@ app = pgqueue.App()
 def noop(n: int) -> None:
     """Does nothing, so that the drain benchmark measures the queue and not the task."""
     return None
+
+
+@app.task(name="bench.stamp")
+def stamp(n: int) -> float:
+    """The wall-clock time the task started: the latency workload's only measurement point."""
+    return time.time()

@@ -264,21 +264,28 @@ def drain_run(admin_dsn: str, jobs: int, concurrency: int, profile: Path | None 
     )
 
 
+def raw_insert_loop(dsn: str, jobs: int) -> tuple[float, int]:
+    """The floor for single enqueues: seconds for `jobs` one-row INSERT + COMMIT transactions
+    into a job-shaped table (created here), and the rows it then holds."""
+    # Same transaction shape as a pooled enqueue (BEGIN, one statement, COMMIT), so the
+    # ratio isolates what a queue adds on top of a one-row insert.
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        conn.execute(RAW_TABLE)
+        conn.commit()
+        start = time.perf_counter()
+        for i in range(jobs):
+            conn.execute(RAW_INSERT, (Jsonb({"n": i}),))
+            conn.commit()
+        elapsed = time.perf_counter() - start
+        rows = int(fetch_one(conn, "SELECT count(*) FROM bench_raw")[0])
+        conn.commit()
+    return elapsed, rows
+
+
 def enqueue_single_run(admin_dsn: str, jobs: int) -> Run:
     """Enqueue one job per transaction, next to the same loop of bare INSERTs for scale."""
     with scratch_database(admin_dsn) as dsn:
-        # Same transaction shape as a pooled enqueue (BEGIN, one statement, COMMIT), so the
-        # ratio isolates what pgqueue adds on top of a one-row insert.
-        with psycopg.connect(dsn, connect_timeout=10) as conn:
-            conn.execute(RAW_TABLE)
-            conn.commit()
-            start = time.perf_counter()
-            for i in range(jobs):
-                conn.execute(RAW_INSERT, (Jsonb({"n": i}),))
-                conn.commit()
-            raw = time.perf_counter() - start
-            raw_rows = fetch_one(conn, "SELECT count(*) FROM bench_raw")[0]
-            conn.commit()
+        raw, raw_rows = raw_insert_loop(dsn, jobs)
         app, task = migrated_app(dsn)
         try:
             app.pool.wait(timeout=30)  # connecting is not what is being measured

@@ -1,36 +1,36 @@
-"""Side-by-side drain benchmark: pgqueue against Procrastinate, PgQueuer and Celery.
+"""Side by side: pgqueue, Procrastinate, PgQueuer and Celery (Redis broker) on the same workloads.
 
-Each peer is installed into its own virtualenv under benchmarks/.venvs/<peer> (created on
-first use, reused afterwards) and driven by benchmarks/peer_apps/<peer>_app.py in that venv.
-For every run: a fresh scratch database (Celery: a fresh Redis queue), N no-op jobs taking
-one small JSON argument pre-inserted with the peer's bulk API, then ONE worker process with
-concurrency 10. jobs/s is N over the time from spawning the worker to the last job's
-completion (start-up included, the same for every library). A run whose completed count is
-not N, or whose worker ran a job twice or missed one, is FAILED rather than timed. pgqueue
-runs through bench_pgqueue.drain_run. A peer that fails to install or run is reported as
-FAILED with the reason; it does not stop the others.
+One command installs each peer into its own virtualenv (benchmarks/.venvs/<peer>, created on
+first use), then runs every chosen workload for every chosen library: a fresh database (or
+Redis queue) per run, one warm-up run that is not reported where it makes sense, then
+`--repeats` runs summarised as median, min and max, every child process bounded in time and
+every run that executes jobs checked for exactly-once completion (a run that loses or
+duplicates jobs is FAILED, not timed). It prints a table per workload with ratios against
+pgqueue and appends JSON lines (versions, PostgreSQL settings, machine) to the results file.
+See benchmarks/README.md for the exact definition of every workload.
 
 Usage:
-    python benchmarks/peers.py [--jobs 20000] [--repeats 3] [--only pgqueue,pgqueuer,...]
+    python benchmarks/peers.py [--workloads drain,drain-2p,enqueue-single,enqueue-bulk,
+                                latency,held-xmin,memory] [--only pgqueue,procrastinate,
+                                pgqueuer,celery] [--repeats 3] [--full] [--held-seconds 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import secrets
-import socket
-import subprocess
+import statistics
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
-from psycopg.conninfo import conninfo_to_dict
+import psycopg
 
 BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
@@ -40,195 +40,460 @@ from bench_pgqueue import (  # noqa: E402
     DEFAULT_DSN,
     RESULTS_FILE,
     ROOT,
-    SUBPROCESS_TIMEOUT,
     Run,
-    analyze,
-    drain_run,
     environment,
-    scratch_database,
-    summarise,
+)
+from harness import (  # noqa: E402
+    PEER_SPECS,
+    VENVS,
+    HarnessError,
+    HeldPlan,
+    Library,
+    Peer,
+    Pgqueue,
+    Settings,
+    drain_run,
+    enqueue_run,
+    ensure_venv,
+    guarded,
+    held_pair,
+    latency_run,
+    memory_pair,
+    raw_insert_run,
+    redis_problem,
+    redis_version,
 )
 
-VENVS = BENCH_DIR / ".venvs"
-APPS = BENCH_DIR / "peer_apps"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-#: Bound on a peer's virtualenv creation plus pip install.
-INSTALL_TIMEOUT = 600.0
-METRIC = "jobs_per_s_spawn_to_last"
+WORKLOADS = (
+    "drain",
+    "drain-2p",
+    "enqueue-single",
+    "enqueue-bulk",
+    "latency",
+    "held-xmin",
+    "memory",
+)
+LIBRARIES = ["pgqueue", *(p.name for p in PEER_SPECS)]
+FULL_DRAIN_JOBS = 100_000
+
+
+class Floor(Library):
+    """The raw psycopg INSERT + COMMIT loop: a row in the enqueue-single table only."""
+
+    name = "raw INSERT"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.version = f"psycopg {psycopg.__version__}"
+        self.versions = {"psycopg": psycopg.__version__}
 
 
 @dataclass
-class Peer:
-    name: str
-    requirements: list[str]
-    distribution: str  # whose version is reported
-    backend: str  # "postgres" or "redis"
+class Metric:
+    key: str
+    label: str
+    unit: str
 
 
-PEERS = [
-    Peer("procrastinate", ["procrastinate", "psycopg[binary]"], "procrastinate", "postgres"),
-    Peer("pgqueuer", ["pgqueuer", "asyncpg"], "pgqueuer", "postgres"),
-    Peer("celery", ["celery[redis]"], "celery", "redis"),
-]
-LIBRARIES = ["pgqueue", *(p.name for p in PEERS)]
+@dataclass
+class Case:
+    """One workload at one size (or mode): a table and one result line per library."""
+
+    workload: str
+    jobs: int
+    title: str
+    main: Metric
+    higher_is_better: bool
+    run: Callable[[Library], Run]
+    params: dict[str, Any]
+    warmup: Callable[[Library], Run] | None = None
+    no_warmup_reason: str | None = None
+    extras: list[Metric] = field(default_factory=list)
+    not_applicable: Callable[[Library], str | None] = lambda lib: None
+    note: Callable[[list[Run]], str] = lambda runs: ""
+    libraries: list[Library] = field(default_factory=list)
 
 
-class PeerError(Exception):
-    """A peer could not be installed or run; the message is the reason shown in the table."""
+@dataclass
+class Outcome:
+    library: Library
+    status: str  # ok | FAILED | n/a | SKIPPED
+    reason: str | None = None
+    runs: list[Run] = field(default_factory=list)
+    warmup: Run | None = None
+
+    def median(self, key: str) -> float | None:
+        summary = summarise(self.runs, key) if self.status == "ok" else {}
+        value: float | None = summary.get("median")
+        return value
 
 
-def tail(text: str, lines: int = 5) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+# --- the workloads ---------------------------------------------------------------------------
 
 
-# --- virtualenvs -------------------------------------------------------------------------
+def summarise(runs: list[Run], key: str) -> dict[str, Any]:
+    """Median, min and max of one metric over the good runs that have it (a held-xmin run
+    whose backlog ran dry has no ratio for the windows after that)."""
+    samples = [r.metrics[key] for r in runs if r.error is None and key in r.metrics]
+    if not samples:
+        return {"samples": []}
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": samples,
+    }
 
 
-def venv_python(peer: Peer) -> Path:
-    return VENVS / peer.name / "bin" / "python"
+def median_detail(runs: list[Run], key: str) -> float | None:
+    values = [r.details[key] for r in runs if r.error is None and r.details.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
-def ensure_venv(peer: Peer) -> str:
-    """Create (if needed) the peer's virtualenv, install it, and return its version."""
-    python = venv_python(peer)
-    steps: list[list[str]] = []
-    if not python.exists():
-        steps.append([sys.executable, "-m", "venv", str(VENVS / peer.name)])
-    steps.append(
-        [
-            str(python),
-            *("-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
-            *peer.requirements,
-        ]
-    )
-    for command in steps:
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False
+def drain_note(runs: list[Run]) -> str:
+    parts = []
+    ok = [r for r in runs if r.error is None]
+    if ok:
+        rss = statistics.median(r.metrics["peak_rss_mib"] for r in ok)
+        parts.append(f"RSS {rss:.0f} MiB")
+    startup = median_detail(runs, "startup_s")
+    if startup is not None:
+        parts.append(f"first job after {startup:.2f} s")
+    span = median_detail(runs, "first_to_last_jobs_per_s")
+    if span is not None:
+        parts.append(f"{span:,.0f} jobs/s first-to-last")
+    return ", ".join(parts)
+
+
+class Planner:
+    """Builds the cases from the command line; sizes held-xmin backlogs from drain results."""
+
+    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
+        self.args = args
+        self.settings = settings
+        self.drain_rates: dict[str, float] = {}
+        self.plans: dict[str, HeldPlan] = {}
+
+    def held_plan(self, lib: Library) -> HeldPlan:
+        args = self.args
+        if lib.name in self.plans:
+            return self.plans[lib.name]
+        window = min(10.0, args.held_seconds / 2)
+        plan = HeldPlan(0, args.held_seconds, window, args.concurrency)
+        if args.held_jobs:
+            plan.backlog = args.held_jobs
+        else:
+            rate = self.drain_rates.get(lib.name)
+            if rate is None:
+                print(f"  held-xmin {lib.name}: sizing drain of {args.jobs} jobs", flush=True)
+                sizing = drain_run(lib, args.jobs, args.concurrency, 1)
+                if sizing.error:
+                    raise HarnessError(f"sizing drain failed: {sizing.error}")
+                rate = (
+                    sizing.details.get("first_to_last_jobs_per_s") or sizing.metrics["jobs_per_s"]
+                )
+            plan.backlog = max(
+                1_000, min(args.held_max_jobs, math.ceil(rate * plan.duration * 1.5))
             )
-        except subprocess.TimeoutExpired as exc:
-            raise PeerError(f"install timed out after {INSTALL_TIMEOUT:.0f} s") from exc
-        if done.returncode != 0:
-            raise PeerError(f"install failed ({' '.join(command[:4])}...):\n{tail(done.stderr)}")
-    done = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))",
-            peer.distribution,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        self.plans[lib.name] = plan
+        print(f"  held-xmin {lib.name}: backlog {plan.backlog:,} jobs", flush=True)
+        return plan
+
+    def cases(self, libraries: list[Library]) -> list[Case]:
+        args = self.args
+        chosen = args.workload_list
+        out: list[Case] = []
+        c = args.concurrency
+        no_redis = "Celery uses Redis: there is no PostgreSQL horizon to pin"
+        for workload, processes in (("drain", 1), ("drain-2p", 2)):
+            if workload not in chosen:
+                continue
+            for jobs in [args.jobs] + ([FULL_DRAIN_JOBS] if args.full else []):
+                out.append(
+                    Case(
+                        workload=workload,
+                        jobs=jobs,
+                        title=f"{workload}: {jobs:,} no-op jobs pre-inserted with the bulk API,"
+                        f" {processes} worker process{'es' if processes > 1 else ''} x"
+                        f" concurrency {c}; jobs/s from the first worker spawn to the last"
+                        " committed completion",
+                        main=Metric("jobs_per_s", "jobs/s", "jobs/s"),
+                        higher_is_better=True,
+                        run=lambda lib, j=jobs, p=processes: drain_run(lib, j, c, p),
+                        warmup=lambda lib, j=jobs, p=processes: drain_run(lib, min(j, 2_000), c, p),
+                        params={"concurrency": c, "worker_processes": processes},
+                        note=drain_note,
+                    )
+                )
+        if "enqueue-single" in chosen:
+            n = args.single_jobs
+            floor = Floor(self.settings)
+            out.append(
+                Case(
+                    workload="enqueue-single",
+                    jobs=n,
+                    title=f"enqueue-single: {n:,} jobs, one transaction (or message) each,"
+                    " from one client, timed inside the enqueuing process",
+                    main=Metric("jobs_per_s", "jobs/s", "jobs/s"),
+                    higher_is_better=True,
+                    run=lambda lib: (
+                        raw_insert_run(args.dsn, n)
+                        if isinstance(lib, Floor)
+                        else enqueue_run(lib, n, bulk=False)
+                    ),
+                    warmup=lambda lib: (
+                        raw_insert_run(args.dsn, min(n, 200))
+                        if isinstance(lib, Floor)
+                        else enqueue_run(lib, min(n, 200), bulk=False)
+                    ),
+                    params={"transactions": "one per job", "client": "one, sequential"},
+                    libraries=[*libraries, floor],
+                )
+            )
+        if "enqueue-bulk" in chosen:
+            n = args.bulk_jobs
+            out.append(
+                Case(
+                    workload="enqueue-bulk",
+                    jobs=n,
+                    title=f"enqueue-bulk: {n:,} jobs through each library's bulk API"
+                    " (Celery: no bulk API, one message per job over one producer)",
+                    main=Metric("jobs_per_s", "jobs/s", "jobs/s"),
+                    higher_is_better=True,
+                    run=lambda lib: enqueue_run(lib, n, bulk=True),
+                    warmup=lambda lib: enqueue_run(lib, min(n, 10_000), bulk=True),
+                    params={"calls": 1},
+                )
+            )
+        if "latency" in chosen:
+            n, rate, poll = args.latency_jobs, args.latency_rate, args.poll_interval
+            warm = max(1, min(100, n // 10))
+            for listen in (True, False):
+                mode = "notify" if listen else "poll-only"
+                out.append(
+                    Case(
+                        workload="latency",
+                        jobs=n,
+                        title=f"latency ({mode}): idle worker (concurrency {c}), {n:,} jobs"
+                        f" enqueued one at a time at {rate:g}/s after {warm} warm-up jobs;"
+                        f" enqueue-commit to task-start, ms; poll interval {poll:g} s",
+                        main=Metric("p99_ms", "p99 ms", "ms"),
+                        higher_is_better=False,
+                        extras=[
+                            Metric("p50_ms", "p50", "ms"),
+                            Metric("p95_ms", "p95", "ms"),
+                            Metric("max_ms", "max", "ms"),
+                        ],
+                        run=lambda lib, li=listen: latency_run(lib, n, warm, rate, c, li, poll),
+                        no_warmup_reason=f"each run starts with {warm} unmeasured warm-up jobs"
+                        " and a 1 s pause",
+                        params={
+                            "mode": mode,
+                            "rate_per_s": rate,
+                            "warmup_jobs": warm,
+                            "poll_interval_s": poll,
+                            "concurrency": c,
+                        },
+                        not_applicable=(
+                            (lambda lib: None) if listen else (lambda lib: lib.no_poll_only)
+                        ),
+                    )
+                )
+        if "held-xmin" in chosen:
+            h = args.held_seconds
+            w = min(10.0, h / 2)
+            out.append(
+                Case(
+                    workload="held-xmin",
+                    jobs=args.held_jobs or 0,
+                    title=f"held-xmin: one worker (concurrency {c}) on a large backlog while"
+                    f" another session holds a REPEATABLE READ snapshot for {h:g} s;"
+                    f" held/clean throughput in the last {w:g} s before release and"
+                    f" {2 * w:g}-{3 * w:g} s after it",
+                    main=Metric("pre_release_ratio", "held/clean", "ratio"),
+                    higher_is_better=True,
+                    extras=[
+                        Metric("clean_pre_release_jobs_per_s", "clean jobs/s", "jobs/s"),
+                        Metric("held_pre_release_jobs_per_s", "held jobs/s", "jobs/s"),
+                        Metric("recovery_ratio", "recovered", "ratio"),
+                    ],
+                    run=lambda lib: held_pair(lib, self.held_plan(lib)),
+                    no_warmup_reason="each repeat is a clean run plus a held run of about"
+                    f" {h + 3 * w + 1:.0f} s each; the clean run is the reference",
+                    params={"held_seconds": h, "window_s": w, "concurrency": c},
+                    not_applicable=lambda lib: no_redis if lib.backend == "redis" else None,
+                    note=lambda runs: held_note(runs),
+                )
+            )
+        if "memory" in chosen:
+            small, large, mc = args.memory_small_jobs, args.memory_jobs, args.memory_concurrency
+            out.append(
+                Case(
+                    workload="memory",
+                    jobs=large,
+                    title=f"memory: peak RSS (MiB, wait4 ru_maxrss) of one worker process"
+                    f" draining {large:,} jobs at concurrency {mc}, and {small:,} for comparison",
+                    main=Metric("rss_large_mib", f"MiB@{large:,}", "MiB"),
+                    higher_is_better=False,
+                    extras=[
+                        Metric("rss_small_mib", f"MiB@{small:,}", "MiB"),
+                        Metric("growth", "growth", "ratio"),
+                        Metric("large_jobs_per_s", "jobs/s", "jobs/s"),
+                    ],
+                    run=lambda lib: memory_pair(lib, small, large, mc),
+                    no_warmup_reason="peak RSS of a fresh process: a warm-up run cannot change it",
+                    params={"concurrency": mc, "small_jobs": small},
+                )
+            )
+        for case in out:
+            if not case.libraries:
+                case.libraries = list(libraries)
+            if args.no_warmup and case.warmup is not None:
+                case.warmup = None
+                case.no_warmup_reason = "--no-warmup"
+        return out
+
+
+def held_note(runs: list[Run]) -> str:
+    ok = [r for r in runs if r.error is None]
+    if not ok:
+        return ""
+    parts = []
+    backlog = ok[0].details.get("held", {}).get("backlog")
+    if backlog:
+        parts.append(f"backlog {backlog:,}")
+    dead = [r.details["held"].get("at_release", {}).get("n_dead_tup") for r in ok]
+    dead = [d for d in dead if d is not None]
+    if dead:
+        parts.append(f"{statistics.median(dead):,.0f} dead tuples at release")
+    if any("recovery_ratio" not in r.metrics for r in ok):
+        parts.append("backlog ran dry before a window ended in some runs: raise --held-jobs")
+    return ", ".join(parts)
+
+
+# --- running and reporting -------------------------------------------------------------------
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return (
+        f"{value:,.1f}"
+        if abs(value) >= 10
+        else f"{value:.3f}"
+        if abs(value) < 1
+        else f"{value:.2f}"
     )
-    if done.returncode != 0:
-        raise PeerError(f"cannot read the installed version:\n{tail(done.stderr)}")
-    return done.stdout.strip()
 
 
-# --- runs --------------------------------------------------------------------------------
+def run_case(
+    case: Case, args: argparse.Namespace, unavailable: dict[str, Outcome]
+) -> list[Outcome]:
+    print(f"\n{case.workload} ({case.jobs:,} jobs, {case.params}):", flush=True)
+    started = time.monotonic()
+    outcomes: list[Outcome] = []
+    active: list[Outcome] = []
+    for lib in case.libraries:
+        if lib.name in unavailable:
+            gone = unavailable[lib.name]
+            outcomes.append(Outcome(lib, gone.status, gone.reason))
+            continue
+        reason = case.not_applicable(lib)
+        if reason:
+            outcomes.append(Outcome(lib, "n/a", reason))
+            print(f"  {lib.name}: n/a: {reason}", flush=True)
+            continue
+        outcome = Outcome(lib, "ok")
+        outcomes.append(outcome)
+        active.append(outcome)
+    if case.warmup is not None:
+        for outcome in active:
+            warm = guarded(lambda o=outcome: case.warmup(o.library))  # type: ignore[misc]
+            outcome.warmup = warm
+            state = f"FAILED: {warm.error}" if warm.error else "done"
+            print(f"  {outcome.library.name} warm-up: {state}", flush=True)
+    for i in range(args.repeats):
+        for outcome in active:
+            if outcome.status != "ok" and outcome.library.name != "pgqueue":
+                continue  # a broken peer will not mend on the next repeat
+            load = os.getloadavg()[0]
+            run = guarded(lambda o=outcome: case.run(o.library))
+            run.details["loadavg_1m_before"] = load
+            outcome.runs.append(run)
+            if run.error is not None:
+                outcome.status = "FAILED"
+                outcome.reason = outcome.reason or run.error
+                shown = f"FAILED: {run.error}"
+            else:
+                shown = ", ".join(f"{k}={fmt(v)}" for k, v in run.metrics.items())
+            print(f"  {outcome.library.name} run {i + 1}/{args.repeats}: {shown}", flush=True)
+    print(f"  ({case.workload} took {time.monotonic() - started:,.1f} s)", flush=True)
+    return outcomes
 
 
-def redis_reachable(url: str) -> str | None:
-    """None if a Redis server answers PING at `url`, else why not."""
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection(
-            (parts.hostname or "127.0.0.1", parts.port or 6379), timeout=3
-        ) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-    except OSError as exc:
-        return f"Redis not reachable at {url}: {exc}"
-    return None if reply.startswith(b"+PONG") else f"Redis at {url} answered {reply!r}"
-
-
-def as_url(conninfo: str) -> str:
-    """A postgresql:// URL for a key=value conninfo: asyncpg (PgQueuer) only takes URLs."""
-    params = conninfo_to_dict(conninfo)
-    user = quote(str(params.get("user", "")), safe="")
-    password = params.get("password")
-    auth = f"{user}:{quote(str(password), safe='')}@" if password else f"{user}@" if user else ""
-    host = str(params.get("host", "localhost"))
-    port = f":{params['port']}" if params.get("port") else ""
-    return f"postgresql://{auth}{host}{port}/{quote(str(params.get('dbname', '')), safe='')}"
-
-
-def run_app(peer: Peer, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run the peer's app script in its venv; returns the process and its spawn time."""
-    command = [str(venv_python(peer)), str(APPS / f"{peer.name}_app.py"), *args]
-    spawned = time.time()
-    try:
-        done = subprocess.run(
-            command,
-            cwd=BENCH_DIR,
-            capture_output=True,
-            text=True,
-            timeout=SUBPROCESS_TIMEOUT,
-            check=False,
+def table(case: Case, outcomes: list[Outcome]) -> str:
+    base = next((o.median(case.main.key) for o in outcomes if o.library.name == "pgqueue"), None)
+    direction = "higher" if case.higher_is_better else "lower"
+    lines = [
+        case.title,
+        f"median of {max((len(o.runs) for o in outcomes), default=0)} runs;"
+        f" 'x pgqueue' = library / pgqueue, {direction} is better",
+    ]
+    header = (
+        f"{'library':<14} {'version':<10} {case.main.label:>11} {'(min, max)':>22}"
+        f" {'x pgqueue':>9}" + "".join(f" {m.label:>13}" for m in case.extras) + "  notes"
+    )
+    lines += [header, "-" * len(header)]
+    for o in outcomes:
+        name, version = o.library.name, o.library.version
+        if o.status != "ok":
+            reason = (o.reason or "").strip().splitlines()[0] if o.reason else ""
+            lines.append(f"{name:<14} {version:<10} {o.status:>11}  {reason}")
+            continue
+        s = summarise(o.runs, case.main.key)
+        if not s.get("samples"):
+            lines.append(f"{name:<14} {version:<10} {'-':>11}  {case.note(o.runs)}")
+            continue
+        spread = f"({fmt(s['min'])}, {fmt(s['max'])})"
+        ratio = f"{s['median'] / base:.2f}" if base else "-"
+        extras = "".join(f" {fmt(o.median(m.key)):>13}" for m in case.extras)
+        lines.append(
+            f"{name:<14} {version:<10} {fmt(s['median']):>11} {spread:>22} {ratio:>9}{extras}"
+            f"  {case.note(o.runs)}"
         )
-    except subprocess.TimeoutExpired as exc:
-        raise PeerError(f"{args[0]} did not finish within {SUBPROCESS_TIMEOUT:.0f} s") from exc
-    if done.returncode != 0:
-        raise PeerError(f"{args[0]} exited with {done.returncode}:\n{tail(done.stderr)}")
-    return done, spawned
+    return "\n".join(lines)
 
 
-def last_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    for line in reversed(done.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            result: dict[str, Any] = json.loads(line)
-            return result
-    raise PeerError(f"no JSON result on stdout:\n{tail(done.stdout)}\n{tail(done.stderr)}")
-
-
-def peer_drain(peer: Peer, target: str, jobs: int, concurrency: int) -> Run:
-    enqueued = last_json(run_app(peer, "enqueue", target, str(jobs))[0])
-    if enqueued.get("enqueued") != jobs:
-        return Run(error=f"enqueue reported {enqueued}, expected {jobs}")
-    if peer.backend != "redis":
-        analyze(target)
-    done, spawned = run_app(peer, "work", target, str(jobs), str(concurrency))
-    result = last_json(done)
-    details = {
-        "executions": result["executions"],
-        "distinct": result["distinct"],
-        "completed": result["completed"],
-        "db_states": result.get("db_states"),
+def record(
+    case: Case, outcome: Outcome, args: argparse.Namespace, env: dict[str, Any]
+) -> dict[str, Any]:
+    metric_keys = [case.main, *case.extras]
+    warm = outcome.warmup
+    return {
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "harness": "benchmarks/peers.py",
+        "workload": case.workload,
+        "jobs": case.jobs,
+        "params": case.params,
+        "system": outcome.library.name,
+        "library_version": outcome.library.version,
+        "versions": outcome.library.versions,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "repeats": args.repeats,
+        "warmup": (
+            {"error": warm.error, "metrics": warm.metrics}
+            if warm is not None
+            else {"skipped": case.no_warmup_reason}
+        ),
+        "metrics": {m.key: {"unit": m.unit, **summarise(outcome.runs, m.key)} for m in metric_keys},
+        "higher_is_better": case.higher_is_better,
+        "runs": [
+            {"metrics": r.metrics, "details": r.details, "error": r.error} for r in outcome.runs
+        ],
+        **env,
     }
-    if not (result["executions"] == result["distinct"] == result["completed"] == jobs):
-        return Run(details=details, error=f"not exactly-once: {jobs} enqueued, got {details}")
-    span = result["last_done"] - spawned
-    details |= {
-        "spawn_to_last_completion_s": span,
-        "startup_s": result["first_start"] - spawned,
-        "first_to_last_s": result["last_done"] - result["first_start"],
-    }
-    return Run(metrics={METRIC: jobs / span}, details=details)
-
-
-def one_run(library: str, args: argparse.Namespace) -> Run:
-    """One timed drain of `library`; never raises for the library's own failures."""
-    if library == "pgqueue":
-        run = drain_run(args.dsn, args.jobs, args.concurrency)
-        if run.error is None:
-            run.metrics[METRIC] = args.jobs / run.details["spawn_to_last_completion_s"]
-        return run
-    peer = next(p for p in PEERS if p.name == library)
-    try:
-        if peer.backend == "redis":
-            target = f"{args.redis}#bench_{secrets.token_hex(6)}"
-            return peer_drain(peer, target, args.jobs, args.concurrency)
-        with scratch_database(args.dsn) as dsn:
-            return peer_drain(peer, as_url(dsn), args.jobs, args.concurrency)
-    except PeerError as exc:
-        return Run(error=str(exc))
-    except Exception as exc:  # a broken peer must not stop the others
-        return Run(error=f"{type(exc).__name__}: {exc}")
-
-
-# --- main --------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -239,132 +504,169 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a database to connect to for CREATE/DROP DATABASE (default: %(default)s)",
     )
     parser.add_argument(
-        "--redis", default=os.environ.get("PGQUEUE_BENCH_REDIS", DEFAULT_REDIS), help="for Celery"
+        "--redis",
+        default=os.environ.get("PGQUEUE_BENCH_REDIS", DEFAULT_REDIS),
+        help="Celery's broker (default: %(default)s)",
     )
-    parser.add_argument("--jobs", type=int, default=20_000, help="jobs drained per run")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per library")
-    parser.add_argument("--concurrency", type=int, default=10, help="worker concurrency")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated workloads (default: all: %(default)s)",
+    )
     parser.add_argument(
         "--only",
         default=",".join(LIBRARIES),
-        help="comma-separated libraries to run (default: %(default)s)",
+        help="comma-separated libraries (default: %(default)s)",
     )
-    parser.add_argument("--no-save", action="store_true", help="do not append to results.jsonl")
+    parser.add_argument("--repeats", type=int, default=3, help="reported runs per case")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up runs")
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per drain run")
+    parser.add_argument(
+        "--full", action="store_true", help=f"also drain {FULL_DRAIN_JOBS:,} jobs (both drains)"
+    )
+    parser.add_argument("--concurrency", type=int, default=10, help="slots per worker process")
+    parser.add_argument("--single-jobs", type=int, default=2_000, help="enqueue-single jobs")
+    parser.add_argument("--bulk-jobs", type=int, default=100_000, help="enqueue-bulk jobs")
+    parser.add_argument("--latency-jobs", type=int, default=1_000, help="measured latency jobs")
+    parser.add_argument("--latency-rate", type=float, default=100.0, help="jobs/s offered")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="seconds between polls, for every library that has the setting (latency)",
+    )
+    parser.add_argument(
+        "--held-seconds", type=float, default=60.0, help="how long the snapshot is held"
+    )
+    parser.add_argument(
+        "--held-jobs",
+        type=int,
+        default=0,
+        help="held-xmin backlog (default: sized from this run's drain rate, x1.5 margin)",
+    )
+    parser.add_argument("--held-max-jobs", type=int, default=1_500_000, help="backlog cap")
+    parser.add_argument("--memory-jobs", type=int, default=100_000, help="memory backlog")
+    parser.add_argument(
+        "--memory-small-jobs", type=int, default=10_000, help="the smaller memory backlog"
+    )
+    parser.add_argument("--memory-concurrency", type=int, default=50)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="bound on every child process and wait, seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS_FILE,
+        help="JSON lines file to append to (default: %(default)s)",
+    )
+    parser.add_argument("--no-save", action="store_true", help="do not write result lines")
     args = parser.parse_args(argv)
-    for name in ("jobs", "repeats", "concurrency"):
+    for name in (
+        "jobs",
+        "repeats",
+        "concurrency",
+        "single_jobs",
+        "bulk_jobs",
+        "latency_jobs",
+        "memory_jobs",
+        "memory_small_jobs",
+        "memory_concurrency",
+    ):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("latency_rate", "poll_interval", "held_seconds", "timeout"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
     args.libraries = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.libraries) - set(LIBRARIES)
     if unknown:
         parser.error(f"unknown libraries {sorted(unknown)}; choose from {LIBRARIES}")
+    args.workload_list = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    unknown = set(args.workload_list) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
     return args
 
 
-def bench_library(library: str, args: argparse.Namespace, version: str) -> dict[str, Any]:
-    runs: list[Run] = []
-    for i in range(args.repeats):
-        load = os.getloadavg()[0]
-        run = one_run(library, args)
-        run.details["loadavg_1m_before"] = load
-        runs.append(run)
-        shown = f"{run.metrics[METRIC]:,.1f} jobs/s" if run.error is None else "FAILED: "
-        print(f"  run {i + 1}/{args.repeats}: {shown}{run.error or ''}", flush=True)
-        if run.error is not None and library != "pgqueue" and "exactly-once" not in run.error:
-            break  # an install/start-up failure will not fix itself on the next repeat
-    errors = [r.error for r in runs if r.error is not None]
-    return {
-        "library": library,
-        "version": version,
-        "status": "FAILED" if errors else "ok",
-        "reason": errors[0] if errors else None,
-        "stats": summarise(runs, METRIC),
-        "runs": [{"metrics": r.metrics, "details": r.details, "error": r.error} for r in runs],
-    }
-
-
-def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    base = next(
-        (
-            r["stats"]["median"]
-            for r in results
-            if r["library"] == "pgqueue" and r["status"] == "ok"
-        ),
-        None,
-    )
-    print()
-    print(
-        f"drain: {args.jobs} no-op jobs, one worker process, concurrency {args.concurrency},"
-        f" {args.repeats} repeats; jobs/s from worker spawn to last completion"
-    )
-    header = (
-        f"{'library':<14} {'version':<10} {'median jobs/s':>14} {'(min, max)':>22}"
-        f" {'vs pgqueue':>11}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        if r["status"] != "ok":
-            reason = (r["reason"] or "").splitlines()[0]
-            print(f"{r['library']:<14} {r['version']:<10} {r['status']:>14}  {reason}")
+def prepare_libraries(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[list[Library], dict[str, Outcome]]:
+    libraries: list[Library] = []
+    unavailable: dict[str, Outcome] = {}
+    for name in args.libraries:
+        if name == "pgqueue":
+            libraries.append(Pgqueue(settings))
             continue
-        s = r["stats"]
-        spread = f"({s['min']:,.1f}, {s['max']:,.1f})"
-        ratio = f"{s['median'] / base:.2f}x" if base else "-"
-        print(
-            f"{r['library']:<14} {r['version']:<10} {s['median']:>14,.1f} {spread:>22} {ratio:>11}"
-        )
-    print()
+        spec = next(p for p in PEER_SPECS if p.name == name)
+        placeholder = Library(settings)
+        placeholder.name = name
+        placeholder.backend = spec.backend
+        reason = redis_problem(args.redis) if spec.backend == "redis" else None
+        if reason is not None:
+            print(f"{name}: SKIPPED: {reason}", flush=True)
+            unavailable[name] = Outcome(placeholder, "SKIPPED", reason)
+            libraries.append(placeholder)
+            continue
+        print(f"{name}: installing into {VENVS.relative_to(ROOT) / name} ...", flush=True)
+        try:
+            versions = ensure_venv(spec)
+        except HarnessError as exc:
+            print(f"{name}: FAILED to install: {exc}", flush=True)
+            unavailable[name] = Outcome(placeholder, "FAILED", f"install: {exc}")
+            libraries.append(placeholder)
+            continue
+        print(f"{name}: {versions}", flush=True)
+        libraries.append(Peer(settings, spec, versions))
+    return libraries, unavailable
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = time.monotonic()
+    settings = Settings(admin_dsn=args.dsn, redis_url=args.redis, timeout=args.timeout)
     env = environment(args.dsn)
-    results: list[dict[str, Any]] = []
-    for library in args.libraries:
-        print(f"{library}:", flush=True)
-        if library == "pgqueue":
-            results.append(bench_library(library, args, env["pgqueue_version"]))
-            continue
-        peer = next(p for p in PEERS if p.name == library)
-        reason = redis_reachable(args.redis) if peer.backend == "redis" else None
-        if reason is not None:
-            print(f"  skipped: {reason}", flush=True)
-            results.append(
-                {"library": library, "version": "-", "status": "SKIPPED", "reason": reason}
-            )
-            continue
-        try:
-            version = ensure_venv(peer)
-        except PeerError as exc:
-            print(f"  FAILED to install: {exc}", flush=True)
-            results.append(
-                {"library": library, "version": "-", "status": "FAILED", "reason": str(exc)}
-            )
-            continue
-        print(
-            f"  {peer.distribution} {version} in {VENVS.relative_to(ROOT) / peer.name}", flush=True
-        )
-        results.append(bench_library(library, args, version))
-    print_table(results, args)
+    if "celery" in args.libraries:
+        env["redis_version"] = redis_version(args.redis)
+    libraries, unavailable = prepare_libraries(args, settings)
+    planner = Planner(args, settings)
+    tables: list[str] = []
+    failed = False
+    for case in planner.cases(libraries):
+        outcomes = run_case(case, args, unavailable)
+        if case.workload == "drain" and case.jobs == args.jobs:
+            for o in outcomes:
+                rate = median_detail(o.runs, "first_to_last_jobs_per_s")
+                if o.status == "ok" and rate:
+                    planner.drain_rates[o.library.name] = rate
+        text = table(case, outcomes)
+        tables.append(text)
+        print("\n" + text, flush=True)
+        failed = failed or any(o.status == "FAILED" for o in outcomes)
+        if not args.no_save:
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            with args.results.open("a", encoding="utf-8") as out:
+                for o in outcomes:
+                    out.write(json.dumps(record(case, o, args, env), default=str) + "\n")
+    s, m = env["postgresql_settings"], env["machine"]
+    print("\n" + "=" * 100)
+    print(
+        f"pgqueue {env['pgqueue_version']} (commit {(env['git']['commit'] or '-')[:10]}"
+        f"{', dirty' if env['git']['dirty_paths'] else ''}) | PostgreSQL"
+        f" {env['postgresql_version']} | synchronous_commit={s['synchronous_commit']}"
+        f" shared_buffers={s['shared_buffers']} fsync={s['fsync']}"
+        f" autovacuum={s['autovacuum']} | Redis {env.get('redis_version') or '-'}"
+        f" | {m['nproc']} CPUs, {m['platform']} | Python {m['python']}"
+    )
+    versions = {lib.name: lib.versions for lib in libraries if lib.versions}
+    print(f"versions: {versions}")
+    print(f"total time {time.monotonic() - started:,.0f} s\n")
+    print("\n\n".join(tables))
     if not args.no_save:
-        RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        with RESULTS_FILE.open("a", encoding="utf-8") as out:
-            for r in results:
-                record = {
-                    "timestamp": stamp,
-                    "system": r["library"],
-                    "workload": "peers-drain",
-                    "jobs": args.jobs,
-                    "repeats": args.repeats,
-                    "params": {"concurrency": args.concurrency, "worker_processes": 1},
-                    **r,
-                    **env,
-                }
-                out.write(json.dumps(record, default=str) + "\n")
-        print(f"appended {len(results)} result lines to {RESULTS_FILE.relative_to(ROOT)}")
-    return 1 if any(r["status"] == "FAILED" for r in results) else 0
+        print(f"\nresult lines appended to {args.results}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

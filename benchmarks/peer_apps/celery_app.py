@@ -1,15 +1,21 @@
-"""Celery drain worker for benchmarks/peers.py (runs in benchmarks/.venvs/celery).
+"""Celery side of benchmarks/peers.py (runs in benchmarks/.venvs/celery), Redis broker.
 
 Here the "target" is a Redis broker URL plus a queue name unique to the run
-(`redis://host:port/db#queue`), so runs do not share a queue and nothing else in Redis is
-touched. Jobs are published over one producer connection (Celery has no bulk-insert call);
-the worker is one process with the threads pool, so that it is one process with concurrency
-10 like the others. Celery has no burst mode: when the worker has seen every job run, it
-reports, checks the queue is empty, deletes its queue key and exits the process.
+(`redis://host:port/db#queue`), so runs share nothing; `teardown` deletes the run's keys.
+
+APIs used: `Task.apply_async(kwargs=...)` (one message per job: Celery has no bulk-insert
+call, so `enqueue-bulk` publishes over one producer from `app.producer_or_acquire()`, and
+`enqueue-single` lets each call take a producer from the app's pool), and `app.Worker(pool=
+"threads", concurrency=C)` started in this process, so that a worker is one process with C
+slots like the others (prefetch multiplier 4). Celery has no burst mode: every task
+increments a per-run Redis counter (`<queue>:done`, INCR), and each worker process exits
+once that counter reaches the number of jobs, so several worker processes can drain one
+queue. Delivery is by blocking pop on the Redis list: there is no poll-only mode.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -17,31 +23,23 @@ import threading
 import time
 from typing import Any
 
+import redis
+from _protocol import Ledger, paced, ready, serve  # the script's folder is on sys.path
 from celery import Celery
 
-STATE: dict[str, Any] = {"executions": 0, "seen": set(), "first_start": None, "last_done": None}
-LOCK = threading.Lock()
-DONE = threading.Event()
-EXPECTED = {"jobs": 0}
-
 app = Celery("bench_peer")
+LEDGER = Ledger(0)
+COUNTER: dict[str, Any] = {"client": None, "key": ""}
 
 
 @app.task(name="bench_noop", ignore_result=True)
 def noop(n: int) -> None:
     """Does nothing but record that it ran, so that lost or duplicated runs show up."""
-    now = time.time()
-    with LOCK:
-        if STATE["first_start"] is None:
-            STATE["first_start"] = now
-        STATE["executions"] += 1
-        STATE["seen"].add(n)
-        STATE["last_done"] = time.time()
-        if STATE["executions"] >= EXPECTED["jobs"]:
-            DONE.set()
+    LEDGER.ran(n, time.time())
+    COUNTER["client"].incr(COUNTER["key"])
 
 
-def configure(target: str) -> str:
+def configure(target: str) -> tuple[str, redis.Redis]:
     broker, _, queue = target.partition("#")
     app.conf.update(
         broker_url=broker,
@@ -52,51 +50,73 @@ def configure(target: str) -> str:
         worker_prefetch_multiplier=4,
         worker_redirect_stdouts=False,
     )
-    return queue
+    client = redis.Redis.from_url(broker)
+    COUNTER["client"] = client
+    COUNTER["key"] = f"{queue}:done"
+    return queue, client
 
 
-def enqueue(target: str, jobs: int) -> dict[str, Any]:
-    configure(target)
+def enqueue_bulk(args: argparse.Namespace) -> dict[str, Any]:
+    queue, client = configure(args.target)
     with app.producer_or_acquire() as producer:
-        for i in range(jobs):
+        producer.connection.ensure_connection()
+        start = time.perf_counter()
+        for i in range(args.jobs):
             noop.apply_async(kwargs={"n": i}, producer=producer)
-    with app.connection_for_write() as conn:
-        queued = conn.default_channel.client.llen(app.conf.task_default_queue)
-    return {"enqueued": int(queued)}
+        elapsed = time.perf_counter() - start
+    return {"enqueued": int(client.llen(queue)), "elapsed_s": elapsed}
 
 
-def report_when_done(jobs: int) -> None:
-    DONE.wait()
-    with LOCK:
-        result = {
-            "executions": STATE["executions"],
-            "distinct": len(STATE["seen"]),
-            "first_start": STATE["first_start"],
-            "last_done": STATE["last_done"],
-        }
+def enqueue_single(args: argparse.Namespace) -> dict[str, Any]:
+    queue, client = configure(args.target)
+    noop.apply_async(kwargs={"n": 0})  # untimed: it opens the pool's connection
+    start = time.perf_counter()
+    for i in range(1, args.jobs):
+        noop.apply_async(kwargs={"n": i})
+    elapsed = time.perf_counter() - start
+    return {"enqueued": int(client.llen(queue)), "elapsed_s": elapsed, "timed_jobs": args.jobs - 1}
+
+
+def latency_enqueue(args: argparse.Namespace) -> dict[str, Any]:
+    configure(args.target)
+    commits: dict[int, float] = {}
+    for phase, numbers in (
+        ("warmup", range(args.warmup)),
+        ("measured", range(args.warmup, args.warmup + args.jobs)),
+    ):
+        start = time.perf_counter()
+        for index, n in enumerate(numbers):
+            paced(index, start, args.rate)
+            noop.apply_async(kwargs={"n": n})
+            commits[n] = time.time()
+        if phase == "warmup":
+            time.sleep(1.0)
+    return {"commits": commits}
+
+
+def report_when_done(client: redis.Redis, key: str, total: int) -> None:
+    while int(client.get(key) or 0) < total:
+        time.sleep(0.01)
     time.sleep(0.5)  # a duplicate delivery arriving just after the last job would show here
-    with LOCK:
-        result["executions"] = STATE["executions"]
-        result["distinct"] = len(STATE["seen"])
-    with app.connection_for_write() as conn:
-        client = conn.default_channel.client
-        left = int(client.llen(app.conf.task_default_queue))
-        client.delete(app.conf.task_default_queue)
-    result["completed"] = result["distinct"] if result["executions"] == jobs else 0
-    result["db_states"] = {"left_in_queue": left}
-    # The worker redirects sys.stdout into its logger; the harness reads the real stdout.
-    sys.__stdout__.write(json.dumps(result) + "\n")
+    sys.__stdout__.write(json.dumps(LEDGER.report()) + "\n")
     sys.__stdout__.flush()
-    os._exit(0)
+    os._exit(0)  # Celery's worker has no "stop when empty": leave without its shutdown
 
 
-def work(target: str, jobs: int, concurrency: int) -> None:
-    queue = configure(target)
-    EXPECTED["jobs"] = jobs
-    threading.Thread(target=report_when_done, args=(jobs,), daemon=True).start()
+def work(args: argparse.Namespace) -> dict[str, Any]:
+    global LEDGER
+    if args.no_listen:
+        raise SystemExit("Celery with Redis has no poll-only mode")
+    if args.mode == "until":
+        raise SystemExit("Celery: held-xmin does not apply (no PostgreSQL)")
+    queue, client = configure(args.target)
+    LEDGER = Ledger(args.total, record_starts=args.record_starts)
+    threading.Thread(
+        target=report_when_done, args=(client, COUNTER["key"], args.total), daemon=True
+    ).start()
     worker = app.Worker(
         pool="threads",
-        concurrency=concurrency,
+        concurrency=args.concurrency,
         queues=[queue],
         loglevel="WARNING",
         without_heartbeat=True,
@@ -104,19 +124,39 @@ def work(target: str, jobs: int, concurrency: int) -> None:
         without_gossip=True,
         quiet=True,
     )
+    ready()
     worker.start()
+    raise SystemExit("worker stopped before every job ran")
 
 
-def main(argv: list[str]) -> None:
-    command, target, jobs = argv[0], argv[1], int(argv[2])
-    if command == "enqueue":
-        print(json.dumps(enqueue(target, jobs)), flush=True)
-    elif command == "work":
-        work(target, jobs, int(argv[3]))
-        raise SystemExit("worker stopped before every job ran")
-    else:
-        raise SystemExit(f"unknown command {command!r}")
+def verify(args: argparse.Namespace) -> dict[str, Any]:
+    queue, client = configure(args.target)
+    return {
+        "completed": int(client.get(COUNTER["key"]) or 0),
+        "left": int(client.llen(queue)),
+        "in_flight": 0,
+        "other": {},
+        "first_completion": None,
+        "last_completion": None,
+        "histogram": {},
+    }
+
+
+def teardown(args: argparse.Namespace) -> dict[str, Any]:
+    queue, client = configure(args.target)
+    client.delete(queue, COUNTER["key"])
+    return {}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    serve(
+        {
+            "setup": teardown,
+            "teardown": teardown,
+            "enqueue-bulk": enqueue_bulk,
+            "enqueue-single": enqueue_single,
+            "latency-enqueue": latency_enqueue,
+            "work": work,
+            "verify": verify,
+        }
+    )
