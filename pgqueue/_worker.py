@@ -185,6 +185,13 @@ class _DaemonThreads:
             self._queue.put(None)
 
 
+async def _generic_plans(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The worker's statements are written so that one plan fits every call (literal state
+    filters matching the partial indexes): planning them again per call, which PostgreSQL's
+    plan cache otherwise does for a while and then now and again, is wasted server CPU."""
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
 class Worker:
     """Runs the tasks of an App from the database until stopped.
 
@@ -257,6 +264,7 @@ class Worker:
         self._abandoning = False
         self._closing = False
         self._orphans_possible = False
+        self._claiming = False  # a claim statement is under way
         self._quarantined: int | None = None  # a suspect job running alone
         self._cancelling: set[int] = set()  # runs an operator asked to cancel
         self._next_prune = 0.0
@@ -314,10 +322,13 @@ class Worker:
             "autocommit": True,
             **self._application_name(),
         }
+        configure = None
         if not self.listen:
             # Poll-only is the PgBouncer (transaction mode) setting: no session state at all,
             # so no server-side prepared statements either.
             kwargs["prepare_threshold"] = None
+        else:
+            configure = _generic_plans
         self._pool = AsyncConnectionPool(
             self.app.dsn,
             min_size=1,
@@ -325,6 +336,7 @@ class Worker:
             open=False,
             name="pgqueue-worker",
             kwargs=kwargs,
+            configure=configure,
         )
         await self._pool.open(wait=True, timeout=30)
         self._threads = _DaemonThreads(self.concurrency)
@@ -497,6 +509,26 @@ class Worker:
         self._wake.set()
 
     async def _claim(self, limit: int, *, suspects: bool = False) -> list[ClaimedJob]:
+        # Successes waiting for their write ride along with an ordinary claim: one round trip
+        # and one commit for both.
+        done = [] if suspects else self._take_successes()
+        self._claiming = True
+        try:
+            return await self._claim_and_complete(limit, done, suspects=suspects)
+        except BaseException:
+            # Kept, whatever went wrong: written again by the next claim or flush (if this
+            # one did commit, the lease guard makes the second write a no-op).
+            self._outcomes[:0] = done
+            raise
+        finally:
+            self._claiming = False
+            if self._outcomes:
+                self._outcome_ready.set()  # what arrived meanwhile is the completer's
+
+    async def _claim_and_complete(
+        self, limit: int, done: list[Outcome], *, suspects: bool = False
+    ) -> list[ClaimedJob]:
+        """One job_claim statement: record `done`, then claim up to `limit` jobs."""
         kind = "_all" if self.queues is None else "_one" if len(self.queues) == 1 else "_some"
         name = ("job_claim_suspect" if suspects else "job_claim") + kind
         params = {
@@ -504,10 +536,27 @@ class Worker:
             "queues": self.queues,
             "worker_id": self.id,
             "queue": self.queues[0] if self.queues else None,
+            "ids": [o.job.id for o in done],
+            "leases": [o.job.lease for o in done],
+            "results": [o.result for o in done],
+            "done_channel": self.q.done_channel,
         }
         rows = await self._fetch(self.q[name], params)
-        self.stats["claimed"] += len(rows)
-        return [ClaimedJob(*row) for row in rows]
+        jobs = [ClaimedJob(*row[1:]) for row in rows if row[0]]
+        if done:
+            accepted = {row[1] for row in rows if not row[0]}
+            self.stats["completed"] += len(accepted)
+            self._accept(done, accepted)
+        self.stats["claimed"] += len(jobs)
+        return jobs
+
+    def _take_successes(self) -> list[Outcome]:
+        if not self._outcomes:
+            return []
+        done = [o for o in self._outcomes if o.state == "completed"]
+        if done:
+            self._outcomes = [o for o in self._outcomes if o.state != "completed"]
+        return done
 
     async def _release_orphans(self) -> None:
         rows = await self._fetch(
@@ -740,6 +789,11 @@ class Worker:
         while not self._closing:
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
+            # A claim about to start (woken by the same finished jobs) takes the successes
+            # along; while one is under way, only failures are worth a statement of their own.
+            await asyncio.sleep(0)
+            if self._claiming and all(o.state == "completed" for o in self._outcomes):
+                continue  # the claim wakes us again if anything is left when it returns
             try:
                 await self._flush()
             except psycopg.Error:
@@ -779,33 +833,20 @@ class Worker:
             try:
                 await self._write_outcomes(batch)
             except BaseException as exc:
-                # Keep them, whatever went wrong (a lost connection, a cancellation): the
-                # next flush, or the shutdown flush, writes them again.
-                self._outcomes[:0] = batch
+                # Keep what was not written, whatever went wrong (a lost connection, a
+                # cancellation): the next flush, or the shutdown flush, writes it again.
+                self._outcomes[:0] = [o for o in batch if o.job.id in self._claimed]
                 if isinstance(exc, psycopg.Error):
                     log.warning("could not record %d outcomes, retrying: %s", len(batch), exc)
                     await asyncio.sleep(0.5)
                 raise
-            for outcome in batch:
-                self._claimed.pop(outcome.job.id, None)
-            self._wake.set()  # their slots are free now
 
     async def _write_outcomes(self, batch: list[Outcome]) -> None:
         done = [o for o in batch if o.state == "completed"]
         failed = [o for o in batch if o.state != "completed"]
-        accepted: set[int] = set()
         if done:
-            rows = await self._fetch(
-                self.q["job_complete_many"],
-                {
-                    "ids": [o.job.id for o in done],
-                    "leases": [o.job.lease for o in done],
-                    "results": [o.result for o in done],
-                    "done_channel": self.q.done_channel,
-                },
-            )
-            accepted.update(r[0] for r in rows)
-            self.stats["completed"] += len(rows)
+            # The claim statement with a limit of 0 records successes and claims nothing.
+            await self._claim_and_complete(0, done)
         if failed:
             rows = await self._fetch(
                 self.q["job_fail_many"],
@@ -818,20 +859,28 @@ class Worker:
                     "done_channel": self.q.done_channel,
                 },
             )
-            accepted.update(r[0] for r in rows)
+            accepted = {r[0] for r in rows}
             for o in failed:
                 if o.job.id in accepted and o.state in ("failed", "retrying"):
                     self.stats["failed" if o.state == "failed" else "retried"] += 1
+            self._accept(failed, accepted)
+
+    def _accept(self, written: list[Outcome], accepted: set[int]) -> None:
+        """Bookkeeping once outcomes are written: `accepted` are the ids the lease guard let
+        through; the others belonged to runs whose job had moved on."""
         if self.metrics is not None:
-            for o in batch:
+            for o in written:
                 if o.job.id in accepted:
                     self.metrics.outcome(o.job.queue, o.job.task, o.state, o.duration)
-        stale = [o.job.id for o in batch if o.job.id not in accepted]
+        stale = [o.job.id for o in written if o.job.id not in accepted]
         if stale:
             # The lease moved on (the job was rescued and claimed again): this run's outcome
             # must not overwrite the newer one.
             self.stats["stale"] += len(stale)
             log.warning("ignored outcomes of jobs no longer leased to this worker: %s", stale)
+        for o in written:
+            self._claimed.pop(o.job.id, None)
+        self._wake.set()  # their slots are free now
 
     # --- background helpers -----------------------------------------------------------------
 

@@ -285,9 +285,20 @@ def test_bad_input_writes_nothing(send: Any, db: Any, call: Any) -> None:
     assert count_jobs(db) == 0
 
 
-def test_database_rejects_bad_names_from_sql_too(db: Any) -> None:
+@pytest.mark.parametrize(
+    ("task", "queue"),
+    [("x", "a b"), ("x", "-lead"), ("x", "q" * 129), ("bad name", "default"), ("t" * 129, "q")],
+)
+def test_database_rejects_bad_names_from_sql_too(db: Any, task: str, queue: str) -> None:
     with pytest.raises(psycopg.errors.CheckViolation):
-        db.execute("SELECT pgqueue.enqueue('x', '{}', queue => 'a b')")
+        db.execute("SELECT pgqueue.enqueue(%s, '{}', queue => %s)", [task, queue])
+    db.rollback()
+    assert count_jobs(db) == 0
+
+
+def test_database_accepts_the_longest_names(db: Any) -> None:
+    db.execute("SELECT pgqueue.enqueue(%s, '{}', queue => %s)", ["t" * 128, "q:-." * 32])
+    assert count_jobs(db) == 1
 
 
 class AppSession(Session):

@@ -69,6 +69,10 @@ def test_claim_queries_use_their_partial_index(
         "queues": queues,
         "queue": queues[0] if queues else None,
         "worker_id": "00000000-0000-0000-0000-000000000000",
+        "ids": [],
+        "leases": [],
+        "results": [],
+        "done_channel": "pgqueue_done",
     }
     args = ", ".join(f"%({n})s" for n in names)
     with db.transaction(force_rollback=True):

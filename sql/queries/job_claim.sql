@@ -1,6 +1,6 @@
--- Claim up to `limit` due jobs for one worker.
+-- Claim up to `limit` due jobs for one worker, and record the worker's successes.
 --
--- Rendered in four variants (see _VARIANTS in pgqueue/_sql.py): for every queue or for a
+-- Rendered in six variants (see _VARIANTS in pgqueue/_sql.py): for every queue, one queue or a
 -- list of queues, and for ordinary or suspect jobs. The filters are literal SQL rather than
 -- parameters so that a generic plan still sees which partial index matches: jobs_claim_idx
 -- for every queue in priority order, jobs_claim_queue_idx for a list of queues (without it a
@@ -15,7 +15,25 @@
 -- key through an array, so no plan can turn it into a scan of the table. SKIP LOCKED lets
 -- concurrent workers take disjoint rows without waiting. Each claim gets a fresh lease:
 -- every later change to the row must present it.
-WITH candidates AS MATERIALIZED (
+--
+-- The same statement records the successes waiting in the worker's buffer (the arrays may be
+-- empty; the completer sends them with a limit of 0): one round trip and one commit instead
+-- of two. The lease and state guard make a stale worker's late completion (its job was
+-- rescued and claimed again) a no-op. Both updates see one snapshot and touch disjoint rows:
+-- completed rows are `running`, candidates are not.
+WITH done AS (
+    UPDATE {schema}.jobs AS j
+       SET state = 'completed',
+           result = c.result,
+           finished_at = now()
+      FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[], %(results)s::jsonb[])
+           AS c(id, lease, result)
+     WHERE j.id = c.id
+       AND j.lease = c.lease
+       AND j.state = 'running'
+    RETURNING j.id
+),
+candidates AS MATERIALIZED (
     SELECT id
       FROM {schema}.jobs
      WHERE state IN ('scheduled', 'available', 'retrying')
@@ -29,13 +47,22 @@ WITH candidates AS MATERIALIZED (
      ORDER BY priority DESC, run_at, id
      LIMIT %(limit)s::integer
        FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE {schema}.jobs AS j
+       SET state = 'running',
+           attempt = j.attempt + 1,
+           lease = gen_random_uuid(),
+           worker_id = %(worker_id)s::uuid,
+           cancel_requested = false,
+           started_at = now()
+     WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
+    RETURNING j.id, j.task, j.queue, j.args, j.attempt, j.max_attempts, j.lease, j.timeout
 )
-UPDATE {schema}.jobs AS j
-   SET state = 'running',
-       attempt = j.attempt + 1,
-       lease = gen_random_uuid(),
-       worker_id = %(worker_id)s::uuid,
-       cancel_requested = false,
-       started_at = now()
- WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
-RETURNING j.id, j.task, j.queue, j.args, j.attempt, j.max_attempts, j.lease, j.timeout
+-- Claimed jobs first (true), then the ids of accepted completions (false), each of which
+-- wakes `job.wait()` callers (notifications are folded per transaction by PostgreSQL).
+SELECT true, id, task, queue, args, attempt, max_attempts, lease, timeout FROM claimed
+UNION ALL
+SELECT false, id, NULL::text, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
+       NULL::uuid, NULL::double precision
+  FROM done, LATERAL (SELECT pg_notify(%(done_channel)s, '')) AS wake
