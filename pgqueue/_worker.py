@@ -25,8 +25,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-from uuid import UUID
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import conninfo, sql
@@ -48,15 +47,16 @@ log = logging.getLogger("pgqueue.worker")
 TRACEBACK_LIMIT = 8000
 
 
-@dataclass(frozen=True)
-class ClaimedJob:
+class ClaimedJob(NamedTuple):
+    """A claimed row as the worker keeps it (a tuple: built once per job, on the hot path)."""
+
     id: int
     task: str
     queue: str
     args: dict[str, Any]
     attempt: int
     max_attempts: int
-    lease: UUID
+    lease: str  # text: it only travels back to the database
     timeout: float | None
 
     @property
@@ -76,19 +76,20 @@ class JobContext:
     max_attempts: int
 
 
-_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("pgqueue_current_job")
+#: The claimed row itself; the JobContext is built only for a task that asks for it.
+_current: contextvars.ContextVar[ClaimedJob] = contextvars.ContextVar("pgqueue_current_job")
 
 
 def current_job() -> JobContext:
     """The job the calling task is running for; raises LookupError outside a task."""
     try:
-        return _current.get()
+        job = _current.get()
     except LookupError:
         raise LookupError("current_job() is only available inside a running task") from None
+    return JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one attempt came to, waiting in the completer's buffer."""
 
     job: ClaimedJob
@@ -536,9 +537,9 @@ class Worker:
             "queues": self.queues,
             "worker_id": self.id,
             "queue": self.queues[0] if self.queues else None,
-            "ids": [o.job.id for o in done],
-            "leases": [o.job.lease for o in done],
-            "results": [o.result for o in done],
+            "ids": "{" + ",".join([str(o.job.id) for o in done]) + "}",
+            "leases": "{" + ",".join([o.job.lease for o in done]) + "}",
+            "results": "[" + ",".join([o.result or "null" for o in done]) + "]",
             "done_channel": self.q.done_channel,
         }
         rows = await self._fetch(self.q[name], params)
@@ -609,7 +610,7 @@ class Worker:
 
     def _run_sync(self, job: ClaimedJob, task: Task[Any, Any]) -> Outcome:
         """Runs on a task thread; touches no worker state, only builds the Outcome."""
-        _current.set(JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts))
+        _current.set(job)
         debug = self._log_start(job)
         started = time.monotonic()
         try:
@@ -683,7 +684,7 @@ class Worker:
         task.check_argument_names(kwargs)
         timeout = job.timeout if job.timeout is not None else task.timeout
         # Each job task has its own context copy, so this is visible to exactly this job.
-        _current.set(JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts))
+        _current.set(job)
         if timeout is None:
             return await task.fn(**kwargs)
         try:
