@@ -42,6 +42,7 @@ from bench_pgqueue import (  # noqa: E402
     ROOT,
     Run,
     environment,
+    source_fingerprint,
 )
 from harness import (  # noqa: E402
     PEER_SPECS,
@@ -332,7 +333,7 @@ class Planner:
                 Case(
                     workload="memory",
                     jobs=large,
-                    title=f"memory: peak RSS (MiB, wait4 ru_maxrss) of one worker process"
+                    title=f"memory: peak RSS (MiB, the kernel's ru_maxrss) of one worker process"
                     f" draining {large:,} jobs at concurrency {mc}, and {small:,} for comparison",
                     main=Metric("rss_large_mib", f"MiB@{large:,}", "MiB"),
                     higher_is_better=False,
@@ -373,6 +374,56 @@ def held_note(runs: list[Run]) -> str:
 
 
 # --- running and reporting -------------------------------------------------------------------
+
+
+def targets(all_outcomes: list[tuple[Case, list[Outcome]]], args: argparse.Namespace) -> list[str]:
+    """pgqueue's medians against the issue's targets, one line each."""
+    lines: list[str] = []
+
+    def check(label: str, value: float | None, ok: bool, target: str) -> None:
+        if value is not None:
+            lines.append(f"{'met ' if ok else 'MISSED'} {label}: {fmt(value)} (target {target})")
+
+    for case, outcomes in all_outcomes:
+        mine = next((o for o in outcomes if o.library.name == "pgqueue"), None)
+        if mine is None or mine.status != "ok":
+            continue
+        if case.workload == "latency":
+            p99 = mine.median("p99_ms")
+            if case.params["mode"] == "notify":
+                check("latency p99 with NOTIFY, ms", p99, p99 is not None and p99 < 10, "< 10")
+            else:
+                bound = args.poll_interval * 1000 + 10
+                check(
+                    "latency p99 poll-only, ms",
+                    p99,
+                    p99 is not None and p99 < bound,
+                    f"< poll interval + 10 = {bound:g}",
+                )
+        elif case.workload == "held-xmin":
+            held, back = mine.median("pre_release_ratio"), mine.median("recovery_ratio")
+            check(
+                f"held-xmin throughput after {args.held_seconds:g} s held, held/clean",
+                held,
+                held is not None and held >= 0.5,
+                ">= 0.5",
+            )
+            check(
+                "held-xmin 20-30 s after release, held/clean",
+                back,
+                back is not None and back >= 0.95,
+                "full recovery, >= 0.95 allowing for noise",
+            )
+        elif case.workload == "memory":
+            rss, growth = mine.median("rss_large_mib"), mine.median("growth")
+            check(f"peak RSS at {case.jobs:,} jobs, MiB", rss, rss is not None and rss < 64, "< 64")
+            check(
+                f"RSS at {case.jobs:,} / at {case.params['small_jobs']:,} jobs",
+                growth,
+                growth is not None and growth <= 1.05,
+                "no growth with the backlog, <= 1.05",
+            )
+    return lines
 
 
 def fmt(value: float | None) -> str:
@@ -466,7 +517,11 @@ def table(case: Case, outcomes: list[Outcome]) -> str:
 
 
 def record(
-    case: Case, outcome: Outcome, args: argparse.Namespace, env: dict[str, Any]
+    case: Case,
+    outcome: Outcome,
+    args: argparse.Namespace,
+    env: dict[str, Any],
+    source_changed: bool,
 ) -> dict[str, Any]:
     metric_keys = [case.main, *case.extras]
     warm = outcome.warmup
@@ -492,6 +547,8 @@ def record(
         "runs": [
             {"metrics": r.metrics, "details": r.details, "error": r.error} for r in outcome.runs
         ],
+        # pgqueue's worker is imported from the working tree when each process starts.
+        "source_changed_during_run": source_changed,
         **env,
     }
 
@@ -634,8 +691,14 @@ def main(argv: list[str] | None = None) -> int:
     planner = Planner(args, settings)
     tables: list[str] = []
     failed = False
+    all_outcomes: list[tuple[Case, list[Outcome]]] = []
     for case in planner.cases(libraries):
+        source_before = source_fingerprint()
         outcomes = run_case(case, args, unavailable)
+        source_changed = source_fingerprint() != source_before
+        if source_changed:
+            print(f"  warning: pgqueue's sources changed while {case.workload} ran", flush=True)
+        all_outcomes.append((case, outcomes))
         if case.workload == "drain" and case.jobs == args.jobs:
             for o in outcomes:
                 rate = median_detail(o.runs, "first_to_last_jobs_per_s")
@@ -649,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
             args.results.parent.mkdir(parents=True, exist_ok=True)
             with args.results.open("a", encoding="utf-8") as out:
                 for o in outcomes:
-                    out.write(json.dumps(record(case, o, args, env), default=str) + "\n")
+                    line = record(case, o, args, env, source_changed)
+                    out.write(json.dumps(line, default=str) + "\n")
     s, m = env["postgresql_settings"], env["machine"]
     print("\n" + "=" * 100)
     print(
@@ -664,6 +728,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"versions: {versions}")
     print(f"total time {time.monotonic() - started:,.0f} s\n")
     print("\n\n".join(tables))
+    verdicts = targets(all_outcomes, args)
+    if verdicts:
+        print("\npgqueue against the targets of issue 5 (reported, never asserted):")
+        print("\n".join(f"  {line}" for line in verdicts))
     if not args.no_save:
         print(f"\nresult lines appended to {args.results}")
     return 1 if failed else 0

@@ -21,10 +21,10 @@ def test_harness_runs_every_workload_for_pgqueue(server_dsn: str, tmp_path: Path
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "peers.py"),
-        *("--dsn", server_dsn, "--only", "pgqueue", "--repeats", "1"),
+        *("--dsn", server_dsn, "--only", "pgqueue", "--repeats", "1", "--no-warmup"),
         *("--jobs", "200", "--single-jobs", "100", "--bulk-jobs", "500"),
         *("--latency-jobs", "20", "--latency-rate", "200", "--poll-interval", "0.1"),
-        *("--held-seconds", "0.4", "--held-jobs", "15000"),
+        *("--held-seconds", "0.4", "--held-jobs", "10000"),
         *("--memory-jobs", "300", "--memory-small-jobs", "100"),
         *("--timeout", "60", "--results", str(results)),
     ]
