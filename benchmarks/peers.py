@@ -408,8 +408,9 @@ def targets(all_outcomes: list[tuple[Case, list[Outcome]]], args: argparse.Names
                 held is not None and held >= 0.5,
                 ">= 0.5",
             )
+            w = case.params["window_s"]
             check(
-                "held-xmin 20-30 s after release, held/clean",
+                f"held-xmin {2 * w:g}-{3 * w:g} s after release, held/clean",
                 back,
                 back is not None and back >= 0.95,
                 "full recovery, >= 0.95 allowing for noise",
