@@ -75,11 +75,30 @@ _QUEUE_FILTERS = {
     "_all": "true",
 }
 _SUSPECT_FILTERS = {"": "rescue_count = 0", "_suspect": "rescue_count > 0"}
+#: A claim continuing after the worker's previous one: equality on the leading key and a row
+#: comparison on the rest, which the btree turns into the scan's starting point.
+_CURSOR_FILTER = (
+    "priority = %(after_priority)s::integer"
+    " AND (run_at, id) > (%(after_run_at)s::timestamptz, %(after_id)s::bigint)"
+)
 _VARIANTS = {
     "job_claim": {
-        f"job_claim{suspect}{queues}": {"queue_filter": qf, "suspect_filter": sf}
+        f"job_claim{suspect}{queues}": {
+            "queue_filter": qf,
+            "suspect_filter": sf,
+            "cursor_filter": "true",
+        }
         for suspect, sf in _SUSPECT_FILTERS.items()
         for queues, qf in _QUEUE_FILTERS.items()
+    }
+    | {
+        # Ordinary claims in one index order only: every queue, or one queue.
+        f"job_claim_after{queues}": {
+            "queue_filter": _QUEUE_FILTERS[queues],
+            "suspect_filter": _SUSPECT_FILTERS[""],
+            "cursor_filter": _CURSOR_FILTER,
+        }
+        for queues in ("_one", "_all")
     },
 }
 

@@ -25,6 +25,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
@@ -41,6 +42,10 @@ from .errors import JobTimeout, UnknownTask, ValidationError
 from .types import QueueStats
 
 log = logging.getLogger("pgqueue.worker")
+
+#: Seconds a worker's claims continue after its previous one before starting from the front
+#: of the claim order again: the longest a job that sorts earlier waits behind the cursor.
+CURSOR_TTL = 1.0
 
 #: Characters of traceback kept per failed attempt: enough to find the line, bounded so that
 #: a job failing in deep recursion cannot bloat its row.
@@ -266,6 +271,10 @@ class Worker:
         self._closing = False
         self._orphans_possible = False
         self._claiming = False  # a claim statement is under way
+        #: Where the next claim continues (priority, run_at, id), and until when.
+        self._cursor: tuple[int, datetime, int] | None = None
+        self._cursor_until = 0.0
+        self.cursor_ttl = CURSOR_TTL
         self._quarantined: int | None = None  # a suspect job running alone
         self._cancelling: set[int] = set()  # runs an operator asked to cancel
         self._next_prune = 0.0
@@ -515,7 +524,15 @@ class Worker:
         done = [] if suspects else self._take_successes()
         self._claiming = True
         try:
-            return await self._claim_and_complete(limit, done, suspects=suspects)
+            if suspects or not self._cursor_fresh():
+                return await self._claim_and_complete(limit, done, suspects=suspects)
+            jobs = await self._claim_and_complete(limit, done, after=self._cursor)
+            if len(jobs) < limit:
+                # The continuation ran dry, or what is left sorts before it: from the front.
+                self._cursor = None
+                done = []
+                jobs += await self._claim_and_complete(limit - len(jobs), [])
+            return jobs
         except BaseException:
             # Kept, whatever went wrong: written again by the next claim or flush (if this
             # one did commit, the lease guard makes the second write a no-op).
@@ -526,13 +543,24 @@ class Worker:
             if self._outcomes:
                 self._outcome_ready.set()  # what arrived meanwhile is the completer's
 
+    def _cursor_fresh(self) -> bool:
+        return self._cursor is not None and time.monotonic() < self._cursor_until
+
     async def _claim_and_complete(
-        self, limit: int, done: list[Outcome], *, suspects: bool = False
+        self,
+        limit: int,
+        done: list[Outcome],
+        *,
+        suspects: bool = False,
+        after: tuple[int, datetime, int] | None = None,
     ) -> list[ClaimedJob]:
-        """One job_claim statement: record `done`, then claim up to `limit` jobs."""
+        """One job_claim statement: record `done`, then claim up to `limit` jobs (after the
+        cursor `after`, in claim order, if given)."""
         kind = "_all" if self.queues is None else "_one" if len(self.queues) == 1 else "_some"
         name = ("job_claim_suspect" if suspects else "job_claim") + kind
-        params = {
+        if after is not None:
+            name = "job_claim_after" + kind
+        params: dict[str, Any] = {
             "limit": limit,
             "queues": self.queues,
             "worker_id": self.id,
@@ -542,14 +570,31 @@ class Worker:
             "results": "[" + ",".join([o.result or "null" for o in done]) + "]",
             "done_channel": self.q.done_channel,
         }
+        if after is not None:
+            params |= {"after_priority": after[0], "after_run_at": after[1], "after_id": after[2]}
         rows = await self._fetch(self.q[name], params)
-        jobs = [ClaimedJob(*row[1:]) for row in rows if row[0]]
+        claimed = [row for row in rows if row[0]]
+        jobs = [ClaimedJob(*row[1:9]) for row in claimed]
+        if not suspects and limit and kind != "_some":
+            self._advance_cursor(claimed, restarted=after is None)
         if done:
             accepted = {row[1] for row in rows if not row[0]}
             self.stats["completed"] += len(accepted)
             self._accept(done, accepted)
         self.stats["claimed"] += len(jobs)
         return jobs
+
+    def _advance_cursor(self, claimed: list[tuple[Any, ...]], *, restarted: bool) -> None:
+        """Remember the last claimed row in claim order (priority DESC, run_at, id), where
+        the next claim continues (see job_claim.sql)."""
+        if not claimed:
+            if restarted:
+                self._cursor = None
+            return
+        last = max(claimed, key=lambda row: (-row[9], row[10], row[1]))
+        self._cursor = (last[9], last[10], last[1])
+        if restarted:
+            self._cursor_until = time.monotonic() + self.cursor_ttl
 
     def _take_successes(self) -> list[Outcome]:
         if not self._outcomes:

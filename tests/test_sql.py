@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -45,6 +46,9 @@ def test_every_named_query_prepares(app: pgqueue.App, db: psycopg.Connection[Any
         ("job_claim_some", ["small", "tiny"], "jobs_claim_queue_idx|jobs_claim_idx"),
         ("job_claim_all", None, "jobs_claim_idx"),  # every queue, in priority order
         ("job_claim_suspect_all", None, "jobs_suspect_idx|jobs_troubled_idx"),  # idle probe
+        # Continuing after the previous claim: the row comparison positions the index scan.
+        ("job_claim_after_one", ["small"], "jobs_claim_queue_idx"),
+        ("job_claim_after_all", None, "jobs_claim_idx"),
     ],
 )
 def test_claim_queries_use_their_partial_index(
@@ -73,6 +77,9 @@ def test_claim_queries_use_their_partial_index(
         "leases": [],
         "results": [],
         "done_channel": "pgqueue_done",
+        "after_priority": 0,
+        "after_run_at": datetime(2000, 1, 1, tzinfo=timezone.utc),
+        "after_id": 0,
     }
     args = ", ".join(f"%({n})s" for n in names)
     with db.transaction(force_rollback=True):
@@ -82,3 +89,9 @@ def test_claim_queries_use_their_partial_index(
         plan = "\n".join(r[0] for r in cur.execute(f"EXPLAIN EXECUTE claim({args})", params))
     assert any(name in plan for name in index.split("|")), plan
     assert "Seq Scan on jobs" not in plan, plan
+    if "_after" in query:
+        # The row comparison is an index condition (it positions the scan), never a filter
+        # applied to rows the scan has already visited.
+        uses = [line for line in plan.splitlines() if "ROW(run_at, id) > ROW(" in line]
+        assert any("Index Cond" in line for line in uses), plan
+        assert not any("Filter" in line for line in uses), plan

@@ -180,6 +180,35 @@ def test_higher_priority_first_then_fifo(app: pgqueue.App) -> None:
     assert order == [10, 11, 12, 0, 1, 2, 3, 4, 99]
 
 
+def test_higher_priority_job_overtakes_a_busy_backlog(app: pgqueue.App, db: Any) -> None:
+    """Claims continue after the previous claim's last row (cheap while the xmin horizon is
+    pinned), but go back to the front of the claim order every `cursor_ttl` seconds: a job
+    that sorts first starts within that time, not after the whole backlog."""
+
+    @app.task
+    def slow(n: int) -> None:
+        time.sleep(0.001)
+
+    slow.enqueue_many({"n": n} for n in range(3000))
+    worker = app.worker(concurrency=2, burst=True, handle_signals=False)
+    worker.cursor_ttl = 0.3
+    with worker_thread(app, worker):
+        wait_until(lambda: worker.stats["claimed"] >= 100, 30, "the backlog under way")
+        urgent = slow.options(priority=5).enqueue(n=-1)
+        urgent.wait(timeout=30)
+    row = db.execute(
+        "SELECT extract(epoch FROM u.started_at - u.created_at),"
+        "       (SELECT count(*) FROM pgqueue.jobs b"
+        "         WHERE b.priority = 0 AND b.started_at > u.started_at)"
+        "  FROM pgqueue.jobs u WHERE u.id = %s",
+        [urgent.id],
+    ).fetchone()
+    assert row is not None
+    waited, overtaken = float(row[0]), int(row[1])
+    assert overtaken > 0, "the urgent job ran only after the whole backlog"
+    assert waited < 0.3 + 1.0, waited
+
+
 def test_scheduled_jobs_never_start_early(app: pgqueue.App, db: Any) -> None:
     @app.task
     def tick() -> None: ...

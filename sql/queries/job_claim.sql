@@ -1,10 +1,19 @@
 -- Claim up to `limit` due jobs for one worker, and record the worker's successes.
 --
--- Rendered in six variants (see _VARIANTS in pgqueue/_sql.py): for every queue, one queue or a
--- list of queues, and for ordinary or suspect jobs. The filters are literal SQL rather than
+-- Rendered in variants (see _VARIANTS in pgqueue/_sql.py): for every queue, one queue or a
+-- list of queues; for ordinary or suspect jobs; from the front or after a cursor. The filters are literal SQL rather than
 -- parameters so that a generic plan still sees which partial index matches: jobs_claim_idx
 -- for every queue in priority order, jobs_claim_queue_idx for a list of queues (without it a
 -- small queue's claim would walk past a big queue's backlog), jobs_suspect_idx for suspects.
+--
+-- The `_after` variants continue from where this worker's previous claim ended (its last
+-- row in claim order): the rows before it were claimed, and while an old snapshot pins the
+-- xmin horizon (a long transaction anywhere in the cluster) their dead index entries cannot
+-- be cleaned up, so a claim that starts from the front of the index visits every one of
+-- them. Measured: serial claims fell from 2,200 to 360 jobs/s within 40,000 jobs; a
+-- continuing claim read 19 buffers where the full one read 1,230. The worker starts from the
+-- front again at least every second and whenever the continuation runs dry, so a job that
+-- sorts earlier (a higher priority, a scheduled job come due) waits at most that long.
 --
 -- Suspects are jobs that were running when a worker died (rescue_count > 0): an idle worker
 -- claims one at a time and runs nothing else meanwhile, so a job that kills its process
@@ -20,18 +29,25 @@
 -- empty; the completer sends them with a limit of 0): one round trip and one commit instead
 -- of two. Their ids and leases come as array literals and their results as one JSON array
 -- (element n-1 for the n-th id): the worker builds each with one string join, where
--- adapting Python lists element by element cost more than running the jobs. The lease and state guard make a stale worker's late completion (its job was
--- rescued and claimed again) a no-op. Both updates see one snapshot and touch disjoint rows:
--- completed rows are `running`, candidates are not.
+-- adapting Python lists element by element cost more than running the jobs. The lease guard
+-- makes a stale worker's late completion (its job was rescued and claimed again) a no-op.
+-- Both updates see one snapshot and touch disjoint rows: completed rows are `running`,
+-- candidates are not.
 WITH done AS (
     UPDATE {schema}.jobs AS j
        SET state = 'completed',
+           lease = NULL,
            result = %(results)s::jsonb -> (c.n::integer - 1),
            finished_at = now()
       FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[]) WITH ORDINALITY AS c(id, lease, n)
      WHERE j.id = c.id
+       -- The guard. A lease exists only while its claim runs (every way out of `running`
+       -- clears it), so a match means the row is still running under this very claim. The
+       -- state is deliberately not tested as well: that test would let the planner read
+       -- jobs_running_idx end to end, and while a long transaction pins the xmin horizon
+       -- that index keeps an entry for every job claimed since, where the primary key
+       -- finds each row directly.
        AND j.lease = c.lease
-       AND j.state = 'running'
     RETURNING j.id
 ),
 candidates AS MATERIALIZED (
@@ -41,6 +57,7 @@ candidates AS MATERIALIZED (
        AND run_at <= now()
        AND {queue_filter}
        AND {suspect_filter}
+       AND {cursor_filter}
        -- Paused queues: checked in the claim itself, so a pause takes effect in every
        -- worker process at its next claim.
        AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS q
@@ -59,12 +76,13 @@ claimed AS (
            started_at = now()
      WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
     RETURNING j.id, j.task, j.queue, j.args, j.attempt, j.max_attempts, j.lease::text,
-              j.timeout
+              j.timeout, j.priority, j.run_at
 )
 -- Claimed jobs first (true), then the ids of accepted completions (false), each of which
 -- wakes `job.wait()` callers (notifications are folded per transaction by PostgreSQL).
-SELECT true, id, task, queue, args, attempt, max_attempts, lease, timeout FROM claimed
+SELECT true, id, task, queue, args, attempt, max_attempts, lease, timeout, priority, run_at
+  FROM claimed
 UNION ALL
 SELECT false, id, NULL::text, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
-       NULL::text, NULL::double precision
+       NULL::text, NULL::double precision, NULL::integer, NULL::timestamptz
   FROM done, LATERAL (SELECT pg_notify(%(done_channel)s, '')) AS wake

@@ -3,6 +3,7 @@
 WITH failed AS (
     UPDATE {schema}.jobs AS j
        SET state = c.state,
+           lease = NULL,
            run_at = CASE WHEN c.state = 'retrying'
                          THEN now() + make_interval(secs => c.delay)
                          ELSE j.run_at END,
@@ -13,8 +14,7 @@ WITH failed AS (
                   %(delays)s::double precision[], %(errors)s::jsonb[])
            AS c(id, lease, state, delay, error)
      WHERE j.id = c.id
-       AND j.lease = c.lease
-       AND j.state = 'running'
+       AND j.lease = c.lease  -- held only while running: see the completion in job_claim.sql
     RETURNING j.id
 )
 -- One wake-up per flush for `job.wait()` callers (folded per transaction by PostgreSQL).
