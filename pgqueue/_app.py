@@ -38,6 +38,8 @@ R = TypeVar("R")
 #: Rows per statement in `enqueue_many`: big enough to amortise the round trip, small enough
 #: that one statement's arrays stay a few MB.
 ENQUEUE_CHUNK = 5000
+#: Argument-name sets remembered per task as known to fit its function.
+MAX_REMEMBERED_SHAPES = 256
 
 _PENDING = object()
 
@@ -182,32 +184,31 @@ class Task(_Enqueuer, Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError unless the call fits the function (enqueue side)."""
         if args:
             raise TypeError(
                 f"task {self.name} takes keyword arguments only (they are stored as JSON);"
                 f" got {len(args)} positional"
             )
-        try:
-            self.signature.bind(**kwargs)
-        except TypeError as exc:
-            raise TypeError(f"task {self.name}: {exc}") from None
+        self._bind_names(kwargs, f"task {self.name}: ")
 
     def check_argument_names(self, kwargs: Mapping[str, Any]) -> None:
-        """Raise TypeError unless a row's arguments fit the function (worker side).
+        """Raise TypeError unless a row's arguments fit the function (worker side)."""
+        self._bind_names(kwargs, f"arguments {sorted(kwargs)} do not match task {self.name}: ")
 
-        Whether keyword arguments bind depends only on their names, so each accepted set
-        of names is remembered and the signature is consulted once per shape, not per job.
-        """
+    def _bind_names(self, kwargs: Mapping[str, Any], error_prefix: str) -> None:
+        # Whether keyword arguments bind depends only on their names, so each accepted set of
+        # names is remembered (up to a bound, for functions taking **kwargs) and the
+        # signature is consulted once per shape, not once per job.
         names = frozenset(kwargs)
         if names in self._accepted_names:
             return
         try:
             self.signature.bind(**kwargs)
         except TypeError as exc:
-            raise TypeError(
-                f"arguments {sorted(kwargs)} do not match task {self.name}: {exc}"
-            ) from None
-        self._accepted_names.add(names)
+            raise TypeError(f"{error_prefix}{exc}") from None
+        if len(self._accepted_names) < MAX_REMEMBERED_SHAPES:
+            self._accepted_names.add(names)
 
     def options(self, **options: Any) -> TaskCall[P, R]:
         return TaskCall(self, EnqueueOptions(**options).validated())
@@ -336,17 +337,17 @@ def _is_sqlalchemy(obj: Any) -> bool:
     return isinstance(obj, (AsyncSession, AsyncConnection))
 
 
-def _many_arrays(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+def _chunk_params(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Parameters of job_enqueue_many: the rows of one enqueue_many call differ only in their
+    arguments (one task, one set of options), which travel as a single JSON array."""
+    first = rows[0]
     return {
-        "tasks": [r["task"] for r in rows],
-        "args": [r["args"] for r in rows],
-        "queues": [r["queue"] for r in rows],
-        "priorities": [r["priority"] for r in rows],
-        "run_ats": [r["run_at"] for r in rows],
-        "delays": [r["delay"] for r in rows],
-        "max_attempts": [r["max_attempts"] for r in rows],
-        "timeouts": [r["timeout"] for r in rows],
+        **{k: first[k] for k in _SHARED_FIELDS},
+        "args": "[" + ",".join([r["args"] for r in rows]) + "]",
     }
+
+
+_SHARED_FIELDS = ("task", "queue", "priority", "run_at", "delay", "max_attempts", "timeout")
 
 
 def _queues_to_wake(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -684,7 +685,7 @@ class App:
         jobs: list[Job] = []
         for start in range(0, len(rows), ENQUEUE_CHUNK):
             chunk = rows[start : start + ENQUEUE_CHUNK]
-            ids = target.fetch(self.queries["job_enqueue_many"], _many_arrays(chunk))
+            ids = target.fetch(self.queries["job_enqueue_many"], _chunk_params(chunk))
             jobs.extend(Job(id=r[0], duplicate=False, app=self) for r in sorted(ids))
         if rows:
             target.fetch(self.queries["queue_notify"], {"queues": _queues_to_wake(rows)})
@@ -706,7 +707,7 @@ class App:
         jobs: list[Job] = []
         for start in range(0, len(rows), ENQUEUE_CHUNK):
             chunk = rows[start : start + ENQUEUE_CHUNK]
-            ids = await target.fetch(self.queries["job_enqueue_many"], _many_arrays(chunk))
+            ids = await target.fetch(self.queries["job_enqueue_many"], _chunk_params(chunk))
             jobs.extend(Job(id=r[0], duplicate=False, app=self) for r in sorted(ids))
         if rows:
             await target.fetch(self.queries["queue_notify"], {"queues": _queues_to_wake(rows)})

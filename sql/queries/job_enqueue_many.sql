@@ -1,21 +1,17 @@
--- A whole chunk in one statement: eight array parameters whatever the chunk size, so the
--- 65,535-parameter limit never applies. WITH ORDINALITY plus ORDER BY makes the identity
--- values follow the caller's order, so ids can be matched back to inputs. Delays are added
--- to the database clock.
+-- A whole chunk of one enqueue_many call in one statement. Every job of the call shares its
+-- task and options, so those are single parameters, and the arguments arrive as one JSON
+-- array: the client joins already-encoded texts instead of adapting a list element by
+-- element, and the server parses one document. Two parameters carry the chunk whatever its
+-- size, so the 65,535-parameter limit never applies. WITH ORDINALITY plus ORDER BY makes the
+-- identity values follow the caller's order, so ids can be matched back to inputs. A delay
+-- is added to the database clock.
 INSERT INTO {schema}.jobs (task, args, queue, priority, run_at, max_attempts, timeout, state)
-SELECT t.task, t.args, t.queue, t.priority, t.run_at, t.max_attempts, t.timeout,
-       CASE WHEN t.run_at <= now() THEN 'available' ELSE 'scheduled' END
-  FROM (
-        SELECT u.task, u.args, u.queue, u.priority,
-               coalesce(u.run_at, now() + make_interval(secs => coalesce(u.delay, 0)))
-                   AS run_at,
-               coalesce(u.max_attempts, 3) AS max_attempts, u.timeout, u.ord
-          FROM unnest(%(tasks)s::text[], %(args)s::jsonb[], %(queues)s::text[],
-                      %(priorities)s::int[], %(run_ats)s::timestamptz[],
-                      %(delays)s::float8[], %(max_attempts)s::int[],
-                      %(timeouts)s::float8[])
-               WITH ORDINALITY
-               AS u(task, args, queue, priority, run_at, delay, max_attempts, timeout, ord)
-       ) AS t
- ORDER BY t.ord
+SELECT %(task)s::text, a.args, %(queue)s::text, %(priority)s::integer, r.run_at,
+       coalesce(%(max_attempts)s::integer, 3), %(timeout)s::double precision,
+       CASE WHEN r.run_at <= now() THEN 'available' ELSE 'scheduled' END
+  FROM (SELECT coalesce(%(run_at)s::timestamptz,
+                        now() + make_interval(secs => coalesce(%(delay)s::double precision, 0)))
+               AS run_at) AS r,
+       jsonb_array_elements(%(args)s::jsonb) WITH ORDINALITY AS a(args, ord)
+ ORDER BY a.ord
 RETURNING id
