@@ -47,6 +47,9 @@ log = logging.getLogger("pgqueue.worker")
 #: of the claim order again: the longest a job that sorts earlier waits behind the cursor.
 CURSOR_TTL = 1.0
 
+#: Seconds between an idle worker's looks for rescued (suspect) jobs, when it found none.
+SUSPECT_PROBE_INTERVAL = 1.0
+
 #: Characters of traceback kept per failed attempt: enough to find the line, bounded so that
 #: a job failing in deep recursion cannot bloat its row.
 TRACEBACK_LIMIT = 8000
@@ -275,6 +278,7 @@ class Worker:
         self._cursor: tuple[int, datetime, int] | None = None
         self._cursor_until = 0.0
         self.cursor_ttl = CURSOR_TTL
+        self._next_suspect_probe = 0.0
         self._quarantined: int | None = None  # a suspect job running alone
         self._cancelling: set[int] = set()  # runs an operator asked to cancel
         self._next_prune = 0.0
@@ -460,11 +464,15 @@ class Worker:
                     if self._orphans_possible:
                         await self._release_orphans()
                     jobs: list[ClaimedJob] = []
-                    if idle:
+                    if idle and time.monotonic() >= self._next_suspect_probe:
                         jobs = await self._claim(1, suspects=True)
                         if jobs:
                             self._quarantined = jobs[0].id
                             log.info("running rescued job %d alone", jobs[0].id)
+                        else:
+                            # Rescued jobs are rare: an idle worker woken for a new job
+                            # should not pay a round trip for them on every wake-up.
+                            self._next_suspect_probe = time.monotonic() + SUSPECT_PROBE_INTERVAL
                     if not jobs:
                         jobs = await self._claim(room)
                 except psycopg.Error as exc:
