@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import time
@@ -42,6 +43,7 @@ from bench_pgqueue import (  # noqa: E402
     ROOT,
     Run,
     environment,
+    git_state,
     source_fingerprint,
 )
 from harness import (  # noqa: E402
@@ -442,7 +444,8 @@ def fmt(value: float | None) -> str:
 def run_case(
     case: Case, args: argparse.Namespace, unavailable: dict[str, Outcome]
 ) -> list[Outcome]:
-    print(f"\n{case.workload} ({case.jobs:,} jobs, {case.params}):", flush=True)
+    size = f"{case.jobs:,} jobs" if case.jobs else "jobs sized per library"
+    print(f"\n{case.workload} ({size}, {case.params}):", flush=True)
     started = time.monotonic()
     outcomes: list[Outcome] = []
     active: list[Outcome] = []
@@ -526,11 +529,15 @@ def record(
 ) -> dict[str, Any]:
     metric_keys = [case.main, *case.extras]
     warm = outcome.warmup
+    jobs = case.jobs
+    if case.workload == "held-xmin":  # sized per library
+        backlogs = [r.details.get("held", {}).get("backlog") for r in outcome.runs]
+        jobs = next((b for b in backlogs if b), jobs)
     return {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "harness": "benchmarks/peers.py",
         "workload": case.workload,
-        "jobs": case.jobs,
+        "jobs": jobs,
         "params": case.params,
         "system": outcome.library.name,
         "library_version": outcome.library.version,
@@ -681,8 +688,15 @@ def prepare_libraries(
     return libraries, unavailable
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    # Raised inside whatever step is running, so that its `finally` blocks still kill the
+    # workers, close the holding session and drop the scratch databases.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     started = time.monotonic()
     settings = Settings(admin_dsn=args.dsn, redis_url=args.redis, timeout=args.timeout)
     env = environment(args.dsn)
@@ -695,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     all_outcomes: list[tuple[Case, list[Outcome]]] = []
     for case in planner.cases(libraries):
         source_before = source_fingerprint()
+        env["git"] = git_state()  # the tree this workload starts with (it may change meanwhile)
         outcomes = run_case(case, args, unavailable)
         source_changed = source_fingerprint() != source_before
         if source_changed:
