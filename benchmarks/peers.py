@@ -691,6 +691,8 @@ def prepare_libraries(
 def _interrupted(signum: int, _frame: object) -> None:
     # Raised inside whatever step is running, so that its `finally` blocks still kill the
     # workers, close the holding session and drop the scratch databases.
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    print(f"\npeers.py: stopped by {signal.Signals(signum).name} at {stamp}", flush=True)
     raise SystemExit(128 + signum)
 
 
