@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -223,15 +224,25 @@ class Planner:
                         " committed completion",
                         main=Metric("jobs_per_s", "jobs/s", "jobs/s"),
                         higher_is_better=True,
-                        run=lambda lib, j=jobs, p=processes: drain_run(lib, j, c, p),
-                        warmup=lambda lib, j=jobs, p=processes: drain_run(lib, min(j, 2_000), c, p),
+                        run=partial(drain_run, jobs=jobs, concurrency=c, processes=processes),
+                        warmup=partial(
+                            drain_run, jobs=min(jobs, 2_000), concurrency=c, processes=processes
+                        ),
                         params={"concurrency": c, "worker_processes": processes},
                         note=drain_note,
                     )
                 )
+        # Every size is bound into its callable now (partial), never read from a variable
+        # that a later block reassigns.
         if "enqueue-single" in chosen:
             n = args.single_jobs
             floor = Floor(self.settings)
+
+            def single(lib: Library, jobs: int) -> Run:
+                if isinstance(lib, Floor):
+                    return raw_insert_run(args.dsn, jobs)
+                return enqueue_run(lib, jobs, bulk=False)
+
             out.append(
                 Case(
                     workload="enqueue-single",
@@ -240,16 +251,8 @@ class Planner:
                     " from one client, timed inside the enqueuing process",
                     main=Metric("jobs_per_s", "jobs/s", "jobs/s"),
                     higher_is_better=True,
-                    run=lambda lib: (
-                        raw_insert_run(args.dsn, n)
-                        if isinstance(lib, Floor)
-                        else enqueue_run(lib, n, bulk=False)
-                    ),
-                    warmup=lambda lib: (
-                        raw_insert_run(args.dsn, min(n, 200))
-                        if isinstance(lib, Floor)
-                        else enqueue_run(lib, min(n, 200), bulk=False)
-                    ),
+                    run=partial(single, jobs=n),
+                    warmup=partial(single, jobs=min(n, 200)),
                     params={"transactions": "one per job", "client": "one, sequential"},
                     libraries=[*libraries, floor],
                 )
@@ -264,8 +267,8 @@ class Planner:
                     " (Celery: no bulk API, one message per job over one producer)",
                     main=Metric("jobs_per_s", "jobs/s", "jobs/s"),
                     higher_is_better=True,
-                    run=lambda lib: enqueue_run(lib, n, bulk=True),
-                    warmup=lambda lib: enqueue_run(lib, min(n, 10_000), bulk=True),
+                    run=partial(enqueue_run, jobs=n, bulk=True),
+                    warmup=partial(enqueue_run, jobs=min(n, 10_000), bulk=True),
                     params={"calls": 1},
                 )
             )
@@ -288,7 +291,15 @@ class Planner:
                             Metric("p95_ms", "p95", "ms"),
                             Metric("max_ms", "max", "ms"),
                         ],
-                        run=lambda lib, li=listen: latency_run(lib, n, warm, rate, c, li, poll),
+                        run=partial(
+                            latency_run,
+                            jobs=n,
+                            warmup=warm,
+                            rate=rate,
+                            concurrency=c,
+                            listen=listen,
+                            poll_interval=poll,
+                        ),
                         no_warmup_reason=f"each run starts with {warm} unmeasured warm-up jobs"
                         " and a 1 s pause",
                         params={
@@ -344,7 +355,7 @@ class Planner:
                         Metric("growth", "growth", "ratio"),
                         Metric("large_jobs_per_s", "jobs/s", "jobs/s"),
                     ],
-                    run=lambda lib: memory_pair(lib, small, large, mc),
+                    run=partial(memory_pair, small=small, large=large, concurrency=mc),
                     no_warmup_reason="peak RSS of a fresh process: a warm-up run cannot change it",
                     params={"concurrency": mc, "small_jobs": small},
                 )

@@ -53,5 +53,12 @@ def test_harness_runs_every_workload_for_pgqueue(server_dsn: str, tmp_path: Path
         assert len(record["runs"]) == 1 and record["runs"][0]["error"] is None, case
         assert record["postgresql_settings"]["synchronous_commit"]
         assert record["versions"] and record["machine"]["nproc"] >= 1
+    # Each workload ran at the size asked for.
+    sizes = {"drain": 200, "drain-2p": 200, "enqueue-single": 100, "enqueue-bulk": 500}
+    for (workload, system, _), record in by_case.items():
+        if workload in sizes:
+            assert record["jobs"] == sizes[workload], (workload, system)
+    for workload, size in (("enqueue-single", 100), ("enqueue-bulk", 500)):
+        assert by_case[(workload, "pgqueue", None)]["runs"][0]["details"]["timed_jobs"] == size
     # The runs that drain report a worker's peak RSS, measured through the wrapper.
     assert by_case[("memory", "pgqueue", None)]["metrics"]["rss_large_mib"]["samples"]
