@@ -117,6 +117,8 @@ class Case:
     not_applicable: Callable[[Library], str | None] = lambda lib: None
     note: Callable[[list[Run]], str] = lambda runs: ""
     libraries: list[Library] = field(default_factory=list)
+    #: Reported runs for this case; None means --repeats.
+    repeats: int | None = None
 
 
 @dataclass
@@ -358,6 +360,7 @@ class Planner:
                     run=partial(memory_pair, small=small, large=large, concurrency=mc),
                     no_warmup_reason="peak RSS of a fresh process: a warm-up run cannot change it",
                     params={"concurrency": mc, "small_jobs": small},
+                    repeats=args.memory_repeats,
                 )
             )
         for case in out:
@@ -479,7 +482,8 @@ def run_case(
             outcome.warmup = warm
             state = f"FAILED: {warm.error}" if warm.error else "done"
             print(f"  {outcome.library.name} warm-up: {state}", flush=True)
-    for i in range(args.repeats):
+    repeats = case.repeats or args.repeats
+    for i in range(repeats):
         for outcome in active:
             if outcome.status != "ok" and outcome.library.name != "pgqueue":
                 continue  # a broken peer will not mend on the next repeat
@@ -493,7 +497,7 @@ def run_case(
                 shown = f"FAILED: {run.error}"
             else:
                 shown = ", ".join(f"{k}={fmt(v)}" for k, v in run.metrics.items())
-            print(f"  {outcome.library.name} run {i + 1}/{args.repeats}: {shown}", flush=True)
+            print(f"  {outcome.library.name} run {i + 1}/{repeats}: {shown}", flush=True)
     print(f"  ({case.workload} took {time.monotonic() - started:,.1f} s)", flush=True)
     return outcomes
 
@@ -555,7 +559,7 @@ def record(
         "versions": outcome.library.versions,
         "status": outcome.status,
         "reason": outcome.reason,
-        "repeats": args.repeats,
+        "repeats": len(outcome.runs),
         "warmup": (
             {"error": warm.error, "metrics": warm.metrics}
             if warm is not None
@@ -627,6 +631,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--memory-concurrency", type=int, default=50)
     parser.add_argument(
+        "--memory-repeats",
+        type=int,
+        default=None,
+        help="runs of the memory workload (default: --repeats); each drains"
+        " memory-jobs + memory-small-jobs, minutes per run for the slower peers",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=900.0,
@@ -653,6 +664,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.memory_repeats is not None and args.memory_repeats < 1:
+        parser.error("--memory-repeats must be at least 1")
     for name in ("latency_rate", "poll_interval", "held_seconds", "timeout"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")

@@ -336,13 +336,10 @@ class Worker:
             "autocommit": True,
             **self._application_name(),
         }
-        configure = None
         if not self.listen:
             # Poll-only is the PgBouncer (transaction mode) setting: no session state at all,
             # so no server-side prepared statements either.
             kwargs["prepare_threshold"] = None
-        else:
-            configure = _generic_plans
         self._pool = AsyncConnectionPool(
             self.app.dsn,
             min_size=1,
@@ -350,7 +347,7 @@ class Worker:
             open=False,
             name="pgqueue-worker",
             kwargs=kwargs,
-            configure=configure,
+            configure=self._on_connect,
         )
         await self._pool.open(wait=True, timeout=30)
         self._threads = _DaemonThreads(self.concurrency)
@@ -387,6 +384,17 @@ class Worker:
             finally:
                 for sig in installed:
                     loop.remove_signal_handler(sig)
+
+    async def _on_connect(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Every new pool connection may follow a server crash, which loses the commits not
+        yet flushed: claims that recorded nothing (asynchronous by design), and, on a server
+        running with `synchronous_commit = off`, outcomes too. A lost outcome leaves its row
+        `running` under this live worker, which believes the job finished, so nothing would
+        ever rescue it: the next claim first gives back every row it does not know of.
+        A connection opened for another reason costs one query that matches nothing."""
+        self._orphans_possible = True
+        if self.listen:
+            await _generic_plans(conn)
 
     def _application_name(self) -> dict[str, Any]:
         """Name our connections in pg_stat_activity, unless the DSN already names them."""
@@ -577,6 +585,9 @@ class Worker:
             "leases": "{" + ",".join([o.job.lease for o in done]) + "}",
             "results": "[" + ",".join([o.result or "null" for o in done]) + "]",
             "done_channel": self.q.done_channel,
+            # Only a claim that records nothing may commit without waiting for the flush
+            # (job_claim.sql says why that is safe).
+            "commit": None if done else "off",
         }
         if after is not None:
             params |= {"after_priority": after[0], "after_run_at": after[1], "after_id": after[2]}
@@ -613,6 +624,8 @@ class Worker:
         return done
 
     async def _release_orphans(self) -> None:
+        # Cleared first: a connection opened while this runs sets it again.
+        self._orphans_possible = False
         rows = await self._fetch(
             self.q["job_release_orphans"],
             {
@@ -620,7 +633,6 @@ class Worker:
                 "known": list(self._claimed),
             },
         )
-        self._orphans_possible = False
         if rows:
             self.stats["released"] += len(rows)
             log.warning(

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -73,15 +74,32 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-def spawn_worker(app_path: str, dsn: str, *args: str) -> subprocess.Popen[bytes]:
+class WorkerProcess(subprocess.Popen[bytes]):
+    """A worker subprocess whose output (stdout and stderr) goes to a file, not a pipe.
+
+    Nobody reads a pipe until the test ends, and once its 64 KiB buffer is full the worker's
+    next log line blocks while holding the logging lock: every thread, the event loop
+    included, then stops at its next log call. A server crash makes a worker log a warning
+    per interrupted job, which was enough to wedge workers in the crash test.
+    `communicate()` returns what the process wrote, like a pipe's would.
+    """
+
+    def __init__(self, args: list[str], **kwargs: Any) -> None:
+        # Lives as long as this object: closed when it is collected.
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115
+        super().__init__(args, stdout=self._output, stderr=subprocess.STDOUT, **kwargs)
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[bytes, None]:
+        self.wait(timeout)  # TimeoutExpired, as from a pipe's communicate
+        self._output.seek(0)
+        return self._output.read(), None
+
+
+def spawn_worker(app_path: str, dsn: str, *args: str) -> WorkerProcess:
     """`pgqueue worker APP` as a real process (so it can be signalled or killed)."""
     env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "pgqueue.cli", "worker", app_path, *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    return WorkerProcess(
+        [sys.executable, "-m", "pgqueue.cli", "worker", app_path, *args], cwd=ROOT, env=env
     )
 
 

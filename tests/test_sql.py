@@ -77,6 +77,7 @@ def test_claim_queries_use_their_partial_index(
         "leases": [],
         "results": [],
         "done_channel": "pgqueue_done",
+        "commit": None,
         "after_priority": 0,
         "after_run_at": datetime(2000, 1, 1, tzinfo=timezone.utc),
         "after_id": 0,
@@ -126,6 +127,7 @@ def test_outcomes_find_their_rows_by_primary_key(
         "leases": "{" + ",".join(leases) + "}",
         "results": "[" + ",".join(["null"] * len(ids)) + "]",
         "done_channel": "pgqueue_done",
+        "commit": None,
         "states": ["failed"] * len(ids),
         "delays": [0.0] * len(ids),
         "errors": ["{}"] * len(ids),
@@ -139,3 +141,43 @@ def test_outcomes_find_their_rows_by_primary_key(
     assert "jobs_pkey" in plan, plan
     assert "jobs_running_idx" not in plan, plan
     assert "Seq Scan on jobs" not in plan, plan
+
+
+@pytest.mark.parametrize(
+    ("records_outcome", "expected"),
+    [(False, "off"), (True, "on")],
+)
+def test_claims_that_record_nothing_commit_asynchronously(
+    app: pgqueue.App, db: psycopg.Connection[Any], records_outcome: bool, expected: str
+) -> None:
+    """A bare claim may skip the WAL flush (losing it only makes the job run again); one that
+    records an outcome keeps the session's setting, so no finished job can be lost."""
+    db.execute("SET synchronous_commit = on")
+    db.execute("SELECT pgqueue.enqueue('t') FROM generate_series(1, 2)")
+    worker = "00000000-0000-0000-0000-000000000000"
+    first = db.execute(
+        "UPDATE pgqueue.jobs SET state = 'running', lease = gen_random_uuid(), worker_id = %s"
+        " WHERE id = (SELECT min(id) FROM pgqueue.jobs) RETURNING id, lease::text",
+        [worker],
+    ).fetchone()
+    assert first is not None
+    done = [first] if records_outcome else []
+    params = {
+        "limit": 1,
+        "queues": None,
+        "queue": None,
+        "worker_id": worker,
+        "ids": "{" + ",".join(str(r[0]) for r in done) + "}",
+        "leases": "{" + ",".join(r[1] for r in done) + "}",
+        "results": "[" + ",".join("null" for _ in done) + "]",
+        "done_channel": "pgqueue_done",
+        "commit": None if records_outcome else "off",
+    }
+    with db.transaction(force_rollback=True):
+        rows = db.execute(app.queries["job_claim_all"], params).fetchall()
+        # The setting that COMMIT will read: transaction-local, made by the statement.
+        setting = db.execute("SHOW synchronous_commit").fetchone()
+    assert [r[0] for r in rows].count(True) == 1  # it did claim the second job
+    assert [r[0] for r in rows].count(False) == len(done)
+    assert setting == (expected,)
+    assert db.execute("SHOW synchronous_commit").fetchone() == ("on",)  # and only for it

@@ -33,6 +33,16 @@
 -- makes a stale worker's late completion (its job was rescued and claimed again) a no-op.
 -- Both updates see one snapshot and touch disjoint rows: completed rows are `running`,
 -- candidates are not.
+--
+-- A claim that records no outcome commits asynchronously (`commit` is 'off'; NULL keeps the
+-- session's setting): the worker
+-- does not wait for the WAL flush, which was a third of an idle worker's pickup time. What
+-- a server crash can lose is then only a claim, and a lost claim leaves the row as it was
+-- before, `available` with the attempt unspent: the job runs again (at-least-once), and the
+-- worker's outcome for the lost claim matches no lease, so it changes nothing. Outcomes are
+-- never made asynchronous here (`commit` is NULL whenever `ids` is not empty): a caller told that a
+-- job finished must never see it run again. Their synchronous commit also flushes every
+-- earlier claim, so no outcome is durable while the claim it belongs to is not.
 WITH done AS (
     UPDATE {schema}.jobs AS j
        SET state = 'completed',
@@ -77,11 +87,18 @@ claimed AS (
      WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
     RETURNING j.id, j.task, j.queue, j.args, j.attempt, j.max_attempts, j.lease::text,
               j.timeout, j.priority, j.run_at
+),
+-- Read at COMMIT, so a transaction-local setting made during the statement decides how this
+-- one commits. Scanned (and so evaluated) whenever a row was claimed; with nothing claimed
+-- and nothing recorded the transaction writes nothing and has no flush to wait for.
+commit_mode AS (
+    SELECT set_config('synchronous_commit',
+                      coalesce(%(commit)s::text, current_setting('synchronous_commit')), true)
 )
 -- Claimed jobs first (true), then the ids of accepted completions (false), each of which
 -- wakes `job.wait()` callers (notifications are folded per transaction by PostgreSQL).
 SELECT true, id, task, queue, args, attempt, max_attempts, lease, timeout, priority, run_at
-  FROM claimed
+  FROM claimed CROSS JOIN commit_mode
 UNION ALL
 SELECT false, id, NULL::text, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
        NULL::text, NULL::double precision, NULL::integer, NULL::timestamptz
