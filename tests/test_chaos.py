@@ -127,9 +127,13 @@ def check(dsn: str, ids: list[int]) -> Damage:
 
 
 def enqueue(dsn: str, n: int) -> list[int]:
-    return [
-        j.id for j in pgqueue.App(dsn).enqueue_many("ledger.record", ({"n": i} for i in range(n)))
-    ]
+    # The attempts the task declares: a scenario may fail a job's run several times (each
+    # server restart breaks the task's own connection), and a job that used up its
+    # attempts would read as lost when its retry policy, not the queue, gave up on it.
+    jobs = pgqueue.App(dsn).enqueue_many(
+        "ledger.record", ({"n": i} for i in range(n)), max_attempts=10
+    )
+    return [j.id for j in jobs]
 
 
 def drain(dsn: str, ids: list[int], timeout: float) -> None:
