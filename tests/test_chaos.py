@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -166,10 +167,12 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> list[int]:
             proc.kill()
             out, _ = proc.communicate()
         codes.append(proc.returncode)
-        # Shown by pytest only when the test fails: what each worker complained about.
-        lines = [ln for ln in (out or b"").decode(errors="replace").splitlines() if "WARN" in ln]
-        for line in lines[-15:]:
-            print(f"worker {proc.pid}: {line[:300]}")
+        # Called from a `finally` while the test is failing: show what each worker
+        # complained about last.
+        if sys.exc_info()[0] is not None:
+            text = (out or b"").decode(errors="replace")
+            for line in [ln for ln in text.splitlines() if "WARN" in ln][-15:]:
+                print(f"worker {proc.pid}: {line[:300]}")
     return codes
 
 
