@@ -585,9 +585,6 @@ class Worker:
             "leases": "{" + ",".join([o.job.lease for o in done]) + "}",
             "results": "[" + ",".join([o.result or "null" for o in done]) + "]",
             "done_channel": self.q.done_channel,
-            # Only a claim that records nothing may commit without waiting for the flush
-            # (job_claim.sql says why that is safe).
-            "commit": None if done else "off",
         }
         if after is not None:
             params |= {"after_priority": after[0], "after_run_at": after[1], "after_id": after[2]}

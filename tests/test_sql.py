@@ -77,7 +77,6 @@ def test_claim_queries_use_their_partial_index(
         "leases": [],
         "results": [],
         "done_channel": "pgqueue_done",
-        "commit": None,
         "after_priority": 0,
         "after_run_at": datetime(2000, 1, 1, tzinfo=timezone.utc),
         "after_id": 0,
@@ -127,7 +126,6 @@ def test_outcomes_find_their_rows_by_primary_key(
         "leases": "{" + ",".join(leases) + "}",
         "results": "[" + ",".join(["null"] * len(ids)) + "]",
         "done_channel": "pgqueue_done",
-        "commit": None,
         "states": ["failed"] * len(ids),
         "delays": [0.0] * len(ids),
         "errors": ["{}"] * len(ids),
@@ -171,7 +169,6 @@ def test_claims_that_record_nothing_commit_asynchronously(
         "leases": "{" + ",".join(r[1] for r in done) + "}",
         "results": "[" + ",".join("null" for _ in done) + "]",
         "done_channel": "pgqueue_done",
-        "commit": None if records_outcome else "off",
     }
     with db.transaction(force_rollback=True):
         rows = db.execute(app.queries["job_claim_all"], params).fetchall()

@@ -34,15 +34,14 @@
 -- Both updates see one snapshot and touch disjoint rows: completed rows are `running`,
 -- candidates are not.
 --
--- A claim that records no outcome commits asynchronously (`commit` is 'off'; NULL keeps the
--- session's setting): the worker
--- does not wait for the WAL flush, which was a third of an idle worker's pickup time. What
--- a server crash can lose is then only a claim, and a lost claim leaves the row as it was
--- before, `available` with the attempt unspent: the job runs again (at-least-once), and the
--- worker's outcome for the lost claim matches no lease, so it changes nothing. Outcomes are
--- never made asynchronous here (`commit` is NULL whenever `ids` is not empty): a caller told that a
--- job finished must never see it run again. Their synchronous commit also flushes every
--- earlier claim, so no outcome is durable while the claim it belongs to is not.
+-- A claim that records no outcome (`ids` empty) commits asynchronously: the worker does not
+-- wait for the WAL flush, which was a third of an idle worker's pickup time. What a server
+-- crash can lose is then only a claim, and a lost claim leaves the row as it was before,
+-- `available` with the attempt unspent: the job runs again (at-least-once), and the worker's
+-- outcome for the lost claim matches no lease, so it changes nothing. A statement that
+-- records outcomes keeps the session's setting: a caller told that a job finished must never
+-- see it run again. Its synchronous commit also flushes every earlier claim, so no outcome
+-- is durable while the claim it belongs to is not.
 WITH done AS (
     UPDATE {schema}.jobs AS j
        SET state = 'completed',
@@ -93,7 +92,9 @@ claimed AS (
 -- and nothing recorded the transaction writes nothing and has no flush to wait for.
 commit_mode AS (
     SELECT set_config('synchronous_commit',
-                      coalesce(%(commit)s::text, current_setting('synchronous_commit')), true)
+                      CASE WHEN cardinality(%(ids)s::bigint[]) = 0 THEN 'off'
+                           ELSE current_setting('synchronous_commit') END,
+                      true)
 )
 -- Claimed jobs first (true), then the ids of accepted completions (false), each of which
 -- wakes `job.wait()` callers (notifications are folded per transaction by PostgreSQL).
