@@ -5,25 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 
 import pgqueue
+from pgqueue.testing import worker_thread
 
-from .main import redact
+from ._output import fail, redact_dsn
+from ._tables import queue_table
 
 #: Retries in the demo wait about a second, so that a flaky job visibly recovers.
 FAST_RETRY = pgqueue.RetryPolicy(base=0.5, factor=2.0, max_delay=2.0, jitter=0.2)
 
 
-def embedded_dsn(data_dir: str, fail: Callable[[str], NoReturn]) -> str:
+def embedded_dsn(data_dir: str) -> str:
     """Start (or reuse) a PostgreSQL kept in `data_dir`, from the `pgserver` wheel."""
     try:
         from pgserver import get_server  # type: ignore[attr-defined]
@@ -83,47 +83,18 @@ def enqueue_examples(app: pgqueue.App, quick_jobs: int) -> list[int]:
     return [j.id for j in jobs]
 
 
-class _WorkerThread:
-    """A worker on its own event loop in a background thread, stoppable from this one."""
-
-    def __init__(self, worker: pgqueue.Worker) -> None:
-        self.worker = worker
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="pgqueue-demo-worker", daemon=True)
-
-    def _main(self) -> None:
-        async def run() -> None:
-            self.loop = asyncio.get_running_loop()
-            await self.worker.run()
-
-        try:
-            asyncio.run(run())
-        except BaseException as exc:  # reported by the demo instead of dying silently
-            self.error = exc
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.worker.stop)
-        self.thread.join(timeout=60)
-
-
 def run_demo(
     *,
     dsn: str | None,
     data_dir: str,
     quick_jobs: int,
     console: Console,
-    fail: Callable[[str], NoReturn],
-    queue_table: Callable[..., Any],
 ) -> None:
+    """The command's console is passed in so the demo prints where the command does."""
     embedded = dsn is None
     if dsn is None:
         console.print(f"starting an embedded PostgreSQL in {data_dir} ...")
-        dsn = embedded_dsn(data_dir, fail)
+        dsn = embedded_dsn(data_dir)
     app = demo_app(dsn)
     # Failed attempts are part of the show; they appear in the table, not as log noise.
     logging.getLogger("pgqueue").setLevel(logging.ERROR)
@@ -134,23 +105,22 @@ def run_demo(
         f"enqueued {len(ids)} jobs: quick emails, slow reports, flaky webhooks, "
         "a failing charge and a few scheduled emails"
     )
-    worker = _WorkerThread(app.worker(concurrency=8, poll_interval=0.5, handle_signals=False))
-    worker.start()
     progress = _progress_bar(len(ids))
     bar = progress.add_task("jobs", total=len(ids))
     try:
-        with Live(console=console, refresh_per_second=8, transient=True) as live:
+        with (
+            worker_thread(app, concurrency=8, poll_interval=0.5) as worker,
+            Live(console=console, refresh_per_second=8, transient=True) as live,
+        ):
             while True:
                 left = app.unfinished(ids)
                 progress.update(bar, completed=len(ids) - left)
                 live.update(Group(progress, queue_table(app.queue_stats(), "live")))
-                if left == 0 or worker.error is not None:
+                if left == 0 or worker.finished:
                     break
                 time.sleep(0.25)
-    finally:
-        worker.stop()
-    if worker.error is not None:
-        fail(f"the demo worker stopped: {worker.error}")
+    except Exception as exc:  # the worker's own failure, reported instead of a traceback
+        fail(f"the demo worker stopped: {exc}")
     console.print(queue_table(app.queue_stats(), "final"))
     failed = app.list_jobs(state="failed", task="demo.charge_card", limit=1)
     if embedded:
@@ -162,7 +132,7 @@ def run_demo(
         )
         app.close()
         return
-    shown = redact(dsn)
+    shown = redact_dsn(dsn)
     console.print(f"Next: pgqueue status --dsn '{shown}'", highlight=False, soft_wrap=True)
     if failed:
         console.print(

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
-from enum import Enum
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
-import psycopg
 import typer
-from rich import box
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
-from rich.table import Table
 from rich.text import Text
 
 import pgqueue
-from pgqueue.errors import PgQueueError
+
+from ._output import err, errors, fail, out, print_json, report
+from ._tables import job_table, jobs_table, queue_table, status_warnings
 
 app = typer.Typer(
     name="pgqueue",
@@ -33,8 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
 
 
 DsnOption = Annotated[
@@ -57,60 +48,10 @@ SchemaOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]+@|(password=)\S+")
-
-
-def redact(text: str) -> str:
-    """Never print a DSN's password, whatever error message carried it."""
-    return _PASSWORD.sub(lambda m: (m[1] or m[2]) + "***" + ("@" if m[1] else ""), text)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Turn expected failures into one clear line and a non-zero exit, never a traceback."""
-    try:
-        yield
-    except PgQueueError as exc:
-        fail(str(exc))
-    except psycopg.OperationalError as exc:
-        fail(f"cannot reach the database: {str(exc).strip().splitlines()[0]}")
-    except psycopg.Error as exc:
-        fail(f"database error: {str(exc).strip().splitlines()[0]}")
-
 
 def _app(dsn: str | None, schema: str | None) -> pgqueue.App:
+    """One place where commands build their App, so --dsn and --schema mean the same in all."""
     return pgqueue.App(dsn, schema=schema)
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(_jsonable(value), indent=2, default=str) + "\n")
-
-
-def _report(as_json: bool, message: str, data: dict[str, Any]) -> None:
-    """A command's result: a sentence for people, an object for scripts."""
-    if as_json:
-        _print_json(data)
-    else:
-        out.print(message, highlight=False)
 
 
 @app.command()
@@ -118,7 +59,7 @@ def migrate(
     dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False
 ) -> None:
     """Create or upgrade pgqueue's schema (safe to run concurrently and repeatedly)."""
-    with _errors():
+    with errors():
         qapp = _app(dsn, schema)
         applied = qapp.migrate()
     message = (
@@ -126,7 +67,7 @@ def migrate(
         if applied
         else f"schema {qapp.schema!r} is up to date"
     )
-    _report(as_json, message, {"schema": qapp.schema, "applied": applied})
+    report(as_json, message, {"schema": qapp.schema, "applied": applied})
 
 
 def load_app(path: str) -> pgqueue.App:
@@ -189,7 +130,7 @@ def worker(
     if dsn:
         # ...and after it, for an App built with a DSN of its own: --dsn wins.
         qapp.dsn = pgqueue.App(dsn, schema=qapp.schema).dsn
-    with _errors():
+    with errors():
         qapp.run_worker(
             queues=queue or None,
             concurrency=concurrency,
@@ -205,81 +146,22 @@ def worker(
         )
 
 
-def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table:
-    table = Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    width = max([len(s.queue) + (9 if s.paused else 0) for s in stats] + [5])
-    table.add_column("queue", style="bold", no_wrap=True, min_width=min(width, 40))
-    # Short headers so the table fits an 80-column terminal.
-    for col in (
-        "sched",
-        "avail",
-        "run",
-        "retry",
-        "done",
-        "failed",
-        "cancel",
-        "lag",
-        "done/m",
-        "fail/h",
-    ):
-        table.add_column(col, justify="right", min_width=max(len(col), 4), no_wrap=True)
-    for s in stats:
-        name = f"{s.queue} [yellow](paused)[/]" if s.paused else s.queue
-        table.add_row(
-            name,
-            str(s.scheduled),
-            str(s.available),
-            str(s.running),
-            str(s.retrying),
-            f"[green]{s.completed}[/]",
-            f"[red]{s.failed}[/]" if s.failed else "0",
-            str(s.cancelled),
-            f"{s.lag_seconds:.1f}s",
-            str(s.completed_last_minute),
-            str(s.failed_last_hour),
-        )
-    return table
-
-
 @app.command()
 def status(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False) -> None:
     """Queues at a glance: counts per state, lag, throughput, failures."""
-    with _errors():
+    with errors():
         qapp = _app(dsn, schema)
         stats = qapp.queue_stats()
         stuck = qapp.stuck_jobs(limit=1000)
     if as_json:
-        _print_json({"queues": stats, "stuck_jobs": stuck})
+        print_json({"queues": stats, "stuck_jobs": stuck})
         return
     if not stats:
         out.print("no queues yet: nothing has been enqueued")
         return
     out.print(queue_table(stats))
-    for line in warnings(stats, stuck):
+    for line in status_warnings(stats, stuck):
         out.print(f"[bold yellow]warning:[/] {line}", highlight=False)
-
-
-def warnings(stats: list[pgqueue.QueueStats], stuck: list[dict[str, Any]]) -> list[str]:
-    """What an operator should look at first, in plain words."""
-    lines = [f"queue {s.queue} is paused ({s.available} jobs waiting)" for s in stats if s.paused]
-    running = [j for j in stuck if j["state"] == "running"]
-    orphaned = [j for j in running if not j["worker_alive"]]
-    if running:
-        lines.append(
-            f"{len(running)} running job(s) past their expected time"
-            + (f", {len(orphaned)} on a dead worker" if orphaned else "")
-            + ": pgqueue jobs --stuck"
-        )
-    troubled = len(stuck) - len(running)
-    if troubled:
-        lines.append(f"{troubled} job(s) rescued or retried several times: pgqueue jobs --stuck")
-    return lines
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
@@ -310,7 +192,7 @@ def jobs(
     """List jobs, newest first, filtered by state, queue, task and age."""
     older = parse_duration(older_than) if older_than else None
     newer = parse_duration(newer_than) if newer_than else None
-    with _errors():
+    with errors():
         qapp = _app(dsn, schema)
         try:
             rows = (
@@ -328,42 +210,12 @@ def jobs(
         except ValueError as exc:  # an unknown state
             fail(str(exc))
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         out.print("no jobs match")
         return
-    columns = (
-        [
-            "id",
-            "task",
-            "queue",
-            "state",
-            "bucket",
-            "running_seconds",
-            "rescue_count",
-            "worker",
-            "worker_alive",
-        ]
-        if stuck
-        else ["id", "task", "queue", "state", "attempt", "created_at", "last_error"]
-    )
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(col)) for col in columns))
-    out.print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, float):
-        return f"{value:.0f}"
-    return str(value)
+    out.print(jobs_table(rows, stuck=stuck))
 
 
 @app.command()
@@ -391,14 +243,14 @@ def resume(
 def _set_paused(
     queue: str, paused: bool, dsn: str | None, schema: str | None, as_json: bool
 ) -> None:
-    with _errors():
+    with errors():
         qapp = _app(dsn, schema)
         if paused:
             qapp.pause(queue)
         else:
             qapp.resume(queue)
     word = "paused" if paused else "resumed"
-    _report(as_json, f"queue {queue} {word}", {"queue": queue, "paused": paused})
+    report(as_json, f"queue {queue} {word}", {"queue": queue, "paused": paused})
 
 
 @app.command()
@@ -413,7 +265,7 @@ def prune(
 ) -> None:
     """Delete finished jobs in small batches: never a live job, never one long lock."""
     seconds = parse_duration(older_than) if older_than else None
-    with _errors():
+    with errors():
         qapp = _app(dsn, schema)
         if as_json:
             deleted = qapp.prune(seconds, batch=batch)
@@ -427,7 +279,7 @@ def prune(
                     progress=lambda n: bar.update(progress_task, completed=n),
                 )
     if as_json:
-        _print_json({"deleted": deleted})
+        print_json({"deleted": deleted})
     else:
         out.print(f"deleted {deleted} finished job(s)")
 
@@ -442,7 +294,7 @@ def top(
     """A live dashboard: queues, throughput, workers, stuck jobs, failures. `q` quits."""
     from .top import run_top
 
-    with _errors():
+    with errors():
         run_top(_app(dsn, schema), console=out, once=once, interval=interval)
 
 
@@ -454,38 +306,14 @@ def job(
     as_json: JsonOption = False,
 ) -> None:
     """Everything about one job, with each attempt's error and traceback."""
-    with _errors():
+    with errors():
         qapp = _app(dsn, schema)
         info = qapp.get_job(job_id)
         info = dataclasses.replace(info, args=qapp.redact(info.args))
     if as_json:
-        _print_json(info)
+        print_json(info)
         return
-    table = Table(show_header=False, title=f"job {info.id}", title_justify="left")
-    for field in (
-        "task",
-        "queue",
-        "state",
-        "priority",
-        "attempt",
-        "max_attempts",
-        "args",
-        "result",
-        "unique_key",
-        "created_at",
-        "run_at",
-        "started_at",
-        "finished_at",
-        "worker",
-    ):
-        value = getattr(info, field)
-        table.add_row(
-            field,
-            json.dumps(_jsonable(value))
-            if isinstance(value, dict | list)
-            else str(_jsonable(value)),
-        )
-    out.print(table)
+    out.print(job_table(info))
     for error in info.errors:
         out.print(
             f"[red]attempt {error.get('attempt')}[/] {error.get('at')}: "
@@ -508,17 +336,17 @@ def retry(
     """Run failed or cancelled jobs again (by id, or every failed one)."""
     if failed == bool(job_ids):
         fail("give job ids, or --failed [--queue Q]", code=2)
-    with _errors():
+    with errors():
         qapp = _app(dsn, schema)
         if failed:
             count = qapp.retry_failed(queue)
-            _report(as_json, f"retrying {count} failed job(s)", {"retried": count})
+            report(as_json, f"retrying {count} failed job(s)", {"retried": count})
             return
         job_ids = job_ids or []
         missing = [i for i in job_ids if not qapp.retry(i)]
     if missing:
         fail(f"not retried (unknown, running or completed): {', '.join(map(str, missing))}")
-    _report(as_json, f"retrying {len(job_ids)} job(s)", {"retried": len(job_ids)})
+    report(as_json, f"retrying {len(job_ids)} job(s)", {"retried": len(job_ids)})
 
 
 @app.command()
@@ -529,12 +357,12 @@ def cancel(
     as_json: JsonOption = False,
 ) -> None:
     """Cancel jobs: queued ones at once, running ones at their worker's next heartbeat."""
-    with _errors():
+    with errors():
         qapp = _app(dsn, schema)
         missing = [i for i in job_ids if not qapp.cancel(i)]
     if missing:
         fail(f"not cancelled (unknown or already finished): {', '.join(map(str, missing))}")
-    _report(as_json, f"cancelled {len(job_ids)} job(s)", {"cancelled": len(job_ids)})
+    report(as_json, f"cancelled {len(job_ids)} job(s)", {"cancelled": len(job_ids)})
 
 
 @app.command()
@@ -550,14 +378,12 @@ def demo(
     """See jobs flow: an embedded PostgreSQL (or --dsn), example jobs and a live worker."""
     from .demo import run_demo
 
-    with _errors():
+    with errors():
         run_demo(
             dsn=dsn or os.environ.get("PGQUEUE_DSN"),
             data_dir=data_dir,
             quick_jobs=jobs,
             console=out,
-            fail=fail,
-            queue_table=queue_table,
         )
 
 

@@ -17,55 +17,14 @@ from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
 import pgqueue
 
-from .main import queue_table, warnings
+from ._tables import failures_table, queue_table, sparkline, status_warnings, workers_table
 
-_BARS = " ▁▂▃▄▅▆▇█"
 #: The sparkline covers 5 minutes in 10-second buckets.
 BUCKET_SECONDS, BUCKETS = 10.0, 30
-
-
-def sparkline(values: list[int]) -> str:
-    peak = max(values) if values and max(values) > 0 else 1
-    return "".join(_BARS[round(v / peak * (len(_BARS) - 1))] for v in values)
-
-
-def _workers_table(workers: list[dict[str, Any]]) -> Table:
-    table = Table(title="workers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("worker", "queues", "running", "heartbeat", "role"):
-        table.add_column(col, no_wrap=True)
-    for w in workers:
-        heartbeat = f"{w['silent_seconds']:.1f}s ago"
-        table.add_row(
-            f"{w['hostname']}:{w['pid']}",
-            ",".join(w["queues"] or ["all"]),
-            f"{w['running']}/{w['concurrency']}",
-            heartbeat if w["alive"] else f"[red]{heartbeat} (dead?)[/]",
-            "leader" if w["leader"] else "",
-        )
-    return table
-
-
-def _failures_table(failures: list[dict[str, Any]]) -> Table:
-    table = Table(
-        title="recent failures", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
-    )
-    for col in ("id", "task", "queue", "state", "attempt", "error"):
-        table.add_column(col, overflow="ellipsis", no_wrap=col != "error")
-    for f in failures:
-        table.add_row(
-            str(f["id"]),
-            f["task"],
-            f["queue"],
-            f["state"],
-            str(f["attempt"]),
-            f["last_error"] or "",
-        )
-    return table
 
 
 def render(app: pgqueue.App) -> RenderableType:
@@ -94,13 +53,13 @@ def render(app: pgqueue.App) -> RenderableType:
         header,
         queue_table(stats, "queues") if stats else Text("no queues yet"),
         Panel(spark, title="throughput, last 5 minutes", title_align="left", box=box.ROUNDED),
-        _workers_table(app.workers()),
+        workers_table(app.workers()),
     ]
-    for line in warnings(stats, stuck):
+    for line in status_warnings(stats, stuck):
         parts.append(Text.from_markup(f"[bold yellow]warning:[/] {line}"))
     failures = app.recent_failures(8)
     if failures:
-        parts.append(_failures_table(failures))
+        parts.append(failures_table(failures))
     return Group(*parts)
 
 
@@ -128,6 +87,7 @@ def _pressed_q(fd: Any, timeout: float) -> bool:
 
 
 def run_top(app: pgqueue.App, *, console: Console, once: bool, interval: float) -> None:
+    """`--once` prints a single frame, for scripts and terminals without a full screen."""
     if once:
         console.print(render(app))
         return

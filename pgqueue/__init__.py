@@ -3,11 +3,13 @@
 This module is the whole public surface; everything else is private and may change.
 """
 
-from ._app import App, EnqueueOptions, Job, Task, TaskCall
+from ._app import App
+from ._context import JobContext, current_job
+from ._core.retry import RetryPolicy
 from ._logging import JsonFormatter
 from ._logging import configure as configure_logging
-from ._policy import RetryPolicy
-from ._worker import JobContext, Worker, current_job
+from ._runtime.worker import Worker
+from ._task import EnqueueOptions, Job, Task, TaskCall
 from .errors import (
     ConfigurationError,
     JobFailed,

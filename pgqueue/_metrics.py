@@ -1,13 +1,15 @@
 """Prometheus metrics for a worker process, through the official client library.
 
-Only imported when a worker is started with a metrics port, so `prometheus-client` stays an
-optional dependency (`pip install 'pgqueue[metrics]'`).
+A subscriber of the worker's event stream. `prometheus-client` is imported only when a
+worker starts with a metrics port, so it stays an optional dependency
+(`pip install 'pgqueue[metrics]'`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ._runtime.events import Event, OutcomesWritten, Rescued
 from .errors import ConfigurationError
 
 
@@ -58,6 +60,15 @@ class Metrics:
             registry=self.registry,
         )
         self.server, self.thread = prom.start_http_server(port, addr=addr, registry=self.registry)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, OutcomesWritten):
+            for o in event.outcomes:
+                if o.job.id in event.accepted:
+                    self.outcome(o.job.queue, o.job.task, o.state.value, o.duration)
+        elif isinstance(event, Rescued):
+            for row in event.jobs:
+                self.rescued.labels(row[2]).inc()
 
     def outcome(self, queue: str, task: str, state: str, duration: float) -> None:
         counter = {

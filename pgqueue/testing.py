@@ -5,6 +5,7 @@
 - `assert_enqueued` / `refute_enqueued`: check what is waiting in the queue, by task and
   (a subset of) arguments.
 - `drain(app)`: run every due job now, in this process, and return the worker's counters.
+- `worker_thread(app)`: a real worker on its own event loop in a thread, for a `with` block.
 
 They use the real database (apart from inline mode), so what a test sees is what production
 would do.
@@ -19,10 +20,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ._app import App, Job, Task
-from .errors import JobFailed
+from ._app import App
+from ._core import admin
+from ._core.spec import JobSpec
+from ._runtime.worker import Worker
+from ._task import Job, Task
+from .errors import JobFailed, UnknownTask
 
-__all__ = ["InlineJob", "assert_enqueued", "drain", "drain_async", "inline", "refute_enqueued"]
+__all__ = [
+    "InlineJob",
+    "assert_enqueued",
+    "drain",
+    "drain_async",
+    "inline",
+    "refute_enqueued",
+    "worker_thread",
+]
 
 
 class InlineJob(Job):
@@ -53,31 +66,29 @@ def inline(app: App) -> Iterator[list[InlineJob]]:
     in production either); it is kept on the job, and `job.wait()` raises `JobFailed`.
     """
     ran: list[InlineJob] = []
-    previous = app._inline
-    app._inline = lambda params: _run_inline(app, params, ran)
+    previous = app.client.inline
+    app.client.inline = lambda spec: _run_inline(app, spec, ran)
     try:
         yield ran
     finally:
-        app._inline = previous
+        app.client.inline = previous
 
 
-def _run_inline(app: App, params: Mapping[str, Any], ran: list[InlineJob]) -> InlineJob:
-    task = app.tasks.get(params["task"])
-    kwargs = json.loads(params["args"])
+def _run_inline(app: App, spec: JobSpec, ran: list[InlineJob]) -> InlineJob:
+    task = app.tasks.get(spec.task)
+    kwargs = json.loads(spec.args)
     result: Any = None
     error: BaseException | None = None
     try:
         if task is None:
-            from .errors import UnknownTask
-
-            raise UnknownTask(f"no task named {params['task']!r} is registered")
+            raise UnknownTask(f"no task named {spec.task!r} is registered")
         result = task.fn(**kwargs)
         if asyncio.iscoroutine(result):
             result = _run_coroutine(result)
         json.dumps(result, allow_nan=False)
     except Exception as exc:
         error = exc
-    job = InlineJob(app, -(len(ran) + 1), params["task"], result, error)
+    job = InlineJob(app, -(len(ran) + 1), spec.task, result, error)
     ran.append(job)
     return job
 
@@ -111,12 +122,12 @@ def _task_name(task: Task[Any, Any] | str) -> str:
 def _matching(
     app: App, task: Task[Any, Any] | str, args: Mapping[str, Any] | None, queue: str | None
 ) -> list[dict[str, Any]]:
-    params = {"task": _task_name(task), "args": json.dumps(dict(args or {})), "queue": queue}
-    return app._dicts("job_enqueued", params)
+    plan = admin.enqueued(_task_name(task), json.dumps(dict(args or {})), queue)
+    return app.client.run(plan)
 
 
 def _describe_queue(app: App) -> str:
-    rows = app._run(app.queries["job_enqueued_all"], None)
+    rows = app.client.run(admin.enqueued_all())
     if not rows:
         return "nothing is enqueued"
     return "enqueued: " + "; ".join(
@@ -179,3 +190,49 @@ async def drain_async(
     worker = app.worker(queues=queues, burst=True, **settings)
     await worker.run()
     return dict(worker.stats)
+
+
+@contextmanager
+def worker_thread(app: App, worker: Worker | None = None, **settings: Any) -> Iterator[Worker]:
+    """A real worker on its own event loop in a thread, for the length of a `with` block.
+
+    On leaving the block a burst worker is waited for (it stops by itself when the queue is
+    dry); any other worker is asked to stop gracefully. An error that ended the worker is
+    raised from the block's exit.
+    """
+    settings.setdefault("handle_signals", False)
+    if worker is None:
+        worker = app.worker(**settings)
+    burst = worker.settings.burst
+    loop_box: list[asyncio.AbstractEventLoop] = []
+    errors: list[BaseException] = []
+    started = threading.Event()
+    running = worker
+
+    def main() -> None:
+        async def run() -> None:
+            loop_box.append(asyncio.get_running_loop())
+            started.set()
+            await running.run()
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            errors.append(exc)
+            started.set()
+
+    thread = threading.Thread(target=main, daemon=True, name="pgqueue-worker-thread")
+    thread.start()
+    started.wait(10)
+    try:
+        yield worker
+    finally:
+        if burst:
+            thread.join(60)
+        if loop_box and thread.is_alive():
+            loop_box[0].call_soon_threadsafe(worker.stop)
+        thread.join(60)
+        if thread.is_alive():
+            raise AssertionError("worker thread did not stop")
+    if errors:
+        raise errors[0]

@@ -2,67 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pgqueue
+from pgqueue.testing import worker_thread
+
+__all__ = ["spawn_worker", "wait_until", "worker_thread"]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def worker_thread(
-    app: pgqueue.App, worker: pgqueue.Worker | None = None, **settings: Any
-) -> Iterator[pgqueue.Worker]:
-    """A worker on its own event loop in a thread.
-
-    On leaving the block a burst worker is waited for (it stops by itself when the queue is
-    dry); any other worker is asked to stop gracefully.
-    """
-    settings.setdefault("handle_signals", False)
-    if worker is None:
-        worker = app.worker(**settings)
-    else:
-        settings["burst"] = worker.burst
-    loop_box: list[asyncio.AbstractEventLoop] = []
-    errors: list[BaseException] = []
-    started = threading.Event()
-
-    def main() -> None:
-        async def run() -> None:
-            loop_box.append(asyncio.get_running_loop())
-            started.set()
-            await worker.run()
-
-        try:
-            asyncio.run(run())
-        except BaseException as exc:
-            errors.append(exc)
-            started.set()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    started.wait(10)
-    try:
-        yield worker
-    finally:
-        if settings.get("burst"):
-            thread.join(60)
-        if loop_box and thread.is_alive():
-            loop_box[0].call_soon_threadsafe(worker.stop)
-        thread.join(60)
-        assert not thread.is_alive(), "worker thread did not stop"
-    if errors:
-        raise errors[0]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from pgqueue.cli import app as cli
-from pgqueue.cli.main import redact
+from pgqueue.cli._output import redact_dsn
 from typer.testing import CliRunner
 
 import pgqueue
@@ -80,8 +80,8 @@ def test_errors_are_one_line_without_traceback(
 
 
 def test_redaction_hides_passwords() -> None:
-    assert redact("postgresql://bob:hunter2@db/x failed") == "postgresql://bob:***@db/x failed"
-    assert redact("host=db password=hunter2 user=bob") == "host=db password=*** user=bob"
+    assert redact_dsn("postgresql://bob:hunter2@db/x failed") == "postgresql://bob:***@db/x failed"
+    assert redact_dsn("host=db password=hunter2 user=bob") == "host=db password=*** user=bob"
 
 
 def test_worker_command_bad_app_path(dsn: str) -> None:

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 import pgqueue
-from pgqueue._sql import latest_version
+from pgqueue._db.migrate import latest_version
 from tests.helpers import race
 
 

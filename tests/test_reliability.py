@@ -28,21 +28,25 @@ def scalar(db: psycopg.Connection[Any], query: str, *params: Any) -> Any:
     return row[0]
 
 
-class PausedCompleter(pgqueue.Worker):
+def paused_completer(worker: pgqueue.Worker, gate: threading.Event) -> pgqueue.Worker:
     """A worker frozen between 'the task returned' and 'its completion reached the database'
     for as long as the test needs: its outcome writes wait for a gate, and meanwhile it claims
-    nothing more (as a worker cut off from the database could not)."""
+    nothing more (as a worker cut off from the database could not). The seams are the
+    Producer's claim and the Completer's write."""
+    claim, write = worker.producer.claim, worker.completer.write
 
-    gate: threading.Event
-
-    async def _claim(self, limit: int, *, suspects: bool = False) -> list[Any]:
-        if self.stats["claimed"] and not self.gate.is_set():
+    async def gated_claim(limit: int, *, suspects: bool = False) -> list[Any]:
+        if worker.stats["claimed"] and not gate.is_set():
             return []
-        return await super()._claim(limit, suspects=suspects)
+        return await claim(limit, suspects=suspects)
 
-    async def _write_outcomes(self, batch: list[Any]) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 60)
-        await super()._write_outcomes(batch)
+    async def gated_write(batch: list[Any]) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 60)
+        await write(batch)
+
+    worker.producer.claim = gated_claim  # type: ignore[method-assign]
+    worker.completer.write = gated_write  # type: ignore[method-assign]
+    return worker
 
 
 def test_stale_worker_completion_changes_nothing(app: pgqueue.App, db: Any) -> None:
@@ -54,10 +58,13 @@ def test_stale_worker_completion_changes_nothing(app: pgqueue.App, db: Any) -> N
         return {"attempt": pgqueue.current_job().attempt}
 
     job = work.enqueue()
-    stale = PausedCompleter(
-        app, heartbeat_interval=100, heartbeat_timeout=300, handle_signals=False, poll_interval=0.1
+    gate = threading.Event()
+    stale = paused_completer(
+        app.worker(
+            heartbeat_interval=100, heartbeat_timeout=300, handle_signals=False, poll_interval=0.1
+        ),
+        gate,
     )
-    stale.gate = threading.Event()
     with worker_thread(app, worker=stale):
         assert returned.wait(10)
         # The first worker is now presumed dead (its heartbeat is an hour old)...
@@ -75,7 +82,7 @@ def test_stale_worker_completion_changes_nothing(app: pgqueue.App, db: Any) -> N
                 "the re-claimed run to complete",
             )
         assert rescuer.stats["rescued"] == 1 and rescuer.stats["completed"] == 1
-        stale.gate.set()  # the first run's completion finally arrives
+        gate.set()  # the first run's completion finally arrives
     assert stale.stats["stale"] == 1 and stale.stats["completed"] == 0
     info = app.get_job(job.id)
     assert info.state is pgqueue.JobState.COMPLETED
@@ -306,7 +313,7 @@ def test_lost_claim_reply_leaves_no_orphan(app: pgqueue.App, db: Any, listen: bo
     def work() -> None: ...
 
     with worker_thread(app, poll_interval=0.1, listen=listen) as worker:
-        wait_until(lambda: worker._pool is not None, 10, "start")
+        wait_until(lambda: worker.started, 10, "start")
         # Simulate it: rows claimed under this worker's id that it never saw.
         job = work.options(delay=3600).enqueue()  # not claimable by the normal path
         db.execute(
@@ -314,8 +321,8 @@ def test_lost_claim_reply_leaves_no_orphan(app: pgqueue.App, db: Any, listen: bo
             " lease = gen_random_uuid(), run_at = now() WHERE id = %s",
             [worker.id, job.id],
         )
-        worker._orphans_possible = True
-        worker._nudge()
+        worker.producer.orphans_possible = True
+        worker.producer.nudge()
         wait_until(
             lambda: app.get_job(job.id).state is pgqueue.JobState.COMPLETED,
             10,
@@ -325,24 +332,29 @@ def test_lost_claim_reply_leaves_no_orphan(app: pgqueue.App, db: Any, listen: bo
     assert worker.stats["released"] == 1
 
 
-class DeafListener(pgqueue.Worker):
+def deaf_listener(worker: pgqueue.Worker) -> pgqueue.Worker:
     """Its first LISTEN connection stays open but hears nothing: a half-open socket, as far
-    as the worker can tell."""
+    as the worker can tell (the seam is the Notifier's receive)."""
+    receive = worker.notifier.receive
+    deafened: list[bool] = []
 
-    deafened = False
-
-    async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        if not self.deafened:
-            self.deafened = True
+    async def deaf_receive(conn: psycopg.AsyncConnection[Any]) -> None:
+        if not deafened:
+            deafened.append(True)
             await conn.execute("UNLISTEN *")
-        await super()._receive(conn)
+        await receive(conn)
+
+    worker.notifier.receive = deaf_receive  # type: ignore[method-assign]
+    return worker
 
 
 def test_silent_listener_is_detected_and_rebuilt(app: pgqueue.App, db: Any) -> None:
     @app.task(name="deaf.probe")
     def probe() -> None: ...
 
-    worker = DeafListener(app, poll_interval=30, listener_check_interval=0.3, handle_signals=False)
+    worker = deaf_listener(
+        app.worker(poll_interval=30, listener_check_interval=0.3, handle_signals=False)
+    )
     with worker_thread(app, worker=worker):
         wait_until(lambda: worker.stats["listener_rebuilds"] >= 1, 10, "a rebuilt listener")
         time.sleep(0.2)

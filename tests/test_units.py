@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 import pytest
 
 import pgqueue
-from pgqueue._app import _normalize_dsn
-from pgqueue._policy import RetryPolicy, decide_failure
-from pgqueue._validate import MAX_PAYLOAD_BYTES, encode_args, encode_json
+from pgqueue._core.retry import RetryPolicy, decide_failure
+from pgqueue._core.validate import MAX_PAYLOAD_BYTES, encode_args, encode_json
+from pgqueue._db.pools import normalize_dsn as _normalize_dsn
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:

@@ -191,7 +191,7 @@ def test_higher_priority_job_overtakes_a_busy_backlog(app: pgqueue.App, db: Any)
 
     slow.enqueue_many({"n": n} for n in range(3000))
     worker = app.worker(concurrency=2, burst=True, handle_signals=False)
-    worker.cursor_ttl = 0.3
+    worker.producer.cursor.ttl = 0.3
     with worker_thread(app, worker):
         wait_until(lambda: worker.stats["claimed"] >= 100, 30, "the backlog under way")
         urgent = slow.options(priority=5).enqueue(n=-1)
@@ -232,7 +232,7 @@ def _start_latency(app: pgqueue.App, db: Any, **settings: Any) -> float:
     def probe() -> None: ...
 
     with worker_thread(app, **settings) as worker:
-        wait_until(lambda: worker._pool is not None, 10, "worker start")
+        wait_until(lambda: worker.started, 10, "worker start")
         time.sleep(0.3)  # idle: the startup poll is over, the listener is listening
         job = probe.enqueue()
         job.wait(timeout=15)

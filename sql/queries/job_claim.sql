@@ -98,9 +98,19 @@ commit_mode AS (
 )
 -- Claimed jobs first (true), then the ids of accepted completions (false), each of which
 -- wakes `job.wait()` callers (notifications are folded per transaction by PostgreSQL).
-SELECT true, id, task, queue, args, attempt, max_attempts, lease, timeout, priority, run_at
+--
+-- The claimed jobs come back in claim order (priority DESC, run_at, id), because the worker
+-- starts them in the order they arrive: higher priority first, FIFO within a priority, also
+-- inside one batch. UPDATE ... RETURNING yields rows in the order the update happened to
+-- visit them (by id through the primary key, or physical order), not the candidates' order,
+-- and only an ORDER BY on the statement itself guarantees an order. Sorting a batch (at
+-- most `limit` rows plus the recorded ids) costs microseconds; priority and run_at are the
+-- claimed rows' own values, which the claim does not change.
+SELECT true AS claimed, id, task, queue, args, attempt, max_attempts, lease, timeout,
+       priority, run_at
   FROM claimed CROSS JOIN commit_mode
 UNION ALL
 SELECT false, id, NULL::text, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
        NULL::text, NULL::double precision, NULL::integer, NULL::timestamptz
   FROM done, LATERAL (SELECT pg_notify(%(done_channel)s, '')) AS wake
+ ORDER BY claimed DESC, priority DESC, run_at, id

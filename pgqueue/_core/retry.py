@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ._validate import check_seconds
-from .errors import ValidationError
+from ..errors import ValidationError
+from ..types import JobState
+from .validate import check_seconds
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ DEFAULT_RETRY = RetryPolicy()
 class FailureDecision:
     """What to write for a failed attempt: `retrying` after `delay` seconds, or `failed`."""
 
-    state: str
+    state: JobState
     delay: float
 
 
@@ -61,5 +62,5 @@ def decide_failure(
     attempt: int, max_attempts: int, policy: RetryPolicy, *, retryable: bool = True
 ) -> FailureDecision:
     if retryable and attempt < max_attempts:
-        return FailureDecision("retrying", policy.delay(attempt))
-    return FailureDecision("failed", 0.0)
+        return FailureDecision(JobState.RETRYING, policy.delay(attempt))
+    return FailureDecision(JobState.FAILED, 0.0)

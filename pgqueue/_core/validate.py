@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConfigurationError, ValidationError
+from ..errors import ConfigurationError, ValidationError
 
 #: Queue and task names: letters, digits and `_ . : -`, 1 to 128 characters, not starting with
 #: punctuation other than `_`. The same pattern is a CHECK constraint on the table.

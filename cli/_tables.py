@@ -1,0 +1,176 @@
+"""The tables and warnings that `status`, `jobs`, `job`, `top` and `demo` show.
+
+Shared by several screens, so they live here rather than in any one command: `top` and
+`demo` must render the same queue table as `status` without importing `main`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+import pgqueue
+
+from ._output import cell, jsonable
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+#: `pgqueue jobs --stuck` shows why a job is stuck; the plain listing shows what it is.
+_STUCK_COLUMNS = [
+    "id",
+    "task",
+    "queue",
+    "state",
+    "bucket",
+    "running_seconds",
+    "rescue_count",
+    "worker",
+    "worker_alive",
+]
+_JOB_COLUMNS = ["id", "task", "queue", "state", "attempt", "created_at", "last_error"]
+
+#: The order in which `pgqueue job` lists one job's fields: what, where, when, who.
+_JOB_FIELDS = (
+    "task",
+    "queue",
+    "state",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "args",
+    "result",
+    "unique_key",
+    "created_at",
+    "run_at",
+    "started_at",
+    "finished_at",
+    "worker",
+)
+
+
+def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table:
+    """One row per queue, narrow enough for an 80-column terminal."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    width = max([len(s.queue) + (9 if s.paused else 0) for s in stats] + [5])
+    table.add_column("queue", style="bold", no_wrap=True, min_width=min(width, 40))
+    # Short headers so the table fits an 80-column terminal.
+    for col in (
+        "sched",
+        "avail",
+        "run",
+        "retry",
+        "done",
+        "failed",
+        "cancel",
+        "lag",
+        "done/m",
+        "fail/h",
+    ):
+        table.add_column(col, justify="right", min_width=max(len(col), 4), no_wrap=True)
+    for s in stats:
+        name = f"{s.queue} [yellow](paused)[/]" if s.paused else s.queue
+        table.add_row(
+            name,
+            str(s.scheduled),
+            str(s.available),
+            str(s.running),
+            str(s.retrying),
+            f"[green]{s.completed}[/]",
+            f"[red]{s.failed}[/]" if s.failed else "0",
+            str(s.cancelled),
+            f"{s.lag_seconds:.1f}s",
+            str(s.completed_last_minute),
+            str(s.failed_last_hour),
+        )
+    return table
+
+
+def status_warnings(stats: list[pgqueue.QueueStats], stuck: list[dict[str, Any]]) -> list[str]:
+    """What an operator should look at first, in plain words."""
+    lines = [f"queue {s.queue} is paused ({s.available} jobs waiting)" for s in stats if s.paused]
+    running = [j for j in stuck if j["state"] == "running"]
+    orphaned = [j for j in running if not j["worker_alive"]]
+    if running:
+        lines.append(
+            f"{len(running)} running job(s) past their expected time"
+            + (f", {len(orphaned)} on a dead worker" if orphaned else "")
+            + ": pgqueue jobs --stuck"
+        )
+    troubled = len(stuck) - len(running)
+    if troubled:
+        lines.append(f"{troubled} job(s) rescued or retried several times: pgqueue jobs --stuck")
+    return lines
+
+
+def sparkline(values: list[int]) -> str:
+    """A trend in one line of text, scaled to its own peak so that a quiet queue still shows."""
+    peak = max(values) if values and max(values) > 0 else 1
+    return "".join(_BARS[round(v / peak * (len(_BARS) - 1))] for v in values)
+
+
+def workers_table(workers: list[dict[str, Any]]) -> Table:
+    """Who is serving what, with a silent worker marked so an operator spots a dead one."""
+    table = Table(title="workers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("worker", "queues", "running", "heartbeat", "role"):
+        table.add_column(col, no_wrap=True)
+    for w in workers:
+        heartbeat = f"{w['silent_seconds']:.1f}s ago"
+        table.add_row(
+            f"{w['hostname']}:{w['pid']}",
+            ",".join(w["queues"] or ["all"]),
+            f"{w['running']}/{w['concurrency']}",
+            heartbeat if w["alive"] else f"[red]{heartbeat} (dead?)[/]",
+            "leader" if w["leader"] else "",
+        )
+    return table
+
+
+def failures_table(failures: list[dict[str, Any]]) -> Table:
+    """The latest errors, one line each except the message, which may need the room."""
+    table = Table(
+        title="recent failures", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for col in ("id", "task", "queue", "state", "attempt", "error"):
+        table.add_column(col, overflow="ellipsis", no_wrap=col != "error")
+    for f in failures:
+        table.add_row(
+            str(f["id"]),
+            f["task"],
+            f["queue"],
+            f["state"],
+            str(f["attempt"]),
+            f["last_error"] or "",
+        )
+    return table
+
+
+def jobs_table(rows: list[dict[str, Any]], *, stuck: bool) -> Table:
+    """A job listing whose long values fold rather than vanish: ids and errors get copied."""
+    columns = _STUCK_COLUMNS if stuck else _JOB_COLUMNS
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(row.get(col)) for col in columns))
+    return table
+
+
+def job_table(info: pgqueue.JobInfo) -> Table:
+    """One job's fields, with args and result as JSON so they can be pasted back."""
+    table = Table(show_header=False, title=f"job {info.id}", title_justify="left")
+    for field in _JOB_FIELDS:
+        value = getattr(info, field)
+        table.add_row(
+            field,
+            json.dumps(jsonable(value)) if isinstance(value, dict | list) else str(jsonable(value)),
+        )
+    return table

@@ -1,0 +1,117 @@
+"""The Client runs plans: it picks the target (the caller's connection or session, or one of
+the App's pools), checks the schema once per App, and drives the plan sync or async.
+
+This is the only place the sync and async sides differ, and they differ by one `await`:
+every public method of App, Task, TaskCall and Job is a shell over a plan run here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._core import waiting
+from ._core.plan import Plan, Step
+from ._core.schema import check_schema
+from ._core.spec import JobSpec
+from ._db.migrate import latest_version
+from ._db.pools import Database
+from ._db.queries import Queries
+from ._db.targets import (
+    AsyncPsycopgTarget,
+    PsycopgTarget,
+    async_target,
+    drive,
+    drive_async,
+    sync_target,
+)
+
+T = TypeVar("T")
+
+
+def _prefixed(prefix: Plan[None], first: Step, plan: Plan[T]) -> Plan[T]:
+    """`prefix`, then the rest of a plan whose first step was already taken."""
+    yield from prefix
+    step = first
+    while True:
+        try:
+            sent = yield step
+        except Exception as exc:  # thrown in by the driver: the plan may handle it
+            try:
+                step = plan.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            continue
+        try:
+            step = plan.send(sent)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+class Client:
+    def __init__(self, database: Database, queries: Queries) -> None:
+        self.database = database
+        self.queries = queries
+        self.schema_ok = False
+        #: Set by `pgqueue.testing.inline`: run tasks at enqueue time instead of storing them.
+        self.inline: Callable[[JobSpec], Any] | None = None
+
+    def _start(self, plan: Plan[T]) -> tuple[Step, Plan[T]] | tuple[None, T]:
+        """Take the plan's first step before any connection is touched, so its validation
+        errors come first; prepend the schema check the first time."""
+        try:
+            first = next(plan)
+        except StopIteration as done:
+            return None, done.value
+        if self.schema_ok:
+            return first, plan
+        checked = _prefixed(self._check_schema(), first, plan)
+        return next(checked), checked
+
+    def _check_schema(self) -> Plan[None]:
+        yield from check_schema(self.queries.schema, latest_version())
+        self.schema_ok = True
+
+    def run(self, plan: Plan[T], external: Any = None, *, atomic: bool = False) -> T:
+        """Run a plan on `external` (the caller's connection or session: their transaction)
+        or on a pooled connection (`atomic`: in a transaction of its own)."""
+        first, rest = self._start(plan)
+        if first is None:
+            return rest  # type: ignore[return-value]
+        assert not isinstance(rest, type(None))
+        if external is not None:
+            return drive(rest, sync_target(external, self.queries), first)  # type: ignore[arg-type]
+        with self.database.connection(atomic=atomic) as conn:
+            target = PsycopgTarget(conn, self.queries, listen=False)
+            return drive(rest, target, first)  # type: ignore[arg-type]
+
+    async def run_async(self, plan: Plan[T], external: Any = None, *, atomic: bool = False) -> T:
+        first, rest = self._start(plan)
+        if first is None:
+            return rest  # type: ignore[return-value]
+        if external is not None:
+            target = async_target(external, self.queries)
+            return await drive_async(rest, target, first)  # type: ignore[arg-type]
+        async with self.database.aconnection(atomic=atomic) as conn:
+            pooled = AsyncPsycopgTarget(conn, self.queries, listen=False)
+            return await drive_async(rest, pooled, first)  # type: ignore[arg-type]
+
+    def wait(self, job_id: int, timeout: float | None) -> Any:
+        """Block until the job finishes, on a dedicated connection that LISTENs (or polls,
+        where no listening connection can be had)."""
+        plan = waiting.wait(job_id, timeout, self.queries.done_channel, time.monotonic)
+        first, rest = self._start(plan)
+        can_listen = self.database.listen_dsn is not None
+        with self.database.connect(listen=can_listen) as conn:
+            target = PsycopgTarget(conn, self.queries, listen=can_listen)
+            return drive(rest, target, first)  # type: ignore[arg-type]
+
+    async def wait_async(self, job_id: int, timeout: float | None) -> Any:
+        plan = waiting.wait(job_id, timeout, self.queries.done_channel, time.monotonic)
+        first, rest = self._start(plan)
+        can_listen = self.database.listen_dsn is not None
+        conn = await self.database.aconnect(listen=can_listen)
+        async with conn:
+            target = AsyncPsycopgTarget(conn, self.queries, listen=can_listen)
+            return await drive_async(rest, target, first)  # type: ignore[arg-type]

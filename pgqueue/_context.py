@@ -1,0 +1,32 @@
+"""What a running task may ask about its own job: `pgqueue.current_job()`."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+
+from ._core.claiming import ClaimedJob
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running task may ask about its own job (`pgqueue.current_job()`)."""
+
+    id: int
+    task: str
+    queue: str
+    attempt: int
+    max_attempts: int
+
+
+#: The claimed row itself; the JobContext is built only for a task that asks for it.
+current: contextvars.ContextVar[ClaimedJob] = contextvars.ContextVar("pgqueue_current_job")
+
+
+def current_job() -> JobContext:
+    """The job the calling task is running for; raises LookupError outside a task."""
+    try:
+        job = current.get()
+    except LookupError:
+        raise LookupError("current_job() is only available inside a running task") from None
+    return JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts)

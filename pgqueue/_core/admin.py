@@ -1,0 +1,128 @@
+"""The operator and read API as plans: validation first, then the named query, then rows
+turned into typed values. The App's sync and async methods are shells over these."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import JobNotFound, ValidationError
+from ..types import JobInfo, JobState, QueueStats
+from .plan import DuplicateKey, Plan, Query
+from .validate import check_int, check_name, check_seconds
+
+
+def job_info(row: Mapping[str, Any]) -> JobInfo:
+    """A `job_get` row (by column name) as a JobInfo."""
+    return JobInfo(**{**row, "state": JobState(row["state"]), "errors": list(row["errors"] or [])})
+
+
+def get_job(job_id: int) -> Plan[JobInfo]:
+    params = {"id": check_int("job id", job_id, bits=64)}
+    rows = yield Query("job_get", params, columns=True)
+    if not rows:
+        raise JobNotFound(f"no job with id {job_id}")
+    return job_info(rows[0])
+
+
+def cancel(job_id: int) -> Plan[bool]:
+    """Cancel a job; False if it is already finished (or does not exist)."""
+    params = {"id": check_int("job id", job_id, bits=64)}
+    return bool((yield Query("job_cancel", params)))
+
+
+def retry(job_id: int) -> Plan[bool]:
+    params = {"id": check_int("job id", job_id, bits=64)}
+    try:
+        rows = yield Query("job_retry", params)
+    except DuplicateKey:
+        raise ValidationError(
+            f"job {job_id} cannot run again: an unfinished job holds its unique_key"
+        ) from None
+    return bool(rows)
+
+
+def retry_failed(queue: str | None) -> Plan[int]:
+    if queue is not None:
+        check_name("queue", queue)
+    return len((yield Query("job_retry_failed", {"queue": queue})))
+
+
+def pause(queue: str, paused: bool) -> Plan[None]:
+    params = {"queue": check_name("queue", queue), "paused": paused}
+    yield Query("queue_pause", params)
+    if not paused:
+        yield Query("queue_notify", {"queues": [queue]})
+
+
+def prune_batch(older_than: float | None, batch: int) -> Plan[int]:
+    """One batch of retention; the caller loops (each batch its own short transaction)."""
+    rows = yield Query("job_prune", {"older_than": older_than, "batch": batch})
+    return len(rows)
+
+
+def check_prune(older_than: float | None, batch: int) -> None:
+    if older_than is not None:
+        check_seconds("older_than", older_than)
+    check_int("batch", batch, minimum=1)
+
+
+def list_jobs(
+    *,
+    state: str | None,
+    queue: str | None,
+    task: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    limit: int,
+) -> Plan[list[dict[str, Any]]]:
+    if state is not None:
+        JobState(state)  # ValueError names the bad state
+    for kind, name in (("queue", queue), ("task", task)):
+        if name is not None:
+            check_name(kind, name)
+    params = {
+        "state": state,
+        "queue": queue,
+        "task": task,
+        "older_than": older_than,
+        "newer_than": newer_than,
+        "limit": check_int("limit", limit, minimum=1),
+    }
+    rows: list[dict[str, Any]] = yield Query("job_list", params, columns=True)
+    return rows
+
+
+def listing(query: str, limit: int | None = None) -> Plan[list[dict[str, Any]]]:
+    """Rows of an operator listing (`stuck_list`, `worker_list`, `recent_failures`)."""
+    params = None if limit is None else {"limit": check_int("limit", limit, minimum=1)}
+    rows: list[dict[str, Any]] = yield Query(query, params, columns=True)
+    return rows
+
+
+def throughput(bucket: float, buckets: int) -> Plan[list[tuple[int, int]]]:
+    """(completed, failed) per bucket of `bucket` seconds, oldest first."""
+    rows = yield Query("throughput", {"bucket": bucket, "buckets": buckets})
+    by_age = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+    return [by_age.get(age, (0, 0)) for age in range(buckets - 1, -1, -1)]
+
+
+def unfinished(job_ids: Sequence[int]) -> Plan[int]:
+    rows = yield Query("job_count_unfinished", {"ids": list(job_ids)})
+    return int(rows[0][0])
+
+
+def queue_stats() -> Plan[list[QueueStats]]:
+    return [QueueStats(**row) for row in (yield Query("queue_stats", None, columns=True))]
+
+
+def enqueued(task: str, args_json: str, queue: str | None) -> Plan[list[dict[str, Any]]]:
+    """Waiting jobs of a task whose arguments contain `args_json` (testing helpers)."""
+    params = {"task": task, "args": args_json, "queue": queue}
+    rows: list[dict[str, Any]] = yield Query("job_enqueued", params, columns=True)
+    return rows
+
+
+def enqueued_all() -> Plan[list[tuple[Any, ...]]]:
+    rows: list[tuple[Any, ...]] = yield Query("job_enqueued_all")
+    return rows

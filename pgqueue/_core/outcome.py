@@ -1,0 +1,76 @@
+"""What one attempt came to: the Outcome the completer writes, and the pure builders of it."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, NamedTuple
+
+from ..errors import JobTimeout, ValidationError
+from ..types import JobState
+from .claiming import ClaimedJob
+from .retry import RetryPolicy, decide_failure
+from .validate import encode_result
+
+#: Characters of traceback kept per failed attempt: enough to find the line, bounded so that
+#: a job failing in deep recursion cannot bloat its row.
+TRACEBACK_LIMIT = 8000
+
+
+class Outcome(NamedTuple):
+    """What one attempt came to, waiting in the completer's buffer."""
+
+    job: ClaimedJob
+    result: str | None = None  # JSON text, for a success
+    error: dict[str, Any] | None = None
+    state: JobState = JobState.COMPLETED  # completed | retrying | failed | cancelled
+    duration: float = 0.0
+    delay: float = 0.0
+
+
+def storable(text: str) -> str:
+    """jsonb refuses NUL and lone surrogates; an error message must never be refused."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_record(exc: BaseException, worker: str, kind: str = "error") -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {
+        "type": storable(type(exc).__name__),
+        "message": storable(str(exc)[:2000]),
+        "traceback": storable(tb[-TRACEBACK_LIMIT:]),
+        "kind": kind,
+        "worker": worker,
+    }
+
+
+def failure(
+    job: ClaimedJob,
+    exc: BaseException,
+    policy: RetryPolicy,
+    worker: str,
+    *,
+    retryable: bool = True,
+) -> Outcome:
+    """The outcome of a failed attempt: retried after a backoff, or failed for good."""
+    decision = decide_failure(job.attempt, job.max_attempts, policy, retryable=retryable)
+    kind = "timeout" if isinstance(exc, JobTimeout) else "error"
+    return Outcome(
+        job, error=error_record(exc, worker, kind), state=decision.state, delay=decision.delay
+    )
+
+
+def success(
+    job: ClaimedJob, result: Any, duration: float, policy: RetryPolicy, worker: str
+) -> Outcome:
+    try:
+        encoded = encode_result(result)
+    except ValidationError as exc:
+        # The task ran but returned something that cannot be stored: running it again
+        # would repeat its effects for the same outcome.
+        return failure(job, exc, policy, worker, retryable=False)
+    return Outcome(job, result=encoded, duration=duration)
+
+
+def cancelled(job: ClaimedJob, exc: BaseException, worker: str) -> Outcome:
+    """An operator cancelled the run: the job ends `cancelled`, whatever its attempts."""
+    return Outcome(job, error=error_record(exc, worker, "cancel"), state=JobState.CANCELLED)

@@ -1,0 +1,73 @@
+"""Plans: the client's logic written once, as generators that yield the steps to run.
+
+A plan never touches a connection. It yields a step (a named query, a LISTEN, a wait for a
+notification) and receives that step's result; a driver in `pgqueue._db.targets` runs the
+steps on a sync or an async connection. So enqueue, the admin API and `wait` exist once, and
+the sync and async public methods are one-line shells over the same plan (psycopg 3's
+generators-plus-`wait()` split, at pgqueue's scale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Query:
+    """Run the named query (`sql/queries/<name>.sql`) with these parameters.
+
+    The result sent back is the list of row tuples, or of dicts keyed by column name when
+    `columns` is set (operator listings), or an empty list for a statement without rows.
+    """
+
+    name: str
+    params: Mapping[str, Any] | None = None
+    columns: bool = False
+
+
+@dataclass(frozen=True)
+class Listen:
+    """LISTEN on a channel (the driver quotes it); the result is whether it listens now.
+
+    A driver without a listening connection (behind a transaction-mode pooler with no
+    `listen_dsn`) answers False, and the plan polls instead.
+    """
+
+    channel: str
+
+
+@dataclass(frozen=True)
+class AwaitNotify:
+    """Wait until a notification arrives on a LISTENed channel, or `timeout` seconds pass.
+
+    Without a listening connection the driver just sleeps for `timeout`."""
+
+    timeout: float
+
+
+Step = Query | Listen | AwaitNotify
+#: A plan yields steps, receives each step's result, and returns its value.
+Plan = Generator[Step, Any, T]
+
+
+class DuplicateKey(Exception):
+    """Thrown into a plan by a driver when a statement hit a unique constraint.
+
+    Plans cannot catch driver exceptions (the core does not know the driver); this one they
+    may turn into a meaningful error, such as a retry refused because of a `unique_key`."""
+
+
+def run_pure(plan: Plan[T], results: list[Any]) -> tuple[list[Step], T]:
+    """Drive a plan with canned results (unit tests): the steps it yielded and its value."""
+    steps: list[Step] = []
+    feed = iter(results)
+    try:
+        steps.append(next(plan))
+        while True:
+            steps.append(plan.send(next(feed)))
+    except StopIteration as done:
+        return steps, done.value

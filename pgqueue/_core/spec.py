@@ -1,0 +1,67 @@
+"""What one enqueue writes: a JobSpec per job, and how a bulk call is cut into statements.
+
+Defaults a caller did not choose (queue `default`, 3 attempts, priority 0) are decided once,
+in the database's enqueue functions (`enqueue_job`, `enqueue_many`): a spec carries None for
+them, so Python, SQL clients and triggers can never disagree about a default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+#: Rows per statement in `enqueue_many`: big enough to amortise the round trip, small enough
+#: that one statement's JSON document stays a few MB.
+ENQUEUE_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job to insert, validated and encoded (`args` is JSON text)."""
+
+    task: str
+    args: str
+    queue: str | None = None
+    priority: int | None = None
+    run_at: datetime | None = None
+    delay: float | None = None
+    unique_key: str | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of `job_enqueue`."""
+        return {
+            "task": self.task,
+            "args": self.args,
+            "queue": self.queue,
+            "priority": self.priority,
+            "run_at": self.run_at,
+            "delay": self.delay,
+            "unique_key": self.unique_key,
+            "max_attempts": self.max_attempts,
+            "timeout": self.timeout,
+        }
+
+
+def chunks(specs: Sequence[JobSpec], size: int = ENQUEUE_CHUNK) -> Iterator[Sequence[JobSpec]]:
+    for start in range(0, len(specs), size):
+        yield specs[start : start + size]
+
+
+def chunk_params(chunk: Sequence[JobSpec]) -> dict[str, Any]:
+    """Parameters of `job_enqueue_many`: the jobs of one bulk call differ only in their
+    arguments (one task, one set of options), which travel as a single JSON array."""
+    first = chunk[0]
+    return {
+        "task": first.task,
+        "queue": first.queue,
+        "priority": first.priority,
+        "run_at": first.run_at,
+        "delay": first.delay,
+        "max_attempts": first.max_attempts,
+        "timeout": first.timeout,
+        "args": "[" + ",".join([s.args for s in chunk]) + "]",
+    }

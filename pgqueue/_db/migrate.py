@@ -1,0 +1,88 @@
+"""Migrations: numbered SQL files under `sql/`, applied in order, each in its own transaction."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .queries import sql_dir
+
+_MIGRATION_FILE = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    text: str
+
+
+@functools.cache
+def migrations() -> tuple[Migration, ...]:
+    found = []
+    for entry in sql_dir().iterdir():
+        match = _MIGRATION_FILE.fullmatch(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"pgqueue migrations are not numbered 1..n: {versions}")
+    return tuple(found)
+
+
+def latest_version() -> int:
+    return migrations()[-1].version
+
+
+def migrate(conninfo: str, schema: str, kwargs: dict[str, Any] | None = None) -> list[int]:
+    """Apply pending migrations in order; return the versions applied by this call.
+
+    A session advisory lock serializes concurrent migrators (two deploys starting at once);
+    each migration runs in its own transaction and inserts its version row first, so a
+    migrator that somehow raced past the lock fails on the primary key instead of applying
+    a migration twice.
+    """
+    ident = sql.Identifier(schema)
+    lock_key = f"pgqueue.migrate:{schema}"
+    applied: list[int] = []
+    with psycopg.connect(conninfo, autocommit=True, **(kwargs or {})) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [lock_key])
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {}.migrations ("
+                        " version integer PRIMARY KEY,"
+                        " name text NOT NULL,"
+                        " applied_at timestamptz NOT NULL DEFAULT now())"
+                    ).format(ident)
+                )
+            done = {
+                row[0]
+                for row in conn.execute(
+                    sql.SQL("SELECT version FROM {}.migrations").format(ident)
+                ).fetchall()
+            }
+            for migration in migrations():
+                if migration.version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(
+                        sql.SQL("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)").format(
+                            ident
+                        ),
+                        [migration.version, migration.name],
+                    )
+                    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
+                    conn.execute(migration.text.encode())
+                applied.append(migration.version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [lock_key])
+    return applied

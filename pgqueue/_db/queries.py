@@ -1,0 +1,101 @@
+"""Named queries from `sql/queries`, rendered once per schema, and the claim variants.
+
+Query files name the schema as `{schema}`; it is rendered once per App with
+`psycopg.sql.Identifier`, so a schema name is always quoted and never formatted into text by
+hand. Parameters stay `%(name)s` placeholders, which run unchanged on a psycopg cursor and
+through SQLAlchemy's `exec_driver_sql`, so the caller's transaction is honoured either way.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+
+from psycopg import sql
+
+
+def sql_dir() -> Traversable:
+    try:
+        return resources.files("pgqueue.sql")
+    except ModuleNotFoundError:  # running from a source tree that was never installed
+        return Path(__file__).resolve().parent.parent.parent / "sql"
+
+
+@functools.cache
+def _query_texts() -> dict[str, str]:
+    folder = sql_dir().joinpath("queries")
+    return {
+        entry.name.removesuffix(".sql"): entry.read_text(encoding="utf-8")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    }
+
+
+#: Queries rendered twice with different literal fragments (a parameter would hide the
+#: predicate from the planner's partial-index matching): file -> {name: fragments}.
+_QUEUE_FILTERS = {
+    "_one": "queue = %(queue)s::text",  # in index order, straight from jobs_claim_queue_idx
+    "_some": "queue = ANY(%(queues)s::text[])",
+    "_all": "true",
+}
+_SUSPECT_FILTERS = {"": "rescue_count = 0", "_suspect": "rescue_count > 0"}
+#: A claim continuing after the worker's previous one: equality on the leading key and a row
+#: comparison on the rest, which the btree turns into the scan's starting point.
+_CURSOR_FILTER = (
+    "priority = %(after_priority)s::integer"
+    " AND (run_at, id) > (%(after_run_at)s::timestamptz, %(after_id)s::bigint)"
+)
+_VARIANTS = {
+    "job_claim": {
+        f"job_claim{suspect}{queues}": {
+            "queue_filter": qf,
+            "suspect_filter": sf,
+            "cursor_filter": "true",
+        }
+        for suspect, sf in _SUSPECT_FILTERS.items()
+        for queues, qf in _QUEUE_FILTERS.items()
+    }
+    | {
+        # Ordinary claims in one index order only: every queue, or one queue.
+        f"job_claim_after{queues}": {
+            "queue_filter": _QUEUE_FILTERS[queues],
+            "suspect_filter": _SUSPECT_FILTERS[""],
+            "cursor_filter": _CURSOR_FILTER,
+        }
+        for queues in ("_one", "_all")
+    },
+}
+
+
+class Queries:
+    """The named queries, rendered for one schema."""
+
+    def __init__(self, schema: str) -> None:
+        ident = sql.Identifier(schema)
+        self.schema = schema
+        self._texts: dict[str, str] = {}
+        for name, text in _query_texts().items():
+            variants = _VARIANTS.get(name, {name: {}})
+            for variant, fragments in variants.items():
+                parts = {k: sql.SQL(v) for k, v in fragments.items()}
+                self._texts[variant] = sql.SQL(text).format(schema=ident, **parts).as_string()
+        self.jobs_channel = f"{schema}_jobs"
+        self.done_channel = f"{schema}_done"
+        self.jobs_table = f"{ident.as_string()}.jobs"
+        #: A utility statement (it cannot be prepared, so it is no named query): planner
+        #: statistics for the jobs table, when jobs_analyze_needed says they are missing or
+        #: stale (autovacuum off, or a bulk load that outran it). Needs the table's owner.
+        self.analyze_jobs = f"ANALYZE {self.jobs_table}"
+
+    @staticmethod
+    def listen(channel: str) -> str:
+        """`LISTEN` on a channel, quoted as an identifier."""
+        return sql.SQL("LISTEN {}").format(sql.Identifier(channel)).as_string()
+
+    def __getitem__(self, name: str) -> str:
+        return self._texts[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._texts)

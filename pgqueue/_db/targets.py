@@ -1,0 +1,249 @@
+"""Drivers: run a plan's steps on a connection, sync or async.
+
+A target wraps what the caller handed us (a psycopg connection, a SQLAlchemy Session or
+Connection) or one of pgqueue's own connections, and runs one step at a time. `drive` and
+`drive_async` are the only loops over a plan; they differ by one `await`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+
+from .._core.plan import AwaitNotify, DuplicateKey, Listen, Plan, Query, Step
+from ..errors import ValidationError
+from .queries import Queries
+
+T = TypeVar("T")
+
+
+class SyncTarget(Protocol):
+    def run(self, step: Step) -> Any: ...
+
+
+class AsyncTarget(Protocol):
+    async def run(self, step: Step) -> Any: ...
+
+
+def _as_dicts(names: list[str], rows: list[Any]) -> list[dict[str, Any]]:
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+class PsycopgTarget:
+    """A psycopg Connection: the caller's (their transaction) or one of pgqueue's."""
+
+    def __init__(self, conn: psycopg.Connection[Any], queries: Queries, *, listen: bool) -> None:
+        self.conn = conn
+        self.queries = queries
+        self.can_listen = listen
+        self.listening = False
+
+    def run(self, step: Step) -> Any:
+        if isinstance(step, Query):
+            try:
+                cur = self.conn.execute(self.queries[step.name], step.params)
+            except psycopg.errors.UniqueViolation as exc:
+                raise DuplicateKey(str(exc)) from exc
+            if cur.description is None:
+                return []
+            rows = cur.fetchall()
+            return _as_dicts([c.name for c in cur.description], rows) if step.columns else rows
+        if isinstance(step, Listen):
+            if self.can_listen:
+                self.conn.execute(Queries.listen(step.channel))
+                self.listening = True
+            return self.listening
+        if isinstance(step, AwaitNotify):
+            if not self.listening:
+                time.sleep(step.timeout)
+                return None
+            for _ in self.conn.notifies(timeout=step.timeout, stop_after=1):
+                pass
+            return None
+        raise TypeError(f"unknown plan step {step!r}")
+
+
+class AsyncPsycopgTarget:
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], queries: Queries, *, listen: bool
+    ) -> None:
+        self.conn = conn
+        self.queries = queries
+        self.can_listen = listen
+        self.listening = False
+
+    async def run(self, step: Step) -> Any:
+        if isinstance(step, Query):
+            try:
+                cur = await self.conn.execute(self.queries[step.name], step.params)
+            except psycopg.errors.UniqueViolation as exc:
+                raise DuplicateKey(str(exc)) from exc
+            if cur.description is None:
+                return []
+            rows = await cur.fetchall()
+            return _as_dicts([c.name for c in cur.description], rows) if step.columns else rows
+        if isinstance(step, Listen):
+            if self.can_listen:
+                await self.conn.execute(Queries.listen(step.channel))
+                self.listening = True
+            return self.listening
+        if isinstance(step, AwaitNotify):
+            if not self.listening:
+                await asyncio.sleep(step.timeout)
+                return None
+            async for _ in self.conn.notifies(timeout=step.timeout, stop_after=1):
+                pass
+            return None
+        raise TypeError(f"unknown plan step {step!r}")
+
+
+class SqlAlchemyTarget:
+    """A SQLAlchemy Session or Connection: statements join its transaction; it never LISTENs
+    (a caller's transaction is not a place to wait for notifications)."""
+
+    def __init__(self, session: Any, queries: Queries) -> None:
+        self.session = session
+        self.queries = queries
+
+    def run(self, step: Step) -> Any:
+        if not isinstance(step, Query):
+            return _no_listen(step)
+        conn = self.session.connection() if hasattr(self.session, "get_bind") else self.session
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            result = conn.exec_driver_sql(self.queries[step.name], _params(step.params))
+        except IntegrityError as exc:
+            if isinstance(exc.orig, psycopg.errors.UniqueViolation):
+                raise DuplicateKey(str(exc.orig)) from exc
+            raise
+        if not result.returns_rows:
+            return []
+        rows = [tuple(r) for r in result.fetchall()]
+        return _as_dicts(list(result.keys()), rows) if step.columns else rows
+
+
+class AsyncSqlAlchemyTarget:
+    def __init__(self, session: Any, queries: Queries) -> None:
+        self.session = session
+        self.queries = queries
+
+    async def run(self, step: Step) -> Any:
+        if not isinstance(step, Query):
+            return _no_listen(step)
+        session = self.session
+        conn = (await session.connection()) if hasattr(session, "get_bind") else session
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            result = await conn.exec_driver_sql(self.queries[step.name], _params(step.params))
+        except IntegrityError as exc:
+            if isinstance(exc.orig, psycopg.errors.UniqueViolation):
+                raise DuplicateKey(str(exc.orig)) from exc
+            raise
+        if not result.returns_rows:
+            return []
+        rows = [tuple(r) for r in result.fetchall()]
+        return _as_dicts(list(result.keys()), rows) if step.columns else rows
+
+
+def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(params) if params else {}
+
+
+def _no_listen(step: Step) -> Any:
+    if isinstance(step, Listen):
+        return False
+    if isinstance(step, AwaitNotify):
+        raise TypeError("a SQLAlchemy target cannot wait for notifications")
+    raise TypeError(f"unknown plan step {step!r}")
+
+
+def _sqlalchemy_kind(obj: Any) -> str | None:
+    """'sync' or 'async' for a SQLAlchemy Session or Connection (subclasses included).
+
+    Imported only when the object could be one of SQLAlchemy's own (an app's Session
+    subclass lives in the app's module)."""
+    if not any(c.__module__.startswith("sqlalchemy") for c in type(obj).__mro__):
+        return None
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+    if isinstance(obj, (Session, Connection)):
+        return "sync"
+    try:
+        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    except ImportError:  # the asyncio extension needs greenlet
+        return None
+    if isinstance(obj, (AsyncSession, AsyncConnection)):
+        return "async"
+    return None
+
+
+_EXPECTED = "a psycopg {conn}Connection or a SQLAlchemy {sa}Session/{sa}Connection"
+
+
+def sync_target(obj: Any, queries: Queries) -> SyncTarget:
+    """The target for a caller's `conn=` / `session=`; a clear error for anything else."""
+    if isinstance(obj, psycopg.Connection):
+        return PsycopgTarget(obj, queries, listen=False)
+    kind = _sqlalchemy_kind(obj)
+    if kind == "sync":
+        return SqlAlchemyTarget(obj, queries)
+    hint = (
+        " (use enqueue_async and friends for async connections)"
+        if (isinstance(obj, psycopg.AsyncConnection) or kind == "async")
+        else ""
+    )
+    raise ValidationError(
+        f"expected {_EXPECTED.format(conn='', sa='')}, got {type(obj).__name__}{hint}"
+    )
+
+
+def async_target(obj: Any, queries: Queries) -> AsyncTarget:
+    if isinstance(obj, psycopg.AsyncConnection):
+        return AsyncPsycopgTarget(obj, queries, listen=False)
+    kind = _sqlalchemy_kind(obj)
+    if kind == "async":
+        return AsyncSqlAlchemyTarget(obj, queries)
+    hint = (
+        " (use the sync methods for sync connections)"
+        if (isinstance(obj, psycopg.Connection) or kind == "sync")
+        else ""
+    )
+    raise ValidationError(
+        f"expected {_EXPECTED.format(conn='Async', sa='Async')}, got {type(obj).__name__}{hint}"
+    )
+
+
+def drive(plan: Plan[T], target: SyncTarget, first: Step) -> T:
+    """Run a plan whose first step was already taken (`first`) to its return value."""
+    step = first
+    try:
+        while True:
+            try:
+                result = target.run(step)
+            except DuplicateKey as exc:
+                step = plan.throw(exc)
+                continue
+            step = plan.send(result)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def drive_async(plan: Plan[T], target: AsyncTarget, first: Step) -> T:
+    step = first
+    try:
+        while True:
+            try:
+                result = await target.run(step)
+            except DuplicateKey as exc:
+                step = plan.throw(exc)
+                continue
+            step = plan.send(result)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]

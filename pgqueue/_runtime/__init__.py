@@ -1,0 +1,1 @@
+"""The worker runtime: asyncio services composed by `Worker` (see `worker.py`)."""

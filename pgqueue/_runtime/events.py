@@ -1,0 +1,129 @@
+"""One typed event stream for everything a worker counts: `worker.stats`, Prometheus and
+log lines are subscribers, fed from the same place (one emit per batch, not per job)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._core.outcome import Outcome
+from ..types import JobState
+
+
+@dataclass(frozen=True)
+class Claimed:
+    count: int
+
+
+@dataclass(frozen=True)
+class OutcomesWritten:
+    """A batch of outcomes reached the database; `accepted` passed the lease guard, the
+    rest belonged to runs whose job had moved on (stale)."""
+
+    outcomes: Sequence[Outcome]
+    accepted: set[int]
+
+
+@dataclass(frozen=True)
+class Released:
+    """Claimed jobs given back unspent (lost claim replies, or unstarted at shutdown)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class Rescued:
+    #: (job id, task, queue) per rescued job.
+    jobs: Sequence[tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    count: int
+
+
+@dataclass(frozen=True)
+class Overdue:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class CancelledByRequest:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class ListenerRebuilt:
+    reason: str
+
+
+Event = (
+    Claimed
+    | OutcomesWritten
+    | Released
+    | Rescued
+    | Pruned
+    | Overdue
+    | CancelledByRequest
+    | ListenerRebuilt
+)
+
+STAT_KEYS = (
+    "claimed",
+    "completed",
+    "failed",
+    "retried",
+    "stale",
+    "released",
+    "pruned",
+    "overdue",
+    "cancelled",
+    "rescued",
+    "listener_rebuilds",
+)
+
+
+class Stats(dict[str, int]):
+    """`worker.stats`: a plain mapping with today's keys, kept by the event stream."""
+
+    def __init__(self) -> None:
+        super().__init__(dict.fromkeys(STAT_KEYS, 0))
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, OutcomesWritten):
+            for o in event.outcomes:
+                if o.job.id not in event.accepted:
+                    self["stale"] += 1
+                elif o.state is JobState.COMPLETED:
+                    self["completed"] += 1
+                elif o.state is JobState.FAILED:
+                    self["failed"] += 1
+                elif o.state is JobState.RETRYING:
+                    self["retried"] += 1
+        elif isinstance(event, Claimed):
+            self["claimed"] += event.count
+        elif isinstance(event, Released):
+            self["released"] += event.count
+        elif isinstance(event, Rescued):
+            self["rescued"] += len(event.jobs)
+        elif isinstance(event, Pruned):
+            self["pruned"] += event.count
+        elif isinstance(event, Overdue):
+            self["overdue"] += 1
+        elif isinstance(event, CancelledByRequest):
+            self["cancelled"] += 1
+        elif isinstance(event, ListenerRebuilt):
+            self["listener_rebuilds"] += 1
+
+
+class Events:
+    def __init__(self) -> None:
+        self.subscribers: list[Callable[[Event], None]] = []
+
+    def subscribe(self, subscriber: Callable[[Event], None]) -> None:
+        self.subscribers.append(subscriber)
+
+    def emit(self, event: Event) -> None:
+        for subscriber in self.subscribers:
+            subscriber(event)

@@ -1,0 +1,76 @@
+"""The Notifier: one LISTEN connection per worker process, turning NOTIFY into a claim.
+
+Every `listener_check_interval` seconds the worker notifies itself through the pool; if that
+ping has not come back by the next check, the connection is presumed half-open and rebuilt.
+After every (re)LISTEN the Producer is nudged, because anything enqueued meanwhile was
+announced to nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._db.errors import ConnectionFailed, DatabaseError
+from .._db.worker import ListenConnection, WorkerDb
+from .events import Events, ListenerRebuilt
+from .service import Service
+
+log = logging.getLogger("pgqueue.worker")
+
+
+class Notifier(Service):
+    name = "listener"
+
+    def __init__(
+        self,
+        db: WorkerDb,
+        queues: Sequence[str] | None,
+        events: Events,
+        *,
+        nudge: Callable[[], None],
+        check_interval: float,
+        ping: str,
+    ) -> None:
+        super().__init__()
+        self.db = db
+        self.queues = set(queues) if queues else None
+        self.events = events
+        self.nudge = nudge
+        self.check_interval = check_interval
+        self.ping = ping  # '#' cannot start a queue name
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with self.db.listener(self.db.queries.jobs_channel) as conn:
+                    backoff = 0.1
+                    self.nudge()
+                    await self.receive(conn)
+                self.events.emit(ListenerRebuilt("silent"))
+                log.warning("listener went silent; rebuilding it")
+            except DatabaseError as exc:
+                self.events.emit(ListenerRebuilt("lost"))
+                log.warning("listener lost its connection, reconnecting: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def receive(self, conn: ListenConnection[Any]) -> None:
+        """Deliver notifications until the self-ping goes unanswered (a seam for tests)."""
+        ping_pending = False
+        while True:
+            async for payload in self.db.notifications(conn, self.check_interval):
+                if payload == self.ping:
+                    ping_pending = False
+                elif self.queues is None or payload in self.queues:
+                    self.nudge()
+            if ping_pending:
+                return
+            try:
+                await self.db.fetch("listener_ping", {"ping": self.ping})
+                ping_pending = True
+            except ConnectionFailed as exc:
+                log.warning("could not send the listener ping: %s", exc)

@@ -1,0 +1,123 @@
+"""A worker's settings, defined once: `Worker(app, **settings)` validates them here, and the
+CLI builds the `pgqueue worker` options from the same table (`SETTINGS`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .._core.validate import check_int, check_name, check_seconds
+from ..errors import ValidationError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one setting appears on the command line (None: not a CLI option)."""
+
+    flags: tuple[str, ...] | None
+    help: str
+    minimum: float | None = None
+
+
+#: The CLI's view of each field of WorkerSettings, in the order `--help` lists them.
+SETTINGS: dict[str, Setting] = {
+    "queues": Setting(("-q", "--queue"), "Queue to serve (repeatable; default all)."),
+    "concurrency": Setting(("-c", "--concurrency"), "Jobs run at once.", 1),
+    "prefetch": Setting(("--prefetch",), "Jobs claimed ahead of free slots (default: -c).", 0),
+    "burst": Setting(("--burst",), "Exit when no job is due."),
+    "poll_interval": Setting(("--poll-interval",), "Seconds between polls.", 0.01),
+    "listen": Setting(("--listen/--no-listen",), "Wake on NOTIFY; --no-listen polls only.", None),
+    "listen_dsn": Setting(
+        ("--listen-dsn",),
+        "A direct connection for LISTEN (behind a transaction-mode pooler); env"
+        " PGQUEUE_LISTEN_DSN.",
+    ),
+    "prepared_statements": Setting(
+        ("--prepared-statements/--no-prepared-statements",),
+        "Server-side prepared statements (off behind PgBouncer in transaction mode).",
+    ),
+    "shutdown_grace": Setting(("--shutdown-grace",), "Seconds running jobs get at a stop.", 0),
+    "heartbeat_interval": Setting(("--heartbeat-interval",), "Seconds between heartbeats.", 0.01),
+    "heartbeat_timeout": Setting(
+        ("--heartbeat-timeout",), "Rescue jobs of workers silent this long."
+    ),
+    "max_rescues": Setting(("--max-rescues",), "Rescues before a job fails as poison.", 0),
+    "listener_check_interval": Setting(None, "Seconds between listener self-pings."),
+    "prune_interval": Setting(None, "Seconds between retention passes."),
+    "metrics_port": Setting(("--metrics-port",), "Serve Prometheus metrics on this port."),
+    "metrics_addr": Setting(("--metrics-addr",), "Address the metrics server binds."),
+    "handle_signals": Setting(None, "Install SIGINT/SIGTERM handlers (main thread only)."),
+}
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    queues: Sequence[str] | None = None
+    concurrency: int = 16
+    #: Jobs claimed ahead of free slots, so slots never wait for a claim's round trip.
+    prefetch: int | None = None
+    #: Exit once no job is due and none is running (jobs scheduled for later, retries
+    #: waiting out their backoff included, are left for a later run).
+    burst: bool = False
+    poll_interval: float = 2.0
+    listen: bool = True
+    listen_dsn: str | None = None
+    prepared_statements: bool | None = None
+    shutdown_grace: float = 30.0
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 30.0
+    max_rescues: int = 3
+    listener_check_interval: float = 30.0
+    prune_interval: float = 60.0
+    metrics_port: int | None = None
+    metrics_addr: str = "0.0.0.0"
+    handle_signals: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalised values are written once, here
+        set_(
+            self,
+            "queues",
+            [check_name("queue", q) for q in self.queues] or None if self.queues else None,
+        )
+        check_int("concurrency", self.concurrency, minimum=1)
+        set_(
+            self,
+            "prefetch",
+            check_int(
+                "prefetch",
+                self.concurrency if self.prefetch is None else self.prefetch,
+                minimum=0,
+            ),
+        )
+        if check_seconds("poll_interval", self.poll_interval) <= 0:
+            raise ValidationError("poll_interval must be positive")
+        for name in (
+            "shutdown_grace",
+            "heartbeat_interval",
+            "heartbeat_timeout",
+            "listener_check_interval",
+            "prune_interval",
+        ):
+            set_(self, name, check_seconds(name, getattr(self, name)))
+        if self.heartbeat_timeout <= 2 * self.heartbeat_interval:
+            # One late heartbeat must not get a live worker's jobs rescued under it.
+            raise ValidationError("heartbeat_timeout must exceed twice heartbeat_interval")
+        check_int("max_rescues", self.max_rescues, minimum=0)
+
+    @property
+    def claim_prefetch(self) -> int:
+        assert self.prefetch is not None
+        return self.prefetch
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_kwargs(cls, settings: dict[str, Any]) -> WorkerSettings:
+        unknown = set(settings) - set(cls.names())
+        if unknown:
+            raise TypeError(f"unknown worker settings: {sorted(unknown)}")
+        return cls(**settings)

@@ -1,0 +1,278 @@
+"""Tasks and their enqueue calls: turning (task, keyword arguments, options) into a JobSpec
+and handing it to the Client. Nothing here talks to the database itself."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+
+from ._client import Client
+from ._core import admin
+from ._core.enqueue import enqueue_many, enqueue_one
+from ._core.retry import DEFAULT_RETRY, RetryPolicy
+from ._core.spec import JobSpec
+from ._core.validate import check_int, check_name, check_seconds, encode_args
+from .errors import UnknownTask, ValidationError
+from .types import JobInfo
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Argument-name sets remembered per task as known to fit its function.
+MAX_REMEMBERED_SHAPES = 256
+
+
+class Host(Protocol):
+    """What tasks and jobs need of their App (a protocol: this module never imports it)."""
+
+    client: Client
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]: ...
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """Per-call overrides of a task's defaults; None means "use the task's default"."""
+
+    queue: str | None = None
+    priority: int | None = None
+    delay: float | None = None
+    run_at: datetime | None = None
+    unique_key: str | None = None
+    max_attempts: int | None = None
+    conn: Any = None
+    session: Any = None
+
+    def validated(self) -> EnqueueOptions:
+        if self.queue is not None:
+            check_name("queue", self.queue)
+        if self.priority is not None:
+            check_int("priority", self.priority)
+        if self.delay is not None:
+            check_seconds("delay", self.delay)
+        if self.run_at is not None:
+            if not isinstance(self.run_at, datetime):
+                raise ValidationError(f"run_at must be a datetime, not {self.run_at!r}")
+            if self.run_at.tzinfo is None:
+                raise ValidationError(
+                    "run_at must be timezone-aware (naive datetimes are ambiguous)"
+                )
+            if self.delay is not None:
+                raise ValidationError("pass delay or run_at, not both")
+        if self.unique_key is not None and (
+            not isinstance(self.unique_key, str) or not self.unique_key or "\x00" in self.unique_key
+        ):
+            raise ValidationError(f"unique_key must be a non-empty string, not {self.unique_key!r}")
+        if self.max_attempts is not None:
+            check_int("max_attempts", self.max_attempts, minimum=1)
+        if self.conn is not None and self.session is not None:
+            raise ValidationError("pass conn or session, not both")
+        return self
+
+    @property
+    def target(self) -> Any:
+        """Where the enqueue runs: the caller's connection or session, or None (a pool)."""
+        return self.conn if self.conn is not None else self.session
+
+
+@dataclass
+class Job:
+    """A handle on an enqueued job."""
+
+    id: int
+    duplicate: bool
+    app: Host
+
+    def info(self) -> JobInfo:
+        return self.app.client.run(admin.get_job(self.id))
+
+    async def info_async(self) -> JobInfo:
+        return await self.app.client.run_async(admin.get_job(self.id))
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the job finishes; return its result or raise JobFailed / TimeoutError.
+
+        Wakes on the NOTIFY that workers send when they record outcomes, re-checking the row
+        at most every few seconds in case a notification is lost, so it never busy-polls."""
+        return self.app.client.wait(self.id, timeout)
+
+    async def wait_async(self, timeout: float | None = None) -> Any:
+        return await self.app.client.wait_async(self.id, timeout)
+
+
+class Task(Generic[P, R]):
+    """A registered function that can be enqueued by name and run by a worker."""
+
+    def __init__(
+        self,
+        app: Host,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = check_name("task", name)
+        #: What the task's jobs get unless a call says otherwise; None: the database's
+        #: default (queue `default`, priority 0, 3 attempts), decided in one place, in SQL.
+        self.defaults = EnqueueOptions(
+            queue=queue, priority=priority, max_attempts=max_attempts
+        ).validated()
+        self.timeout = None if timeout is None else check_seconds("timeout", timeout) or None
+        self.retry = retry
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        self._accepted_names: set[frozenset[str]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.defaults.queue or 'default'}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function directly, in this process, without a queue."""
+        return self.fn(*args, **kwargs)
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError unless the call fits the function (enqueue side)."""
+        if args:
+            raise TypeError(
+                f"task {self.name} takes keyword arguments only (they are stored as JSON);"
+                f" got {len(args)} positional"
+            )
+        self._bind_names(kwargs, f"task {self.name}: ")
+
+    def check_argument_names(self, kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError unless a row's arguments fit the function (worker side)."""
+        self._bind_names(kwargs, f"arguments {sorted(kwargs)} do not match task {self.name}: ")
+
+    def _bind_names(self, kwargs: Mapping[str, Any], error_prefix: str) -> None:
+        # Whether keyword arguments bind depends only on their names, so each accepted set of
+        # names is remembered (up to a bound, for functions taking **kwargs) and the
+        # signature is consulted once per shape, not once per job.
+        names = frozenset(kwargs)
+        if names in self._accepted_names:
+            return
+        try:
+            self.signature.bind(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{error_prefix}{exc}") from None
+        if len(self._accepted_names) < MAX_REMEMBERED_SHAPES:
+            self._accepted_names.add(names)
+
+    def spec(self, kwargs: Mapping[str, Any], opts: EnqueueOptions) -> JobSpec:
+        """The row to insert for one call: per-call options over the task's defaults."""
+        defaults = self.defaults
+        return JobSpec(
+            task=self.name,
+            args=encode_args(kwargs),
+            queue=opts.queue or defaults.queue,
+            priority=opts.priority if opts.priority is not None else defaults.priority,
+            run_at=opts.run_at,
+            delay=opts.delay,
+            unique_key=opts.unique_key,
+            max_attempts=opts.max_attempts or defaults.max_attempts,
+            timeout=self.timeout,
+        )
+
+    def options(self, **options: Any) -> TaskCall[P, R]:
+        return TaskCall(self, EnqueueOptions(**options).validated())
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        return TaskCall(self, _NO_OPTIONS).enqueue(*args, **kwargs)
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
+        return await TaskCall(self, _NO_OPTIONS).enqueue_async(*args, **kwargs)
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
+        return TaskCall(self, _NO_OPTIONS).enqueue_many(items)
+
+    async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
+        return await TaskCall(self, _NO_OPTIONS).enqueue_many_async(items)
+
+
+_NO_OPTIONS = EnqueueOptions()
+
+
+class TaskCall(Generic[P, R]):
+    """A task with per-call options bound (`task.options(...)`)."""
+
+    def __init__(self, task: Task[P, R], opts: EnqueueOptions) -> None:
+        self.task = task
+        self.opts = opts
+
+    def options(self, **options: Any) -> TaskCall[P, R]:
+        return TaskCall(self.task, replace(self.opts, **options).validated())
+
+    def _one(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> JobSpec:
+        self.task.check_arguments(args, kwargs)
+        return self.task.spec(kwargs, self.opts)
+
+    def _many(self, items: Iterable[Mapping[str, Any]]) -> list[JobSpec]:
+        if self.opts.unique_key is not None:
+            raise ValidationError(
+                "unique_key applies to one job; it cannot be used with enqueue_many"
+            )
+        specs = []
+        for kwargs in items:
+            if not isinstance(kwargs, Mapping):
+                raise ValidationError(
+                    f"enqueue_many takes mappings of keyword arguments, not {kwargs!r}"
+                )
+            self.task.check_arguments((), kwargs)
+            specs.append(self.task.spec(kwargs, self.opts))
+        return specs
+
+    def _job(self, ref: tuple[int, bool]) -> Job:
+        return Job(id=ref[0], duplicate=ref[1], app=self.task.app)
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        spec = self._one(args, kwargs)
+        client = self.task.app.client
+        if client.inline is not None:
+            return client.inline(spec)  # type: ignore[no-any-return]
+        return self._job(client.run(enqueue_one(spec), self.opts.target))
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
+        spec = self._one(args, kwargs)
+        client = self.task.app.client
+        if client.inline is not None:
+            return client.inline(spec)  # type: ignore[no-any-return]
+        return self._job(await client.run_async(enqueue_one(spec), self.opts.target))
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
+        """One statement per chunk of 5,000; all or nothing (in the caller's transaction,
+        or in one of its own)."""
+        specs = self._many(items)
+        client = self.task.app.client
+        if client.inline is not None:
+            return [client.inline(spec) for spec in specs]
+        ids = client.run(enqueue_many(specs), self.opts.target, atomic=True)
+        return [self._job((i, False)) for i in ids]
+
+    async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
+        specs = self._many(items)
+        client = self.task.app.client
+        if client.inline is not None:
+            return [client.inline(spec) for spec in specs]
+        ids = await client.run_async(enqueue_many(specs), self.opts.target, atomic=True)
+        return [self._job((i, False)) for i in ids]
+
+
+def _accept_any(**kwargs: Any) -> None:
+    raise UnknownTask("this task is not registered in this process; a worker runs it")
+
+
+class UnregisteredTask(Task[Any, Any]):
+    """Stands in for a task another process registers: any keyword arguments are accepted,
+    and every default is the database's."""
+
+    def __init__(self, app: Host, name: str) -> None:
+        super().__init__(app, _accept_any, name=name)
