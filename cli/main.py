@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import inspect
 import logging
 import os
 import re
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.text import Text
 
 import pgqueue
+from pgqueue._runtime.settings import SETTINGS, WorkerSettings
 
 from ._output import err, errors, fail, out, print_json, report
 from ._tables import job_table, jobs_table, queue_table, status_warnings
@@ -87,33 +90,45 @@ def load_app(path: str) -> pgqueue.App:
     return obj
 
 
-@app.command()
+def _worker_options() -> list[inspect.Parameter]:
+    """`pgqueue worker`'s options, built from the worker's own settings table, so a setting is
+    defined once (pgqueue._runtime.settings) and the CLI cannot drift from it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(WorkerSettings)}
+    params = []
+    for name, setting in SETTINGS.items():
+        if setting.flags is None:
+            continue
+        kind = _KINDS[setting.kind]
+        default = defaults[name]
+        option = typer.Option(*setting.flags, help=setting.help, min=setting.minimum)
+        hint: Any = kind if default is not None else (kind | None)
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=default,
+                annotation=Annotated[hint, option],
+            )
+        )
+    return params
+
+
+_KINDS: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str": str,
+    "queues": list[str],
+}
+
+
 def worker(
-    app_path: Annotated[str, typer.Argument(metavar="APP", help="package.module:app")],
-    queue: Annotated[
-        list[str] | None,
-        typer.Option("-q", "--queue", help="Queue to serve (repeatable; default all)."),
-    ] = None,
-    concurrency: Annotated[int, typer.Option("-c", "--concurrency", min=1)] = 16,
-    burst: Annotated[bool, typer.Option("--burst", help="Exit when no job is due.")] = False,
-    poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01)] = 2.0,
-    no_listen: Annotated[
-        bool, typer.Option("--no-listen", help="Poll only (PgBouncer transaction mode).")
-    ] = False,
-    shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0)] = 30.0,
-    heartbeat_interval: Annotated[float, typer.Option("--heartbeat-interval", min=0.01)] = 5.0,
-    heartbeat_timeout: Annotated[
-        float, typer.Option("--heartbeat-timeout", help="Rescue jobs of workers silent this long.")
-    ] = 30.0,
-    max_rescues: Annotated[int, typer.Option("--max-rescues", min=0)] = 3,
-    metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
-    ] = None,
-    metrics_addr: Annotated[str, typer.Option("--metrics-addr")] = "0.0.0.0",
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
-    log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
+    app_path: str,
+    dsn: str | None,
+    schema: str | None,
+    log_level: str,
+    log_format: str,
+    **settings: Any,
 ) -> None:
     """Run a worker for the tasks registered on APP."""
     if log_format not in ("text", "json"):
@@ -130,20 +145,47 @@ def worker(
     if dsn:
         # ...and after it, for an App built with a DSN of its own: --dsn wins.
         qapp.dsn = pgqueue.App(dsn, schema=qapp.schema).dsn
+    settings["queues"] = settings.get("queues") or None
     with errors():
-        qapp.run_worker(
-            queues=queue or None,
-            concurrency=concurrency,
-            burst=burst,
-            poll_interval=poll_interval,
-            listen=not no_listen,
-            shutdown_grace=shutdown_grace,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-            max_rescues=max_rescues,
-            metrics_port=metrics_port,
-            metrics_addr=metrics_addr,
+        qapp.run_worker(**settings)
+
+
+def _register_worker() -> None:
+    leading = [
+        inspect.Parameter(
+            "app_path",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Annotated[str, typer.Argument(metavar="APP", help="package.module:app")],
         )
+    ]
+    trailing = [
+        inspect.Parameter(
+            "dsn", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=DsnOption
+        ),
+        inspect.Parameter(
+            "schema", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=SchemaOption
+        ),
+        inspect.Parameter(
+            "log_level",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default="INFO",
+            annotation=Annotated[str, typer.Option("--log-level")],
+        ),
+        inspect.Parameter(
+            "log_format",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default="text",
+            annotation=Annotated[str, typer.Option("--log-format", help="text or json")],
+        ),
+    ]
+    params = [*leading, *_worker_options(), *trailing]
+    command = functools.wraps(worker)(lambda **kw: worker(**kw))
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    app.command(name="worker")(command)
+
+
+_register_worker()
 
 
 @app.command()

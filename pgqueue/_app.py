@@ -8,14 +8,14 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from psycopg_pool import ConnectionPool
+
 
 from ._client import Client
 from ._core import admin
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
 from ._core.validate import check_schema
 from ._db.migrate import migrate
-from ._db.pools import Database
+from ._db.pools import ConnectionPool, Database
 from ._db.queries import Queries
 from ._logging import redact, redact_keys_from_env
 from ._runtime.worker import Worker

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.pgbouncer import PgBouncer, find_pgbouncer  # noqa: E402
 from tests.pgcluster import start_cluster  # noqa: E402
 
 
@@ -106,3 +107,27 @@ def db(dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """An autocommit connection for assertions."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(server_dsn: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the test server, for this run.
+
+    `pgbouncer.dsn_for(dsn)` (or `.dsn(dbname)`) reaches a test's own database through it.
+    Without a pgbouncer binary this fails in CI ($CI set: .ci/run installs it) and skips
+    elsewhere.
+    """
+    if find_pgbouncer() is None:
+        reason = (
+            "pgbouncer is not installed (not in PATH nor /usr/sbin); "
+            "install it with `apt-get install -y --no-install-recommends pgbouncer`"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (.ci/run should have installed it)", pytrace=False)
+        pytest.skip(reason)
+    bouncer = PgBouncer(server_dsn)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.stop()

@@ -43,18 +43,23 @@ def latest_version() -> int:
 def migrate(conninfo: str, schema: str, kwargs: dict[str, Any] | None = None) -> list[int]:
     """Apply pending migrations in order; return the versions applied by this call.
 
-    A session advisory lock serializes concurrent migrators (two deploys starting at once);
-    each migration runs in its own transaction and inserts its version row first, so a
-    migrator that somehow raced past the lock fails on the primary key instead of applying
-    a migration twice.
+    Each migration runs in its own transaction, which first takes a transaction-level
+    advisory lock and then re-reads what is applied: concurrent migrators (two deploys
+    starting at once) are serialized, and the lock is released by COMMIT or ROLLBACK itself.
+    A session lock would not survive a transaction-mode pooler (PgBouncer), which may run
+    the unlock on another server connection and leave the lock held for good. The version
+    row is inserted first, so a migrator that somehow raced past the lock fails on the
+    primary key instead of applying a migration twice.
     """
     ident = sql.Identifier(schema)
-    lock_key = f"pgqueue.migrate:{schema}"
+    lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(
+        sql.Literal(f"pgqueue.migrate:{schema}")
+    )
     applied: list[int] = []
     with psycopg.connect(conninfo, autocommit=True, **(kwargs or {})) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [lock_key])
-        try:
+        for migration in migrations():
             with conn.transaction():
+                conn.execute(lock)
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
                 conn.execute(
                     sql.SQL(
@@ -64,25 +69,19 @@ def migrate(conninfo: str, schema: str, kwargs: dict[str, Any] | None = None) ->
                         " applied_at timestamptz NOT NULL DEFAULT now())"
                     ).format(ident)
                 )
-            done = {
-                row[0]
-                for row in conn.execute(
-                    sql.SQL("SELECT version FROM {}.migrations").format(ident)
-                ).fetchall()
-            }
-            for migration in migrations():
-                if migration.version in done:
+                done = conn.execute(
+                    sql.SQL("SELECT 1 FROM {}.migrations WHERE version = %s").format(ident),
+                    [migration.version],
+                ).fetchone()
+                if done:
                     continue
-                with conn.transaction():
-                    conn.execute(
-                        sql.SQL("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)").format(
-                            ident
-                        ),
-                        [migration.version, migration.name],
-                    )
-                    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
-                    conn.execute(migration.text.encode())
-                applied.append(migration.version)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [lock_key])
+                conn.execute(
+                    sql.SQL("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)").format(
+                        ident
+                    ),
+                    [migration.version, migration.name],
+                )
+                conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
+                conn.execute(migration.text.encode())
+            applied.append(migration.version)
     return applied

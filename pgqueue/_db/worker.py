@@ -47,7 +47,9 @@ class WorkerDb:
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._on_connect()
-        if self.listen:
+        # Session state only on a connection of our own: through a transaction-mode pooler
+        # a SET would leak onto whichever client gets the server connection next.
+        if self.listen and self.database.prepared_statements:
             await generic_plans(conn)
 
     async def open(self, timeout: float = 30) -> None:
@@ -104,4 +106,3 @@ class WorkerDb:
         """Payloads received within `timeout` seconds."""
         async for note in conn.notifies(timeout=timeout):
             yield note.payload
-

@@ -13,41 +13,59 @@ from ..errors import ValidationError
 
 @dataclass(frozen=True)
 class Setting:
-    """How one setting appears on the command line (None: not a CLI option)."""
+    """How one setting appears on the command line (`flags` None: not a CLI option).
+
+    `kind` names the option's type for the CLI: int, float, bool, str, or queues (a
+    repeatable string)."""
 
     flags: tuple[str, ...] | None
     help: str
     minimum: float | None = None
+    kind: str = "float"
 
 
 #: The CLI's view of each field of WorkerSettings, in the order `--help` lists them.
 SETTINGS: dict[str, Setting] = {
-    "queues": Setting(("-q", "--queue"), "Queue to serve (repeatable; default all)."),
-    "concurrency": Setting(("-c", "--concurrency"), "Jobs run at once.", 1),
-    "prefetch": Setting(("--prefetch",), "Jobs claimed ahead of free slots (default: -c).", 0),
-    "burst": Setting(("--burst",), "Exit when no job is due."),
+    "queues": Setting(
+        ("-q", "--queue"), "Queue to serve (repeatable; default all).", kind="queues"
+    ),
+    "concurrency": Setting(("-c", "--concurrency"), "Jobs run at once.", 1, kind="int"),
+    "prefetch": Setting(
+        ("--prefetch",), "Jobs claimed ahead of free slots (default: -c).", 0, kind="int"
+    ),
+    "burst": Setting(("--burst",), "Exit when no job is due.", kind="bool"),
     "poll_interval": Setting(("--poll-interval",), "Seconds between polls.", 0.01),
-    "listen": Setting(("--listen/--no-listen",), "Wake on NOTIFY; --no-listen polls only.", None),
+    "listen": Setting(
+        ("--listen/--no-listen",), "Wake on NOTIFY; --no-listen polls only.", kind="bool"
+    ),
     "listen_dsn": Setting(
         ("--listen-dsn",),
         "A direct connection for LISTEN (behind a transaction-mode pooler); env"
         " PGQUEUE_LISTEN_DSN.",
+        kind="str",
     ),
     "prepared_statements": Setting(
         ("--prepared-statements/--no-prepared-statements",),
         "Server-side prepared statements (off behind PgBouncer in transaction mode).",
+        kind="bool",
     ),
     "shutdown_grace": Setting(("--shutdown-grace",), "Seconds running jobs get at a stop.", 0),
     "heartbeat_interval": Setting(("--heartbeat-interval",), "Seconds between heartbeats.", 0.01),
     "heartbeat_timeout": Setting(
         ("--heartbeat-timeout",), "Rescue jobs of workers silent this long."
     ),
-    "max_rescues": Setting(("--max-rescues",), "Rescues before a job fails as poison.", 0),
+    "max_rescues": Setting(
+        ("--max-rescues",), "Rescues before a job fails as poison.", 0, kind="int"
+    ),
     "listener_check_interval": Setting(None, "Seconds between listener self-pings."),
     "prune_interval": Setting(None, "Seconds between retention passes."),
-    "metrics_port": Setting(("--metrics-port",), "Serve Prometheus metrics on this port."),
-    "metrics_addr": Setting(("--metrics-addr",), "Address the metrics server binds."),
-    "handle_signals": Setting(None, "Install SIGINT/SIGTERM handlers (main thread only)."),
+    "metrics_port": Setting(
+        ("--metrics-port",), "Serve Prometheus metrics on this port.", kind="int"
+    ),
+    "metrics_addr": Setting(("--metrics-addr",), "Address the metrics server binds.", kind="str"),
+    "handle_signals": Setting(
+        None, "Install SIGINT/SIGTERM handlers (main thread only).", kind="bool"
+    ),
 }
 
 

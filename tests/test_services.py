@@ -1,0 +1,212 @@
+"""The runtime's service shapes and the core's plans, tested without a database or sleeping:
+an injected clock drives time, canned rows drive plans."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pgqueue._core import admin, waiting
+from pgqueue._core.claiming import ClaimCursor, Ledger, last_in_claim_order
+from pgqueue._core.enqueue import enqueue_many
+from pgqueue._core.plan import AwaitNotify, DuplicateKey, Listen, Query, run_pure
+from pgqueue._core.spec import ENQUEUE_CHUNK, JobSpec
+from pgqueue._db.errors import DatabaseError
+from pgqueue._runtime.service import Clock, LeaderGroup, PeriodicService, Service
+from pgqueue.errors import JobFailed, ValidationError
+
+
+class FakeClock(Clock):
+    """Time moves only when the test says so; sleepers wake when their time comes."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.sleepers.append((self.t + seconds, future))
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        self.t += seconds
+        for due, future in list(self.sleepers):
+            if due <= self.t and not future.done():
+                future.set_result(None)
+                self.sleepers.remove((due, future))
+        for _ in range(5):  # let woken services run their pass
+            await asyncio.sleep(0)
+
+
+class Counting(PeriodicService):
+    name = "counting"
+    interval = 10.0
+
+    def __init__(self, clock: Clock, fail_first: int = 0) -> None:
+        super().__init__(clock)
+        self.passes = 0
+        self.fail_first = fail_first
+
+    async def run_once(self) -> None:
+        self.passes += 1
+        if self.passes <= self.fail_first:
+            raise DatabaseError("the database is away")
+
+
+def test_periodic_service_runs_each_interval_and_survives_its_failures() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        service = Counting(clock, fail_first=2)
+        await service.start()
+        await clock.advance(0)
+        assert service.passes == 0  # sleeps first unless `immediate`
+        for expected in (1, 2, 3, 4):
+            await clock.advance(10)
+            assert service.passes == expected
+        assert service.running and service.failures == 0  # two failures, then recovered
+        await service.stop()
+        await service.stop()  # idempotent
+        assert not service.running
+
+    asyncio.run(scenario())
+
+
+def test_stop_is_safe_for_a_service_never_started() -> None:
+    asyncio.run(Service().stop())
+
+
+def test_leader_group_starts_on_election_and_stops_the_moment_it_is_lost() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        rescuer = Counting(clock)
+        rescuer.immediate = True
+        group = LeaderGroup([rescuer])
+        await group.leadership(True)
+        await clock.advance(0)
+        assert rescuer.running and rescuer.passes == 1
+        await clock.advance(10)
+        assert rescuer.passes == 2
+        await group.leadership(False)
+        assert not rescuer.running
+        await clock.advance(100)
+        assert rescuer.passes == 2  # nothing runs once leadership is gone
+        await group.leadership(True)
+        await clock.advance(0)
+        assert rescuer.passes == 3
+        await group.stop()
+        assert not rescuer.running
+
+    asyncio.run(scenario())
+
+
+def test_claim_cursor_expires_and_restarts() -> None:
+    cursor = ClaimCursor(ttl=1.0)
+    assert not cursor.fresh(0.0)
+    cursor.advance((5, 1, 10), restarted=True, now=0.0)
+    assert cursor.fresh(0.5) and not cursor.fresh(1.0)
+    cursor.advance((5, 2, 11), restarted=False, now=0.9)
+    assert cursor.position == (5, 2, 11) and not cursor.fresh(1.0)  # ttl counts from restart
+    cursor.advance(None, restarted=True, now=2.0)
+    assert cursor.position is None
+
+
+def test_last_in_claim_order_is_priority_desc_then_run_at_then_id() -> None:
+    assert last_in_claim_order([(10, 5, 1), (0, 1, 2), (0, 1, 3), (5, 0, 9)]) == (0, 1, 3)
+    assert last_in_claim_order([]) is None
+
+
+def test_ledger_bounds_unwritten_outcomes_to_twice_the_concurrency() -> None:
+    from pgqueue._core.claiming import ClaimedJob
+
+    ledger = Ledger(concurrency=2, prefetch=2)
+    jobs = [ClaimedJob(i, "t", "q", {}, 1, 3, "l", None) for i in range(8)]
+    ledger.add(jobs[:4])
+    assert ledger.room() == 0
+    started = [ledger.start_next(), ledger.start_next()]
+    assert not ledger.can_start()  # both slots taken
+    for job in started:
+        ledger.finished(job.id)  # runs over, outcomes not yet written
+    started = [ledger.start_next(), ledger.start_next()]
+    for job in started:
+        ledger.finished(job.id)
+    ledger.add(jobs[4:6])
+    assert not ledger.can_start()  # four outcomes wait: 2 x concurrency
+    ledger.written([0, 1])
+    assert ledger.can_start()
+    assert [j.id for j in ledger.unrecorded({2})] == [3, 4, 5]
+
+
+def test_enqueue_many_plan_cuts_chunks_and_keeps_input_order() -> None:
+    specs = [JobSpec("t", f'{{"n":{i}}}') for i in range(ENQUEUE_CHUNK + 3)]
+    first = [(i,) for i in reversed(range(ENQUEUE_CHUNK))]
+    second = [(i,) for i in range(ENQUEUE_CHUNK, ENQUEUE_CHUNK + 3)]
+    steps, ids = run_pure(enqueue_many(specs), [first, second])
+    assert [s.name for s in steps if isinstance(s, Query)] == ["job_enqueue_many"] * 2
+    assert ids == list(range(ENQUEUE_CHUNK + 3))
+
+
+def test_plans_validate_before_their_first_query() -> None:
+    with pytest.raises(ValidationError):
+        next(admin.get_job("seven"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="nonsense"):
+        next(admin.list_jobs(state="nonsense", queue=None, task=None, older_than=None,
+                             newer_than=None, limit=5))  # fmt: skip
+
+
+def test_retry_plan_turns_a_duplicate_key_into_a_validation_error() -> None:
+    plan = admin.retry(7)
+    assert isinstance(next(plan), Query)
+    with pytest.raises(ValidationError, match="unique_key"):
+        plan.throw(DuplicateKey("dup"))
+
+
+def _job_row(state: str, **extra: Any) -> dict[str, Any]:
+    row = dict.fromkeys(
+        ["task", "queue", "result", "unique_key", "created_at", "run_at", "started_at",
+         "finished_at", "worker"]
+    )  # fmt: skip
+    row.update(id=1, state=state, priority=0, attempt=1, max_attempts=3, args={},
+               errors=[], rescue_count=0)  # fmt: skip
+    row.update(extra)
+    return row
+
+
+def test_wait_plan_listens_rechecks_and_returns_the_result() -> None:
+    now = [0.0]
+    plan = waiting.wait(1, None, "s_done", lambda: now[0])
+    assert next(plan) == Listen("s_done")
+    assert isinstance(plan.send(True), Query)  # listening: read the row
+    assert plan.send([_job_row("running")]) == AwaitNotify(waiting.RECHECK_LISTENING)
+    assert isinstance(plan.send(None), Query)
+    with pytest.raises(StopIteration) as done:
+        plan.send([_job_row("completed", result={"ok": 1})])
+    assert done.value.value == {"ok": 1}
+
+
+def test_wait_plan_polls_with_backoff_without_a_listener_and_times_out() -> None:
+    now = [0.0]
+    plan = waiting.wait(1, 0.5, "s_done", lambda: now[0])
+    next(plan)
+    plan.send(False)  # no listening connection (behind a pooler)
+    pauses = []
+    with pytest.raises(TimeoutError):
+        while True:
+            step = plan.send([_job_row("available")])
+            assert isinstance(step, AwaitNotify)
+            pauses.append(step.timeout)
+            now[0] += step.timeout
+            plan.send(None)
+    assert pauses[0] == waiting.RECHECK_POLLING[0] and pauses[1] == 2 * pauses[0]
+
+
+def test_wait_plan_raises_job_failed() -> None:
+    plan = waiting.wait(1, None, "s_done", lambda: 0.0)
+    next(plan)
+    plan.send(True)
+    with pytest.raises(JobFailed):
+        plan.send([_job_row("failed", errors=[{"type": "E", "message": "m"}])])
