@@ -8,8 +8,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-
-
 from ._client import Client
 from ._core import admin
 from ._core.retry import DEFAULT_RETRY, RetryPolicy

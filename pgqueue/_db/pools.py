@@ -18,6 +18,8 @@ import psycopg
 from psycopg import conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+__all__ = ["ConnectionPool", "Database", "normalize_dsn", "resolve_dsn"]
+
 from ..errors import ConfigurationError
 
 _FALSE = {"0", "false", "no", "off"}
