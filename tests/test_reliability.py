@@ -117,6 +117,65 @@ def test_sigkilled_workers_jobs_run_again(dsn: str, db: Any) -> None:
     assert recovery < 15
 
 
+def test_a_crash_does_not_stall_the_survivors(dsn: str, db: Any) -> None:
+    """A worker dies holding long jobs: while the survivor reruns them, new work keeps
+    flowing at its usual pace (a first rescue is not quarantined; only a job rescued twice,
+    a likely killer, runs alone)."""
+    db.execute(LEDGER)
+    app = pgqueue.App(dsn)
+    long = app.enqueue_many("ledger.sleep", [{"seconds": 6} for _ in range(4)])
+    ids = [j.id for j in long]
+    args = ["--poll-interval", "0.1", *FAST_HEARTBEAT]
+    victim = spawn_worker("tests.apps.ledger:app", dsn, "-c", "4", *args)
+    survivor = None
+    try:
+        wait_until(
+            lambda: scalar(
+                db, "SELECT count(*) FROM pgqueue.jobs WHERE state = 'running' AND id = ANY(%s)",
+                ids,
+            ) == 4,
+            20,
+            "the victim to run the long jobs",
+        )  # fmt: skip
+        survivor = spawn_worker("tests.apps.ledger:app", dsn, "-c", "8", *args)
+        victim.kill()
+        victim.wait(10)
+        wait_until(
+            lambda: scalar(
+                db, "SELECT count(*) FROM pgqueue.jobs WHERE rescue_count = 1 AND id = ANY(%s)",
+                ids,
+            ) == 4,
+            20,
+            "the rescue",
+        )  # fmt: skip
+        quick = []
+        deadline = time.monotonic() + 8  # the rescued jobs run for 6 s of this
+        while time.monotonic() < deadline:
+            quick.append(app.enqueue("ledger.record", {"n": len(quick)}).id)
+            time.sleep(0.25)
+        wait_until(lambda: app.unfinished(quick + ids) == 0, 30, "everything to finish")
+    finally:
+        victim.kill()
+        if survivor is not None:
+            survivor.send_signal(signal.SIGTERM)
+            survivor.communicate(timeout=30)
+    waits = [
+        float(r[0])
+        for r in db.execute(
+            "SELECT extract(epoch FROM started_at - created_at) FROM pgqueue.jobs"
+            " WHERE id = ANY(%s)",
+            [quick],
+        ).fetchall()
+    ]
+    assert len(waits) == len(quick) >= 20
+    # With the rescued jobs quarantined one at a time, the quick jobs waited behind them for
+    # seconds (the reported stall); now each starts about as soon as it is enqueued.
+    assert max(waits) < 1.5, sorted(waits)[-5:]
+    for job_id in ids:
+        info = app.get_job(job_id)
+        assert (info.state, info.rescue_count) == (pgqueue.JobState.COMPLETED, 1)
+
+
 def test_poison_job_fails_after_max_rescues_and_spares_the_rest(dsn: str, db: Any) -> None:
     db.execute(LEDGER)
     app = pgqueue.App(dsn)

@@ -40,7 +40,19 @@ _QUEUE_FILTERS = {
     "_some": "queue = ANY(%(queues)s::text[])",
     "_all": "true",
 }
-_SUSPECT_FILTERS = {"": "rescue_count = 0", "_suspect": "rescue_count > 0"}
+#: Suspects are jobs rescued at least twice: running when their worker died, and again when
+#: the next one did, so likely the cause. They run alone, one per idle worker, so a killer
+#: cannot take innocent jobs down with it. A job rescued once runs like any other: one crash
+#: is as likely an OOM kill or a deploy as its own fault, and quarantining every job of a
+#: dead worker stalled the survivors behind them (each ran alone, one after another). An
+#: innocent job can collect at most the rescue of the first crash and of one ordinary rerun
+#: of a killer beside it before it, too, runs alone: it never reaches `max_rescues` by
+#: collateral alone.
+QUARANTINE_AFTER = 2
+_SUSPECT_FILTERS = {
+    "": f"rescue_count < {QUARANTINE_AFTER}",
+    "_suspect": f"rescue_count >= {QUARANTINE_AFTER}",
+}
 #: A claim continuing after the worker's previous one: equality on the leading key and a row
 #: comparison on the rest, which the btree turns into the scan's starting point.
 _CURSOR_FILTER = (
