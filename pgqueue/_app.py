@@ -311,6 +311,15 @@ class App:
             if deleted < batch:
                 return total
 
+    def count_prunable(self, older_than: float | None = None) -> int:
+        """How many finished jobs `prune(older_than)` would delete now."""
+        admin.check_prune(older_than, 1)
+        return self.client.run(admin.prune_count(older_than))
+
+    async def count_prunable_async(self, older_than: float | None = None) -> int:
+        admin.check_prune(older_than, 1)
+        return await self.client.run_async(admin.prune_count(older_than))
+
     def list_jobs(
         self,
         *,
@@ -360,6 +369,13 @@ class App:
 
     async def stuck_jobs_async(self, limit: int = 50) -> list[dict[str, Any]]:
         return await self.client.run_async(admin.listing("stuck_list", limit))
+
+    def count_stuck(self) -> int:
+        """How many rows the `stuck_jobs` view has (a listing stops at its limit)."""
+        return self.client.run(admin.stuck_count())
+
+    async def count_stuck_async(self) -> int:
+        return await self.client.run_async(admin.stuck_count())
 
     def workers(self) -> list[dict[str, Any]]:
         """Live worker processes, with heartbeat age, running jobs and leadership."""

@@ -61,6 +61,16 @@ def prune_batch(older_than: float | None, batch: int) -> Plan[int]:
     return len(rows)
 
 
+def prune_count(older_than: float | None) -> Plan[int]:
+    rows = yield Query("job_prune_count", {"older_than": older_than})
+    return int(rows[0][0])
+
+
+def stuck_count() -> Plan[int]:
+    rows = yield Query("stuck_count")
+    return int(rows[0][0])
+
+
 def check_prune(older_than: float | None, batch: int) -> None:
     if older_than is not None:
         check_seconds("older_than", older_than)
