@@ -109,6 +109,7 @@ class App:
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        fail_on: tuple[type[BaseException], ...] = (),
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -122,12 +123,14 @@ class App:
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        fail_on: tuple[type[BaseException], ...] = (),
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task; usable as `@app.task` or `@app.task(...)`.
 
         The task's name (default `module.function`) is what rows store, so renaming a function
         strands its queued jobs unless `name=` keeps the old one. Options left out take the
-        database's defaults (queue `default`, priority 0, 3 attempts).
+        database's defaults (queue `default`, priority 0, 3 attempts). Exceptions in
+        `fail_on` fail the job at once, never retried.
         """
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -146,6 +149,7 @@ class App:
                 max_attempts=max_attempts,
                 timeout=timeout,
                 retry=retry or DEFAULT_RETRY,
+                fail_on=fail_on,
             )
             self.tasks[task_name] = task
             return task
@@ -252,12 +256,29 @@ class App:
     async def retry_async(self, job_id: int) -> bool:
         return await self.client.run_async(admin.retry(job_id))
 
-    def retry_failed(self, queue: str | None = None) -> int:
-        """Put every failed job (of one queue) back in line; return how many."""
-        return self.client.run(admin.retry_failed(queue))
+    def retry_failed(self, queue: str | None = None, fresh: bool = False) -> int:
+        """Put every failed job (of one queue) back in line; return how many.
 
-    async def retry_failed_async(self, queue: str | None = None) -> int:
-        return await self.client.run_async(admin.retry_failed(queue))
+        `fresh` gives them a full attempt budget again (with backoff between attempts), for
+        jobs that an outage failed; otherwise each gets one more attempt."""
+        return self.client.run(admin.retry_failed(queue, fresh))
+
+    async def retry_failed_async(self, queue: str | None = None, fresh: bool = False) -> int:
+        return await self.client.run_async(admin.retry_failed(queue, fresh))
+
+    def cancel_many(
+        self, queue: str | None = None, task: str | None = None, state: str | None = None
+    ) -> int:
+        """Cancel every unfinished job matching the filters; return how many. Running ones
+        are asked to stop (as `cancel` does) and count too."""
+        cancelled, running = self.client.run(admin.cancel_many(queue, task, state))
+        return cancelled + running
+
+    async def cancel_many_async(
+        self, queue: str | None = None, task: str | None = None, state: str | None = None
+    ) -> int:
+        cancelled, running = await self.client.run_async(admin.cancel_many(queue, task, state))
+        return cancelled + running
 
     def pause(self, queue: str) -> None:
         """Stop workers from claiming jobs of this queue (from their next claim on)."""

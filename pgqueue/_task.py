@@ -118,6 +118,7 @@ class Task(Generic[P, R]):
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        fail_on: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.app = app
         self.fn = fn
@@ -129,6 +130,12 @@ class Task(Generic[P, R]):
         ).validated()
         self.timeout = None if timeout is None else check_seconds("timeout", timeout) or None
         self.retry = retry
+        if isinstance(fail_on, type):
+            fail_on = (fail_on,)
+        if not all(isinstance(e, type) and issubclass(e, BaseException) for e in fail_on):
+            raise ValidationError(f"fail_on takes exception classes, not {fail_on!r}")
+        #: Exceptions that fail a job at once, never retried (a declined card, a deleted row).
+        self.fail_on = tuple(fail_on)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._accepted_names: set[frozenset[str]] = set()

@@ -50,13 +50,36 @@ class JobTimeout(PgQueueError, TimeoutError):
     """A task ran past its `timeout` and was cancelled."""
 
 
+class Retry(PgQueueError):
+    """Raised by a task: run this job again after `after` seconds (an API's `Retry-After`).
+
+    It spends an attempt like any failure, so a job that keeps asking ends `failed` after
+    `max_attempts`; without `after`, the task's retry policy decides the delay."""
+
+    def __init__(self, after: float | None = None, reason: str = "") -> None:
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, (int, float)) or not after >= 0
+        ):
+            raise ValueError(
+                f"Retry(after=) must be a non-negative number of seconds, not {after!r}"
+            )
+        self.after = None if after is None else float(after)
+        super().__init__(reason or ("retry requested" + (f" in {after:g} s" if after else "")))
+
+
+class Fail(PgQueueError):
+    """Raised by a task: this job fails now, for good; no retry however many attempts remain."""
+
+
 __all__ = [
     "ConfigurationError",
+    "Fail",
     "JobFailed",
     "JobNotFound",
     "JobTimeout",
     "PgQueueError",
     "QueueFull",
+    "Retry",
     "SchemaNotMigrated",
     "UnknownTask",
     "ValidationError",

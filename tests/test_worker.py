@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue.testing import drain
 from tests.helpers import wait_until, worker_thread
 
 FAST = pgqueue.RetryPolicy(base=0.05, factor=2, max_delay=0.2, jitter=0)
@@ -376,3 +377,49 @@ def test_worker_refreshes_missing_planner_statistics(app: pgqueue.App, db: Any) 
         " JOIN pg_class c ON c.oid = s.relid WHERE relid = 'pgqueue.jobs'::regclass"
     ).fetchone()
     assert row is not None and row[0] is True and row[1] >= 3000
+
+
+class CardDeclined(Exception):
+    pass
+
+
+def test_a_task_decides_its_retry_or_its_failure(app: pgqueue.App) -> None:
+    """`Retry(after=)` sets the delay and spends an attempt; `Fail` and `fail_on` end the
+    job `failed` at once, attempts left or not."""
+
+    @app.task(name="decide.retry_after", max_attempts=5)
+    def retry_after() -> None:
+        raise pgqueue.Retry(after=120, reason="429 Too Many Requests")
+
+    @app.task(name="decide.fail", max_attempts=5)
+    def fail_now() -> None:
+        raise pgqueue.Fail("order deleted")
+
+    @app.task(name="decide.declined", max_attempts=5, fail_on=(CardDeclined,))
+    def declined() -> None:
+        raise CardDeclined("card 4242 declined")
+
+    @app.task(name="decide.other", max_attempts=5, fail_on=(CardDeclined,))
+    def other() -> None:
+        raise RuntimeError("flaky")
+
+    jobs = [t.enqueue() for t in (retry_after, fail_now, declined, other)]
+    drain(app)
+    infos = [app.get_job(j.id) for j in jobs]
+    assert [i.state for i in infos] == [
+        pgqueue.JobState.RETRYING,
+        pgqueue.JobState.FAILED,
+        pgqueue.JobState.FAILED,
+        pgqueue.JobState.RETRYING,
+    ]
+    assert all(i.attempt == 1 for i in infos)
+    assert infos[0].errors[0]["kind"] == "retry"
+    assert infos[0].errors[0]["message"] == "429 Too Many Requests"
+    assert infos[0].run_at is not None and infos[0].errors[0]["at"]
+    delay = (infos[0].run_at - infos[0].created_at).total_seconds()
+    assert 119 < delay < 130  # the task's own delay, not the policy's 2 s backoff
+    assert (infos[1].errors[0]["type"], infos[1].errors[0]["kind"]) == ("Fail", "fail")
+    assert (infos[2].errors[0]["type"], infos[2].errors[0]["kind"]) == ("CardDeclined", "fail")
+    assert infos[3].errors[0]["kind"] == "error"
+    with pytest.raises(pgqueue.ValidationError):
+        app.task(name="decide.bad", fail_on=("not an exception",))(lambda: None)  # type: ignore[arg-type]

@@ -42,10 +42,27 @@ def retry(job_id: int) -> Plan[bool]:
     return bool(rows)
 
 
-def retry_failed(queue: str | None) -> Plan[int]:
+def retry_failed(queue: str | None, fresh: bool = False) -> Plan[int]:
     if queue is not None:
         check_name("queue", queue)
-    return len((yield Query("job_retry_failed", {"queue": queue})))
+    return len((yield Query("job_retry_failed", {"queue": queue, "fresh": bool(fresh)})))
+
+
+#: States a bulk cancel may name: the unfinished ones.
+CANCELLABLE = ("scheduled", "available", "retrying", "running")
+
+
+def cancel_many(queue: str | None, task: str | None, state: str | None) -> Plan[tuple[int, int]]:
+    """(cancelled now, asked to stop because running)."""
+    for kind, name in (("queue", queue), ("task", task)):
+        if name is not None:
+            check_name(kind, name)
+    if state is not None and state not in CANCELLABLE:
+        raise ValidationError(f"cancel_many state must be one of {', '.join(CANCELLABLE)}")
+    params = {"queue": queue, "task": task, "state": state}
+    rows = yield Query("job_cancel_many", params)
+    running = sum(1 for r in rows if r[1])
+    return len(rows) - running, running
 
 
 def pause(queue: str, paused: bool) -> Plan[None]:

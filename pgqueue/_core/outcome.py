@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, NamedTuple
 
-from ..errors import JobTimeout, ValidationError
+from ..errors import Fail, JobTimeout, Retry, ValidationError
 from ..types import JobState
 from .claiming import ClaimedJob
 from .retry import RetryPolicy, decide_failure
@@ -50,10 +50,26 @@ def failure(
     worker: str,
     *,
     retryable: bool = True,
+    fail_on: tuple[type[BaseException], ...] = (),
 ) -> Outcome:
-    """The outcome of a failed attempt: retried after a backoff, or failed for good."""
-    decision = decide_failure(job.attempt, job.max_attempts, policy, retryable=retryable)
-    kind = "timeout" if isinstance(exc, JobTimeout) else "error"
+    """The outcome of a failed attempt: retried after a backoff, or failed for good.
+
+    `Fail`, and the exceptions a task lists in `fail_on`, are never retried; `Retry(after=)`
+    sets the delay itself (and still spends the attempt)."""
+    final = isinstance(exc, Fail) or (bool(fail_on) and isinstance(exc, fail_on))
+    delay = exc.after if isinstance(exc, Retry) else None
+    decision = decide_failure(
+        job.attempt, job.max_attempts, policy, retryable=retryable and not final, delay=delay
+    )
+    kind = (
+        "timeout"
+        if isinstance(exc, JobTimeout)
+        else "retry"
+        if isinstance(exc, Retry)
+        else "fail"
+        if final
+        else "error"
+    )
     return Outcome(
         job, error=error_record(exc, worker, kind), state=decision.state, delay=decision.delay
     )

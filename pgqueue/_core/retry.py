@@ -59,8 +59,14 @@ class FailureDecision:
 
 
 def decide_failure(
-    attempt: int, max_attempts: int, policy: RetryPolicy, *, retryable: bool = True
+    attempt: int,
+    max_attempts: int,
+    policy: RetryPolicy,
+    *,
+    retryable: bool = True,
+    delay: float | None = None,
 ) -> FailureDecision:
+    """`delay`, when given (a task's `Retry(after=...)`), replaces the policy's backoff."""
     if retryable and attempt < max_attempts:
-        return FailureDecision(JobState.RETRYING, policy.delay(attempt))
+        return FailureDecision(JobState.RETRYING, policy.delay(attempt) if delay is None else delay)
     return FailureDecision(JobState.FAILED, 0.0)

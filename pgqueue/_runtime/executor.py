@@ -298,7 +298,9 @@ class Executor:
 
     def _failure(self, job: ClaimedJob, exc: BaseException, policy: RetryPolicy) -> Outcome:
         """Thread-safe: it only logs and builds a record."""
-        outcome = outcomes.failure(job, exc, policy, self.worker_name)
+        task = self.tasks.get(job.task)
+        fail_on = task.fail_on if task is not None else ()
+        outcome = outcomes.failure(job, exc, policy, self.worker_name, fail_on=fail_on)
         self._log_failure(outcome, f"{type(exc).__name__}: {exc}")
         return outcome
 

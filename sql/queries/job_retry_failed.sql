@@ -4,7 +4,11 @@ WITH retried AS (
     UPDATE {schema}.jobs
        SET state = 'available',
            run_at = now(),
-           max_attempts = greatest(max_attempts, attempt + 1),
+           -- fresh: a full attempt budget again (after an outage that failed them all);
+           -- otherwise one more attempt than they have had.
+           attempt = CASE WHEN %(fresh)s::boolean THEN 0 ELSE attempt END,
+           max_attempts = CASE WHEN %(fresh)s::boolean THEN max_attempts
+                               ELSE greatest(max_attempts, attempt + 1) END,
            finished_at = NULL,
            lease = NULL,
            worker_id = NULL,
