@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -17,14 +18,52 @@ from enum import Enum
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 
 from pgqueue._db.errors import ConnectionFailed, DatabaseError
 from pgqueue.errors import PgQueueError
 
+#: How wide stdout is when it is not a terminal (a pipe, a file, a test's runner): wide enough
+#: that a table keeps every column and every cell whole, for grep and for the record.
+PIPED_WIDTH = 10_000
+
+
+class _Stdout(Console):
+    """stdout: the terminal's width at a terminal (a narrow one folds cells, see _tables), and
+    PIPED_WIDTH otherwise, where rich would assume 80 columns (or take stderr's terminal
+    width) and drop or ellipsize the columns that do not fit. $COLUMNS still wins."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in os.environ:
+            return ConsoleDimensions(PIPED_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
 #: Results go to stdout and problems to stderr, so that `--json` output stays parseable.
-out = Console()
+out: Console = _Stdout()
 err = Console(stderr=True)
+
+#: Set for each run from its arguments (`cli.main`): with --json, an error is printed as one
+#: JSON object on stderr, `{"error": "...", "code": N}`, with the same exit code N.
+_json_errors = False
+
+
+def json_errors(enabled: bool) -> None:
+    """Print this run's errors as JSON (`--json`) or as one red line (the default)."""
+    global _json_errors
+    _json_errors = enabled
+
+
+def json_errors_enabled() -> bool:
+    return _json_errors
+
 
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]+@|(password=)\S+")
 
@@ -35,9 +74,23 @@ def redact_dsn(text: str) -> str:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """End the command with one red line instead of a traceback; code 2 means bad usage."""
-    err.print(f"[bold red]error:[/] {redact_dsn(message)}", highlight=False, soft_wrap=True)
+    """End the command with one red line instead of a traceback; code 2 means bad usage.
+
+    With --json the line is a JSON object on stderr instead: `{"error": ..., "code": N}`.
+    """
+    message = redact_dsn(message)
+    if _json_errors:
+        sys.stderr.write(json.dumps({"error": message, "code": code}) + "\n")
+        sys.stderr.flush()
+    else:
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Something worth a look that is no error: one yellow line on stderr."""
+    line = f"[bold yellow]warning:[/] {escape(redact_dsn(message))}"
+    err.print(line, highlight=False, soft_wrap=True)
 
 
 @contextmanager

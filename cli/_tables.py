@@ -52,7 +52,8 @@ _JOB_FIELDS = (
 
 
 def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table:
-    """One row per queue, narrow enough for an 80-column terminal."""
+    """One row per queue. Piped, it is as wide as it needs (see _output.PIPED_WIDTH); on a
+    narrow terminal its cells fold, the queue's name first, rather than lose a column."""
     table = Table(
         title=title,
         title_justify="left",
@@ -60,8 +61,7 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
         pad_edge=False,
         collapse_padding=True,
     )
-    width = max([len(s.queue) + (9 if s.paused else 0) for s in stats] + [5])
-    table.add_column("queue", style="bold", no_wrap=True, min_width=min(width, 40))
+    table.add_column("queue", style="bold", overflow="fold")
     # Short headers so the table fits an 80-column terminal.
     for col in (
         "sched",
@@ -75,7 +75,7 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
         "done/m",
         "fail/h",
     ):
-        table.add_column(col, justify="right", min_width=max(len(col), 4), no_wrap=True)
+        table.add_column(col, justify="right", overflow="fold")
     for s in stats:
         name = f"{s.queue} [yellow](paused)[/]" if s.paused else s.queue
         table.add_row(
@@ -94,18 +94,37 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
     return table
 
 
-def status_warnings(stats: list[pgqueue.QueueStats], stuck: list[dict[str, Any]]) -> list[str]:
-    """What an operator should look at first, in plain words."""
-    lines = [f"queue {s.queue} is paused ({s.available} jobs waiting)" for s in stats if s.paused]
+def status_warnings(
+    stats: list[pgqueue.QueueStats], stuck: list[dict[str, Any]], stuck_count: int
+) -> list[str]:
+    """What an operator should look at first, in plain words.
+
+    `stuck` is a listing of the stuck_jobs view, which stops at its limit; `stuck_count` is
+    the view's full count (`App.count_stuck`), so a number printed here is never a cap.
+    """
+    lines = [
+        f"queue {s.queue} is paused ({s.available + s.retrying} jobs waiting)"
+        for s in stats
+        if s.paused
+    ]
     running = [j for j in stuck if j["state"] == "running"]
     orphaned = [j for j in running if not j["worker_alive"]]
+    troubled = len(stuck) - len(running)
+    if stuck_count > len(stuck):
+        # Only a sample is listed: the total is exact, the breakdown is the sample's.
+        lines.append(
+            f"{stuck_count} job(s) running past their expected time, rescued or retried"
+            f" several times (of the first {len(stuck)}: {len(running)} running long"
+            + (f", {len(orphaned)} on a dead worker" if orphaned else "")
+            + f", {troubled} rescued or retried): pgqueue jobs --stuck"
+        )
+        return lines
     if running:
         lines.append(
             f"{len(running)} running job(s) past their expected time"
             + (f", {len(orphaned)} on a dead worker" if orphaned else "")
             + ": pgqueue jobs --stuck"
         )
-    troubled = len(stuck) - len(running)
     if troubled:
         lines.append(f"{troubled} job(s) rescued or retried several times: pgqueue jobs --stuck")
     return lines
@@ -121,7 +140,7 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
     """Who is serving what, with a silent worker marked so an operator spots a dead one."""
     table = Table(title="workers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("worker", "queues", "running", "heartbeat", "role"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, overflow="fold")
     for w in workers:
         heartbeat = f"{w['silent_seconds']:.1f}s ago"
         table.add_row(
@@ -135,12 +154,12 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
 
 
 def failures_table(failures: list[dict[str, Any]]) -> Table:
-    """The latest errors, one line each except the message, which may need the room."""
+    """The latest errors; a long value folds (a narrow terminal) rather than vanish."""
     table = Table(
         title="recent failures", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
     )
     for col in ("id", "task", "queue", "state", "attempt", "error"):
-        table.add_column(col, overflow="ellipsis", no_wrap=col != "error")
+        table.add_column(col, overflow="fold")
     for f in failures:
         table.add_row(
             str(f["id"]),

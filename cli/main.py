@@ -10,25 +10,93 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.text import Text
+from typer.core import TyperGroup
 
 import pgqueue
 from pgqueue._runtime.settings import SETTINGS, WorkerSettings
 
-from ._output import err, errors, fail, out, print_json, report
+from ._output import (
+    err,
+    errors,
+    fail,
+    json_errors,
+    json_errors_enabled,
+    out,
+    print_json,
+    report,
+    warn,
+)
 from ._tables import job_table, jobs_table, queue_table, status_warnings
+
+#: Apps the running command built (`_app`, `worker`), closed when it ends however it ends:
+#: an App dropped unclosed leaves its pool to a garbage collection on any thread, its pool's
+#: own included ("Exception ignored in ConnectionPool.__del__: cannot join current thread").
+_opened: list[pgqueue.App] = []
+
+
+def _close_opened() -> None:
+    while _opened:
+        _opened.pop().close()
+
+
+class _Commands(TyperGroup):
+    """Every run of `pgqueue`: errors as JSON when --json is among its arguments (so that a
+    usage error is JSON too), and the command's Apps closed at its end."""
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        options = argv[: argv.index("--")] if "--" in argv else argv
+        json_errors("--json" in options)
+        try:
+            return super().main(args, *rest, **kwargs)
+        finally:
+            _close_opened()
+            json_errors(False)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            # A usage error (click's, raised while parsing the command's arguments): typer
+            # prints it as a panel, which a script reading --json output cannot parse.
+            message, code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+            if json_errors_enabled() and callable(message) and isinstance(code, int):
+                fail(str(message()), code=code)
+            raise
+
 
 app = typer.Typer(
     name="pgqueue",
+    cls=_Commands,
     help="A PostgreSQL-native job queue: migrate, run workers, and see what is going on.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"pgqueue {pgqueue.__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 DsnOption = Annotated[
@@ -49,12 +117,22 @@ SchemaOption = Annotated[
         show_envvar=True,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Machine-readable output on stdout; an error is one JSON line on stderr,"
+        ' {"error": "...", "code": N}, and the exit code is N.',
+    ),
+]
 
 
 def _app(dsn: str | None, schema: str | None) -> pgqueue.App:
-    """One place where commands build their App, so --dsn and --schema mean the same in all."""
-    return pgqueue.App(dsn, schema=schema)
+    """One place where commands build their App, so --dsn and --schema mean the same in all;
+    the App is closed when the command ends."""
+    qapp = pgqueue.App(dsn, schema=schema)
+    _opened.append(qapp)
+    return qapp
 
 
 @app.command()
@@ -140,6 +218,7 @@ def worker(
     if schema:
         os.environ["PGQUEUE_SCHEMA"] = schema
     qapp = load_app(app_path)
+    _opened.append(qapp)
     if schema and qapp.schema != schema:
         fail(f"{app_path} uses schema {qapp.schema!r}, not {schema!r}", code=2)
     if dsn:
@@ -194,28 +273,37 @@ def status(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOpti
     with errors():
         qapp = _app(dsn, schema)
         stats = qapp.queue_stats()
-        stuck = qapp.stuck_jobs(limit=1000)
+        stuck = qapp.stuck_jobs(limit=STUCK_SAMPLE)
+        stuck_count = qapp.count_stuck()
     if as_json:
-        print_json({"queues": stats, "stuck_jobs": stuck})
+        print_json({"queues": stats, "stuck_jobs": stuck, "stuck_count": stuck_count})
         return
     if not stats:
         out.print("no queues yet: nothing has been enqueued")
         return
     out.print(queue_table(stats))
-    for line in status_warnings(stats, stuck):
+    for line in status_warnings(stats, stuck, stuck_count):
         out.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: How many stuck jobs `status` lists to break its warning down (the count is exact).
+STUCK_SAMPLE = 1000
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> float:
-    """'90', '45s', '30m', '12h', '7d', '2w' to seconds."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match:
-        fail(f"{text!r} is not a duration like 30m, 12h or 7d", code=2)
-    return float(match[1]) * _UNIT[match[2]]
+def parse_duration(text: str, option: str = "a duration") -> float:
+    """'90s', '30m', '12h', '7d', '2w' to seconds. A unit is required: `prune --older-than 7`
+    once meant 7 seconds, and deleted every finished job."""
+    value = text.strip().lower()
+    match = _DURATION.fullmatch(value)
+    if match:
+        return float(match[1]) * _UNIT[match[2]]
+    if _NUMBER.fullmatch(value):
+        fail(f"{option} {text!r} needs a unit: s, m, h, d or w, e.g. 90s, 10m, 2h, 7d", code=2)
+    fail(f"{option} {text!r} is not a duration like 90s, 10m, 2h or 7d", code=2)
 
 
 @app.command()
@@ -223,8 +311,12 @@ def jobs(
     state: Annotated[str | None, typer.Option("--state", help="e.g. failed, running.")] = None,
     queue: Annotated[str | None, typer.Option("--queue", "-q")] = None,
     task: Annotated[str | None, typer.Option("--task")] = None,
-    older_than: Annotated[str | None, typer.Option("--older-than", help="e.g. 1h")] = None,
-    newer_than: Annotated[str | None, typer.Option("--newer-than", help="e.g. 10m")] = None,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="A duration with its unit, e.g. 1h.")
+    ] = None,
+    newer_than: Annotated[
+        str | None, typer.Option("--newer-than", help="A duration with its unit, e.g. 10m.")
+    ] = None,
     stuck: Annotated[bool, typer.Option("--stuck", help="The stuck_jobs view.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
     dsn: DsnOption = None,
@@ -232,8 +324,8 @@ def jobs(
     as_json: JsonOption = False,
 ) -> None:
     """List jobs, newest first, filtered by state, queue, task and age."""
-    older = parse_duration(older_than) if older_than else None
-    newer = parse_duration(newer_than) if newer_than else None
+    older = parse_duration(older_than, "--older-than") if older_than is not None else None
+    newer = parse_duration(newer_than, "--newer-than") if newer_than is not None else None
     with errors():
         qapp = _app(dsn, schema)
         try:

@@ -25,12 +25,19 @@ from ._tables import failures_table, queue_table, sparkline, status_warnings, wo
 
 #: The sparkline covers 5 minutes in 10-second buckets.
 BUCKET_SECONDS, BUCKETS = 10.0, 30
+#: How many stuck jobs a frame reads to break the warning down (the count is exact).
+STUCK_SAMPLE = 1000
 
 
-def render(app: pgqueue.App) -> RenderableType:
-    """One frame of the dashboard, from a handful of cheap queries."""
+def render(app: pgqueue.App, *, expand: bool = True) -> RenderableType:
+    """One frame of the dashboard, from a handful of cheap queries.
+
+    `expand=False` (output that is not a terminal, hence very wide) keeps the panel to its
+    content's width instead of the console's.
+    """
     stats = app.queue_stats()
-    stuck = app.stuck_jobs(limit=1000)
+    stuck = app.stuck_jobs(limit=STUCK_SAMPLE)
+    stuck_count = app.count_stuck()
     series = app.throughput(BUCKET_SECONDS, BUCKETS)
     completed = [c for c, _ in series]
     failed = [f for _, f in series]
@@ -52,10 +59,16 @@ def render(app: pgqueue.App) -> RenderableType:
     parts: list[RenderableType] = [
         header,
         queue_table(stats, "queues") if stats else Text("no queues yet"),
-        Panel(spark, title="throughput, last 5 minutes", title_align="left", box=box.ROUNDED),
+        Panel(
+            spark,
+            title="throughput, last 5 minutes",
+            title_align="left",
+            box=box.ROUNDED,
+            expand=expand,
+        ),
         workers_table(app.workers()),
     ]
-    for line in status_warnings(stats, stuck):
+    for line in status_warnings(stats, stuck, stuck_count):
         parts.append(Text.from_markup(f"[bold yellow]warning:[/] {line}"))
     failures = app.recent_failures(8)
     if failures:
@@ -89,7 +102,7 @@ def _pressed_q(fd: Any, timeout: float) -> bool:
 def run_top(app: pgqueue.App, *, console: Console, once: bool, interval: float) -> None:
     """`--once` prints a single frame, for scripts and terminals without a full screen."""
     if once:
-        console.print(render(app))
+        console.print(render(app, expand=console.is_terminal))
         return
     with (
         contextlib.suppress(KeyboardInterrupt),

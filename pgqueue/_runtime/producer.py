@@ -176,9 +176,10 @@ class Producer:
             jobs = await self._statement(limit, done, after=True)
             if len(jobs) < limit:
                 # The continuation ran dry, or what is left sorts before it: from the front.
+                # Those rows sort before the continuation's, so they start first.
                 self.cursor.reset()
                 done = []
-                jobs += await self._statement(limit - len(jobs), [])
+                jobs = await self._statement(limit - len(jobs), []) + jobs
             return jobs
         except BaseException:
             completer.restore(done)
