@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 import pgqueue
@@ -77,7 +78,7 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
     ):
         table.add_column(col, justify="right", overflow="fold")
     for s in stats:
-        name = f"{s.queue} [yellow](paused)[/]" if s.paused else s.queue
+        name = escape(s.queue) + (" [yellow](paused)[/]" if s.paused else "")
         table.add_row(
             name,
             str(s.scheduled),

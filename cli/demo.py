@@ -96,51 +96,52 @@ def run_demo(
         console.print(f"starting an embedded PostgreSQL in {data_dir} ...")
         dsn = embedded_dsn(data_dir)
     app = demo_app(dsn)
-    # Failed attempts are part of the show; they appear in the table, not as log noise.
-    logging.getLogger("pgqueue").setLevel(logging.ERROR)
-    applied = app.migrate()
-    console.print(f"schema ready ({'migrated ' + str(applied) if applied else 'up to date'})")
-    ids = enqueue_examples(app, quick_jobs)
-    console.print(
-        f"enqueued {len(ids)} jobs: quick emails, slow reports, flaky webhooks, "
-        "a failing charge and a few scheduled emails"
-    )
-    progress = _progress_bar(len(ids))
-    bar = progress.add_task("jobs", total=len(ids))
     try:
-        with (
-            worker_thread(app, concurrency=8, poll_interval=0.5) as worker,
-            Live(console=console, refresh_per_second=8, transient=True) as live,
-        ):
-            while True:
-                left = app.unfinished(ids)
-                progress.update(bar, completed=len(ids) - left)
-                live.update(Group(progress, queue_table(app.queue_stats(), "live")))
-                if left == 0 or worker.finished:
-                    break
-                time.sleep(0.25)
-    except Exception as exc:  # the worker's own failure, reported instead of a traceback
-        fail(f"the demo worker stopped: {exc}")
-    console.print(queue_table(app.queue_stats(), "final"))
-    failed = app.list_jobs(state="failed", task="demo.charge_card", limit=1)
-    if embedded:
+        # Failed attempts are part of the show; they appear in the table, not as log noise.
+        logging.getLogger("pgqueue").setLevel(logging.ERROR)
+        applied = app.migrate()
+        console.print(f"schema ready ({'migrated ' + str(applied) if applied else 'up to date'})")
+        ids = enqueue_examples(app, quick_jobs)
         console.print(
-            "The embedded PostgreSQL stops with the demo (its data stays in"
-            f" {data_dir}); run the demo with --dsn to look around afterwards with"
-            " pgqueue status, jobs and top.",
-            highlight=False,
+            f"enqueued {len(ids)} jobs: quick emails, slow reports, flaky webhooks, "
+            "a failing charge and a few scheduled emails"
         )
-        app.close()
-        return
-    shown = redact_dsn(dsn)
-    console.print(f"Next: pgqueue status --dsn '{shown}'", highlight=False, soft_wrap=True)
-    if failed:
-        console.print(
-            f"      pgqueue job {failed[0]['id']} --dsn '{shown}'   (the failed charge)",
-            highlight=False,
-            soft_wrap=True,
-        )
-    app.close()
+        progress = _progress_bar(len(ids))
+        bar = progress.add_task("jobs", total=len(ids))
+        try:
+            with (
+                worker_thread(app, concurrency=8, poll_interval=0.5) as worker,
+                Live(console=console, refresh_per_second=8, transient=True) as live,
+            ):
+                while True:
+                    left = app.unfinished(ids)
+                    progress.update(bar, completed=len(ids) - left)
+                    live.update(Group(progress, queue_table(app.queue_stats(), "live")))
+                    if left == 0 or worker.finished:
+                        break
+                    time.sleep(0.25)
+        except Exception as exc:  # the worker's own failure, reported instead of a traceback
+            fail(f"the demo worker stopped: {exc}")
+        console.print(queue_table(app.queue_stats(), "final"))
+        failed = app.list_jobs(state="failed", task="demo.charge_card", limit=1)
+        if embedded:
+            console.print(
+                "The embedded PostgreSQL stops with the demo (its data stays in"
+                f" {data_dir}); run the demo with --dsn to look around afterwards with"
+                " pgqueue status, jobs and top.",
+                highlight=False,
+            )
+            return
+        shown = redact_dsn(dsn)
+        console.print(f"Next: pgqueue status --dsn '{shown}'", highlight=False, soft_wrap=True)
+        if failed:
+            console.print(
+                f"      pgqueue job {failed[0]['id']} --dsn '{shown}'   (the failed charge)",
+                highlight=False,
+                soft_wrap=True,
+            )
+    finally:
+        app.close()  # on every path, a failing worker's included
 
 
 def _progress_bar(total: int) -> Progress:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -10,7 +11,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -42,7 +43,10 @@ _opened: list[pgqueue.App] = []
 
 def _close_opened() -> None:
     while _opened:
-        _opened.pop().close()
+        qapp = _opened.pop()
+        # A pool that fails to close must not replace the command's own result or error.
+        with contextlib.suppress(Exception):
+            qapp.close()
 
 
 class _Commands(TyperGroup):
@@ -267,6 +271,10 @@ def _register_worker() -> None:
 _register_worker()
 
 
+#: How many stuck jobs `status` lists to break its warning down (the count is exact).
+STUCK_SAMPLE = 1000
+
+
 @app.command()
 def status(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False) -> None:
     """Queues at a glance: counts per state, lag, throughput, failures."""
@@ -285,9 +293,6 @@ def status(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOpti
     for line in status_warnings(stats, stuck, stuck_count):
         out.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 
-
-#: How many stuck jobs `status` lists to break its warning down (the count is exact).
-STUCK_SAMPLE = 1000
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -379,28 +384,88 @@ def _set_paused(
 ) -> None:
     with errors():
         qapp = _app(dsn, schema)
+        known = [s.queue for s in qapp.queue_stats()]
         if paused:
             qapp.pause(queue)
         else:
             qapp.resume(queue)
     word = "paused" if paused else "resumed"
-    report(as_json, f"queue {queue} {word}", {"queue": queue, "paused": paused})
+    data: dict[str, Any] = {"queue": queue, "paused": paused}
+    warning = None
+    if queue not in known:
+        # Still done: a queue may be paused before its first job. But a typo shows.
+        warning = (
+            f"queue {queue!r} has no live or recent jobs and no settings"
+            + ("; paused it anyway" if paused else "; nothing was paused")
+            + f" (known queues: {_names(known)})"
+        )
+        data["warning"] = warning
+    report(as_json, f"queue {queue} {word}", data)
+    if warning and not as_json:
+        warn(warning)
+
+
+def _names(names: list[str], most: int = 20) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(sorted(names)[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+#: `prune` asks first (or wants --yes) when it would delete more finished jobs than this.
+PRUNE_CONFIRM_ABOVE = 1000
+
+
+def _interactive() -> bool:
+    """Whether someone can answer a question: stdin is a terminal."""
+    return sys.stdin.isatty()
+
+
+def _confirm_prune(count: int, as_json: bool) -> None:
+    what = f"this would delete {count} finished job(s), more than {PRUNE_CONFIRM_ABOVE}"
+    if as_json or not _interactive():
+        # No one to ask (a script, a pipe, --json): refuse rather than hang or guess.
+        fail(f"{what}: pass --yes to confirm")
+    try:
+        confirmed = typer.confirm(f"{what}. Delete them?", default=False, err=True)
+    except typer.Abort:  # end of input, or Ctrl-C at the prompt
+        confirmed = False
+    if not confirmed:
+        fail("prune not confirmed: nothing deleted")
 
 
 @app.command()
 def prune(
     older_than: Annotated[
-        str | None, typer.Option("--older-than", help="e.g. 7d; default: each state's retention")
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Finished longer ago than this, with its unit: 90s, 10m, 2h, 7d."
+            " Default: each state's retention.",
+        ),
     ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", help=f"Delete more than {PRUNE_CONFIRM_ABOVE} jobs without asking."
+        ),
+    ] = False,
     batch: Annotated[int, typer.Option("--batch", min=1)] = 1000,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete finished jobs in small batches: never a live job, never one long lock."""
-    seconds = parse_duration(older_than) if older_than else None
+    """Delete finished jobs in small batches: never a live job, never one long lock.
+
+    Above 1000 jobs it asks first; with no terminal to ask on, or --json, it needs --yes.
+    """
+    seconds = parse_duration(older_than, "--older-than") if older_than is not None else None
     with errors():
         qapp = _app(dsn, schema)
+        if not yes:
+            count = qapp.count_prunable(seconds)
+            if count > PRUNE_CONFIRM_ABOVE:
+                _confirm_prune(count, as_json)
         if as_json:
             deleted = qapp.prune(seconds, batch=batch)
         else:
@@ -458,45 +523,148 @@ def job(
             out.print(Text(str(error["traceback"]).rstrip(), style="dim"))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Done:
+    """What a command did to one of the job ids it was given."""
+
+    job: int | str
+    result: str  # a word for scripts: cancelled, cancel_requested, not_found, ...
+    text: str  # the same for people
+    ok: bool
+    state: str | None = None  # the job's state, when it is why nothing was done
+
+    def line(self) -> str:
+        return f"job {self.job}: {self.text}"
+
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.job, "result": self.result}
+        if self.state is not None:
+            data["state"] = self.state
+        return data
+
+
+_FINISHED = ("completed", "failed", "cancelled")
+
+
+def _job_id(raw: str) -> int | None:
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if 0 < value < 2**63 else None
+
+
+def _per_id(
+    job_ids: list[str],
+    one: Callable[[pgqueue.App, int], _Done],
+    *,
+    verb: str,
+    dsn: str | None,
+    schema: str | None,
+    as_json: bool,
+) -> None:
+    """Apply `one(app, id)` to every id and report each result as it comes, so that one bad
+    id neither hides what was done to the others nor stops them. Exit 1 if any failed."""
+    done: list[_Done] = []
+    try:
+        with errors():
+            qapp = _app(dsn, schema)
+            for raw in job_ids:
+                job_id = _job_id(raw)
+                result = (
+                    _Done(raw, "invalid_id", f"not {verb}: invalid id", False)
+                    if job_id is None
+                    else one(qapp, job_id)
+                )
+                done.append(result)
+                if not as_json:
+                    out.print(result.line(), highlight=False, style=None if result.ok else "red")
+    finally:
+        # Even when the database fails half-way: what was done is reported.
+        if as_json and done:
+            counts: dict[str, int] = {}
+            for d in done:
+                counts[d.result] = counts.get(d.result, 0) + 1
+            print_json({"jobs": [d.data() for d in done], **counts})
+    failed = [d for d in done if not d.ok]
+    if failed:
+        fail(f"{len(failed)} of {len(done)} job(s) not {verb}")
+
+
+def _left_alone(qapp: pgqueue.App, job_id: int, verb: str) -> _Done:
+    """Why a job was left alone: it does not exist, or its state did not allow it."""
+    try:
+        state = qapp.get_job(job_id).state.value
+    except pgqueue.JobNotFound:
+        return _Done(job_id, "not_found", f"not {verb}: not found", False)
+    if state in _FINISHED:
+        return _Done(job_id, "already_finished", f"not {verb}: already {state}", False, state)
+    return _Done(job_id, f"not_{verb}", f"not {verb}: it is {state}", False, state)
+
+
+def _cancel_one(qapp: pgqueue.App, job_id: int) -> _Done:
+    if not qapp.cancel(job_id):
+        return _left_alone(qapp, job_id, "cancelled")
+    state = qapp.get_job(job_id).state.value
+    if state == "running":
+        return _Done(
+            job_id,
+            "cancel_requested",
+            "cancel requested: its worker stops it at its next heartbeat",
+            True,
+        )
+    if state == "cancelled":
+        return _Done(job_id, "cancelled", "cancelled", True)
+    # It was running, and finished before the request could stop it.
+    return _Done(
+        job_id, "already_finished", f"not cancelled: it finished first, {state}", False, state
+    )
+
+
+def _retry_one(qapp: pgqueue.App, job_id: int) -> _Done:
+    try:
+        if qapp.retry(job_id):
+            return _Done(job_id, "retried", "retrying", True)
+    except pgqueue.ValidationError as exc:  # another unfinished job holds its unique_key
+        return _Done(job_id, "conflict", f"not retried: {exc}", False)
+    return _left_alone(qapp, job_id, "retried")
+
+
 @app.command()
 def retry(
-    job_ids: Annotated[list[int] | None, typer.Argument(metavar="ID...")] = None,
+    job_ids: Annotated[list[str] | None, typer.Argument(metavar="ID...")] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Every failed job.")] = False,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="With --failed.")] = None,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run failed or cancelled jobs again (by id, or every failed one)."""
+    """Run failed or cancelled jobs again (by id, or every failed one).
+
+    With ids, each one's result is reported; the exit code is 1 if any was not retried.
+    """
     if failed == bool(job_ids):
         fail("give job ids, or --failed [--queue Q]", code=2)
-    with errors():
-        qapp = _app(dsn, schema)
-        if failed:
-            count = qapp.retry_failed(queue)
-            report(as_json, f"retrying {count} failed job(s)", {"retried": count})
-            return
-        job_ids = job_ids or []
-        missing = [i for i in job_ids if not qapp.retry(i)]
-    if missing:
-        fail(f"not retried (unknown, running or completed): {', '.join(map(str, missing))}")
-    report(as_json, f"retrying {len(job_ids)} job(s)", {"retried": len(job_ids)})
+    if failed:
+        with errors():
+            count = _app(dsn, schema).retry_failed(queue)
+        report(as_json, f"retrying {count} failed job(s)", {"retried": count})
+        return
+    _per_id(job_ids or [], _retry_one, verb="retried", dsn=dsn, schema=schema, as_json=as_json)
 
 
 @app.command()
 def cancel(
-    job_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel jobs: queued ones at once, running ones at their worker's next heartbeat."""
-    with errors():
-        qapp = _app(dsn, schema)
-        missing = [i for i in job_ids if not qapp.cancel(i)]
-    if missing:
-        fail(f"not cancelled (unknown or already finished): {', '.join(map(str, missing))}")
-    report(as_json, f"cancelled {len(job_ids)} job(s)", {"cancelled": len(job_ids)})
+    """Cancel jobs: queued ones at once, running ones at their worker's next heartbeat.
+
+    Each id's result is reported; the exit code is 1 if any was not cancelled.
+    """
+    _per_id(job_ids, _cancel_one, verb="cancelled", dsn=dsn, schema=schema, as_json=as_json)
 
 
 @app.command()

@@ -163,10 +163,13 @@ class App:
         return self.database.pool
 
     def close(self) -> None:
-        """Close every pool this App opened, sync and async (not one passed in with `pool=`)."""
+        """Close every pool this App opened, sync and async (not one passed in with `pool=`),
+        and its waiters' listener."""
+        self.client.close()
         self.database.close()
 
     async def aclose(self) -> None:
+        await asyncio.to_thread(self.client.close)
         await self.database.aclose()
 
     def __enter__(self) -> App:

@@ -7,6 +7,7 @@ every public method of App, Task, TaskCall and Job is a shell over a plan run he
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from ._core import waiting
 from ._core.plan import Plan, Step
 from ._core.schema import check_schema
 from ._core.spec import JobSpec
+from ._db.listener import AsyncWaitTarget, DoneListener, WaitTarget
 from ._db.migrate import latest_version
 from ._db.pools import Database
 from ._db.queries import Queries
@@ -56,6 +58,8 @@ class Client:
         self.schema_ok = False
         #: Set by `pgqueue.testing.inline`: run tasks at enqueue time instead of storing them.
         self.inline: Callable[[JobSpec], Any] | None = None
+        self._listener: DoneListener | None = None
+        self._lock = threading.Lock()
 
     def _start(self, plan: Plan[T]) -> tuple[Step, Plan[T]] | tuple[None, T]:
         """Take the plan's first step before any connection is touched, so its validation
@@ -97,21 +101,32 @@ class Client:
             pooled = AsyncPsycopgTarget(conn, self.queries, listen=False)
             return await drive_async(rest, pooled, first)  # type: ignore[arg-type]
 
+    def _done_listener(self) -> DoneListener | None:
+        """The App's one LISTEN connection for waiters, started with the first wait; None
+        where nothing can listen (behind a transaction-mode pooler without `listen_dsn`)."""
+        if self.database.listen_dsn is None:
+            return None
+        with self._lock:
+            if self._listener is None:
+                self._listener = DoneListener(self.database, self.queries.done_channel)
+            return self._listener
+
     def wait(self, job_id: int, timeout: float | None) -> Any:
-        """Block until the job finishes, on a dedicated connection that LISTENs (or polls,
-        where no listening connection can be had)."""
+        """Block until the job finishes: wake on the shared listener's notifications (or
+        poll, where nothing can listen), re-reading the row on a pooled connection."""
         plan = waiting.wait(job_id, timeout, self.queries.done_channel, time.monotonic)
         first, rest = self._start(plan)
-        can_listen = self.database.listen_dsn is not None
-        with self.database.connect(listen=can_listen) as conn:
-            target = PsycopgTarget(conn, self.queries, listen=can_listen)
-            return drive(rest, target, first)  # type: ignore[arg-type]
+        target = WaitTarget(self.database, self.queries, self._done_listener())
+        return drive(rest, target, first)  # type: ignore[arg-type]
 
     async def wait_async(self, job_id: int, timeout: float | None) -> Any:
         plan = waiting.wait(job_id, timeout, self.queries.done_channel, time.monotonic)
         first, rest = self._start(plan)
-        can_listen = self.database.listen_dsn is not None
-        conn = await self.database.aconnect(listen=can_listen)
-        async with conn:
-            target = AsyncPsycopgTarget(conn, self.queries, listen=can_listen)
-            return await drive_async(rest, target, first)  # type: ignore[arg-type]
+        target = AsyncWaitTarget(self.database, self.queries, self._done_listener())
+        return await drive_async(rest, target, first)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()

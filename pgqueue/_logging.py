@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from .errors import ValidationError
+
 #: Argument keys masked by default wherever pgqueue shows arguments (logs, CLI output).
 DEFAULT_REDACT_KEYS = frozenset(
     {
@@ -28,6 +30,7 @@ DEFAULT_REDACT_KEYS = frozenset(
     }
 )
 MASK = "***"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -79,6 +82,13 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    name = level.upper() if isinstance(level, str) else level
+    if name not in LEVELS:
+        raise ValidationError(f"unknown log level {level!r}: use one of {', '.join(LEVELS)}")
+    # The level is pgqueue's own: other libraries' INFO lines (HTTP clients, drivers) stay at
+    # WARNING. Records propagate to the root's handler whatever the root's level, so
+    # pgqueue's INFO lines still print.
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(logging.WARNING)
+    logging.getLogger("pgqueue").setLevel(name)

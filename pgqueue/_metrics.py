@@ -59,7 +59,14 @@ class Metrics:
             ["queue"],
             registry=self.registry,
         )
-        self.server, self.thread = prom.start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            self.server, self.thread = prom.start_http_server(
+                port, addr=addr, registry=self.registry
+            )
+        except OSError as exc:  # in use, or an address this host does not have
+            raise ConfigurationError(
+                f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}"
+            ) from None
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, OutcomesWritten):

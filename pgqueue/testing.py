@@ -6,6 +6,9 @@
   (a subset of) arguments.
 - `drain(app)`: run every due job now, in this process, and return the worker's counters.
 - `worker_thread(app)`: a real worker on its own event loop in a thread, for a `with` block.
+- `isolated(app)`: your App on a fresh, migrated schema of its own for a block; as a pytest
+  plugin (`pytest_plugins = ["pgqueue.testing"]`), the fixture `pgqueue_app` does that per
+  test for the App named by the ini option `pgqueue_app`.
 
 They use the real database (apart from inline mode), so what a test sees is what production
 would do.
@@ -14,15 +17,20 @@ would do.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from ._app import App
+from ._client import Client
 from ._core import admin
 from ._core.spec import JobSpec
+from ._db.migrate import drop_schema
+from ._db.queries import Queries
 from ._runtime.worker import Worker
 from ._task import Job, Task
 from .errors import JobFailed, UnknownTask
@@ -33,6 +41,7 @@ __all__ = [
     "drain",
     "drain_async",
     "inline",
+    "isolated",
     "refute_enqueued",
     "worker_thread",
 ]
@@ -236,3 +245,60 @@ def worker_thread(app: App, worker: Worker | None = None, **settings: Any) -> It
             raise AssertionError("worker thread did not stop")
     if errors:
         raise errors[0]
+
+
+@contextmanager
+def isolated(app: App, dsn: str | None = None) -> Iterator[App]:
+    """Point `app` (your own, with its tasks) at a fresh, migrated schema of its own for the
+    block, then drop that schema: each test sees an empty queue, and tests never see each
+    other's jobs. `dsn` defaults to the App's own (a test database)."""
+    name = f"pgqueue_test_{uuid.uuid4().hex[:12]}"
+    saved = (app.schema, app.queries, app.client, app.database)
+    if dsn is not None:
+        app.dsn = dsn
+    app.schema = name
+    app.queries = Queries(name)
+    app.client = Client(app.database, app.queries)
+    try:
+        app.migrate()
+        yield app
+    finally:
+        app.client.close()
+        drop_schema(app.database, name)
+        app.schema, app.queries, app.client, app.database = saved
+
+
+def pytest_addoption(parser: Any) -> None:
+    parser.addini(
+        "pgqueue_app",
+        "The App your code enqueues with, as package.module:attribute; the `pgqueue_app`"
+        " fixture points it at a fresh schema per test",
+        default="",
+    )
+
+
+def _pgqueue_app(request: Any) -> Iterator[App]:
+    """Your App, on a fresh migrated schema of its own, dropped after the test.
+
+    Configure it with `pgqueue_app = myproject.tasks:app` in pytest's ini file (the App's own
+    DSN, or $PGQUEUE_DSN, names the test database), or override the fixture."""
+    path = request.config.getini("pgqueue_app")
+    if not path:
+        raise LookupError(
+            "set `pgqueue_app = package.module:app` in your pytest configuration (ini or"
+            " pyproject [tool.pytest.ini_options]) to use the pgqueue_app fixture"
+        )
+    module_name, _, attr = path.partition(":")
+    app = getattr(importlib.import_module(module_name), attr)
+    if not isinstance(app, App):
+        raise TypeError(f"{path} is not a pgqueue.App")
+    with isolated(app) as isolated_app:
+        yield isolated_app
+
+
+try:  # the plugin's fixture, when pytest is there (`pytest_plugins = ["pgqueue.testing"]`)
+    import pytest as _pytest
+except ImportError:  # pgqueue.testing is usable without pytest
+    pass
+else:
+    pgqueue_app = _pytest.fixture(name="pgqueue_app")(_pgqueue_app)

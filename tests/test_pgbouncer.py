@@ -548,7 +548,9 @@ def test_migrate_through_the_bouncer(pgbouncer: PgBouncer, empty_dsn: str) -> No
 
 def test_concurrent_migrate_through_the_bouncer(pgbouncer: PgBouncer, empty_dsn: str) -> None:
     """Three migrators at once through the bouncer, as three deploys starting together:
-    all succeed (one applies, the others find it done) and no advisory lock is left.
+    all succeed, every migration is applied exactly once and in order (each in its own
+    transaction, under a transaction-level lock, so two migrators may share the work), and
+    no advisory lock is left.
 
     A session advisory lock cannot serialize them through a transaction pooler: all three
     may take it on the same server connection (it is re-entrant there), and the unlock may
@@ -582,8 +584,14 @@ def test_concurrent_migrate_through_the_bouncer(pgbouncer: PgBouncer, empty_dsn:
     failures = [r for r in results if isinstance(r, BaseException)]
     assert failures == [], failures
     applied = [r for r in results if not isinstance(r, BaseException)]
-    assert sorted(len(r) > 0 for r in applied) == [False, False, True], applied
+    done = sorted(v for r in applied for v in r)
+    assert done == list(range(1, len(done) + 1)), applied  # each exactly once
+    assert all(r == sorted(r) for r in applied), applied
     with psycopg.connect(empty_dsn, autocommit=True) as db:
         assert _advisory_locks(db) == 0
         versions = _count(db, "SELECT count(*) FROM pgqueue.migrations")
-    assert versions == max(len(r) for r in applied)
+        in_order = db.execute(
+            "SELECT array_agg(version ORDER BY applied_at, version) FROM pgqueue.migrations"
+        ).fetchone()
+    assert versions == len(done)
+    assert in_order is not None and in_order[0] == sorted(in_order[0])

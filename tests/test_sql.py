@@ -49,6 +49,9 @@ def test_every_named_query_prepares(app: pgqueue.App, db: psycopg.Connection[Any
         # Continuing after the previous claim: the row comparison positions the index scan.
         ("job_claim_after_one", ["small"], "jobs_claim_queue_idx"),
         ("job_claim_after_all", None, "jobs_claim_idx"),
+        # Every queue but some: the all-queues order, the exclusion filtered on the index.
+        ("job_claim_except", None, "jobs_claim_idx"),
+        ("job_claim_after_except", None, "jobs_claim_idx"),
     ],
 )
 def test_claim_queries_use_their_partial_index(
@@ -72,6 +75,7 @@ def test_claim_queries_use_their_partial_index(
         "limit": 10,
         "queues": queues,
         "queue": queues[0] if queues else None,
+        "excluded": ["big"],
         "worker_id": "00000000-0000-0000-0000-000000000000",
         "ids": [],
         "leases": [],

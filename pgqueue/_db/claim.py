@@ -31,11 +31,28 @@ class ClaimResult(NamedTuple):
 class ClaimStatement:
     """The claim statement for one worker's queue selection."""
 
-    def __init__(self, queries: Queries, worker_id: UUID, queues: Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        queries: Queries,
+        worker_id: UUID,
+        queues: Sequence[str] | None,
+        excluded: Sequence[str] | None = None,
+    ) -> None:
         self.queries = queries
         self.worker_id = worker_id
         self.queues = list(queues) if queues else None
-        kind = "_all" if not queues else "_one" if len(queues) == 1 else "_some"
+        self.excluded = list(excluded) if excluded else None
+        if self.queues and self.excluded:
+            raise ValueError("a claim names queues or excludes some, not both")
+        kind = (
+            "_except"
+            if self.excluded
+            else "_all"
+            if not self.queues
+            else "_one"
+            if len(self.queues) == 1
+            else "_some"
+        )
         #: A continuation is possible in one index order only: every queue, or one queue.
         self.continues = kind != "_some"
         self._plain = queries["job_claim" + kind]
@@ -45,6 +62,7 @@ class ClaimStatement:
             "queues": self.queues,
             "worker_id": worker_id,
             "queue": self.queues[0] if self.queues else None,
+            "excluded": self.excluded,
             "done_channel": queries.done_channel,
         }
 

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from .pools import Database
 from .queries import sql_dir
 
 _MIGRATION_FILE = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
@@ -85,3 +86,9 @@ def migrate(conninfo: str, schema: str, kwargs: dict[str, Any] | None = None) ->
                 conn.execute(migration.text.encode())
             applied.append(migration.version)
     return applied
+
+
+def drop_schema(database: Database, schema: str) -> None:
+    """Drop a schema and everything in it (the testing helpers' throwaway schemas)."""
+    with database.connect() as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-__all__ = ["ConnectionPool", "Database", "normalize_dsn", "resolve_dsn"]
+__all__ = ["ConnectionPool", "Database", "LoopPool", "normalize_dsn", "resolve_dsn"]
 
 from ..errors import ConfigurationError
 
@@ -99,7 +99,7 @@ class Database:
             else (self.dsn if self.prepared_statements else None)
         )
         self._pool: ConnectionPool[Any] | None = pool
-        self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
+        self._apools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
         self._lock = threading.Lock()
 
     def derive(
@@ -153,20 +153,13 @@ class Database:
                     )
         return self._pool
 
-    async def apool(self) -> AsyncConnectionPool[Any]:
+    def apool(self) -> LoopPool:
+        """This event loop's connections (one LoopPool per loop: async connections belong to
+        the loop that opened them)."""
         loop = asyncio.get_running_loop()
         pool = self._apools.get(loop)
         if pool is None:
-            pool = AsyncConnectionPool(
-                self.dsn,
-                min_size=1,
-                max_size=8,
-                open=False,
-                name="pgqueue",
-                kwargs=self.kwargs(),
-            )
-            await pool.open()
-            self._apools[loop] = pool
+            pool = self._apools[loop] = LoopPool(self.aconnect, max_size=8)
         return pool
 
     @contextmanager
@@ -184,8 +177,7 @@ class Database:
     async def aconnection(
         self, *, atomic: bool = False
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        pool = await self.apool()
-        async with pool.connection() as conn:
+        async with self.apool().connection() as conn:
             if atomic:
                 async with conn.transaction():
                     yield conn
@@ -202,40 +194,21 @@ class Database:
         return await psycopg.AsyncConnection.connect(dsn, **self.kwargs())
 
     def close(self) -> None:
-        """Close every pool this Database opened (not one passed in with `pool=`).
-
-        Async pools belong to their event loops: one whose loop still runs in another thread
-        is closed there; one whose loop is gone is closed on a loop of its own (its
-        connections are sockets, not loop-bound); the current thread's running loop must use
-        `aclose()`."""
+        """Close every pool this Database opened (not one passed in with `pool=`), and every
+        event loop's idle async connections (their sockets: no loop needs to run for that)."""
         if self._pool is not None and self._pool is not self._external_pool:
             self._pool.close()
             self._pool = None
-        for loop, pool in list(self._apools.items()):
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if loop is running:
-                continue  # aclose() handles it; blocking here would deadlock the loop
-            self._apools.pop(loop, None)
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(pool.close(), loop).result(30)
-            else:
-                _close_orphaned(pool)
+        pools, self._apools = list(self._apools.values()), {}
+        for pool in pools:
+            pool.close_now()
 
     async def aclose(self) -> None:
-        """Close this loop's async pool and everything `close()` can close."""
-        loop = asyncio.get_running_loop()
-        pool = self._apools.pop(loop, None)
+        """Close this loop's async connections and everything `close()` can close."""
+        pool = self._apools.pop(asyncio.get_running_loop(), None)
         if pool is not None:
             await pool.close()
-        if self._pool is not None and self._pool is not self._external_pool:
-            pool_sync, self._pool = self._pool, None
-            await asyncio.to_thread(pool_sync.close)
-        for other in [p for lp, p in self._apools.items() if not lp.is_running()]:
-            _close_orphaned(other)
-        self._apools = {lp: p for lp, p in self._apools.items() if lp.is_running()}
+        await asyncio.to_thread(self.close)
 
     # --- the worker's connections ---------------------------------------------------------
 
@@ -266,10 +239,49 @@ class Database:
         )
 
 
-def _close_orphaned(pool: AsyncConnectionPool[Any]) -> None:
-    """An async pool whose event loop has ended: its tasks died with the loop, so close its
-    connections' sockets directly rather than await anything."""
-    conns = list(getattr(pool, "_pool", ()))
-    for conn in conns:
-        conn.pgconn.finish()
-    pool._closed = True  # nothing may reopen it
+class LoopPool:
+    """An event loop's async connections: at most `max_size` in use at once, idle ones kept.
+
+    No background tasks, unlike psycopg_pool's AsyncConnectionPool: a pool whose loop ends
+    without being closed (`asyncio.run(job.wait_async())` twice in a script) must not leave
+    tasks behind, whose cancellation at the loop's shutdown could hang it. A connection that
+    broke, or is left inside a transaction, is closed instead of kept.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]],
+        *,
+        max_size: int,
+    ) -> None:
+        self._connect = connect
+        self._slots = asyncio.Semaphore(max_size)
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self.max_size = max_size
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._connect()
+            try:
+                yield conn
+            finally:
+                if (
+                    not conn.closed
+                    and not conn.broken
+                    and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                ):
+                    self._idle.append(conn)
+                else:
+                    await conn.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+    def close_now(self) -> None:
+        """Close the idle connections' sockets without their loop (it may be gone)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.pgconn.finish()

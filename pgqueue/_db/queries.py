@@ -39,6 +39,9 @@ _QUEUE_FILTERS = {
     "_one": "queue = %(queue)s::text",  # in index order, straight from jobs_claim_queue_idx
     "_some": "queue = ANY(%(queues)s::text[])",
     "_all": "true",
+    # Every queue but these (`--exclude-queue`), queues added later included: the order of
+    # jobs_claim_idx, with the exclusion a filter on its INCLUDEd queue column.
+    "_except": "queue <> ALL(%(excluded)s::text[])",
 }
 #: Suspects are jobs rescued at least twice: running when their worker died, and again when
 #: the next one did, so likely the cause. They run alone, one per idle worker, so a killer
@@ -70,13 +73,13 @@ _VARIANTS = {
         for queues, qf in _QUEUE_FILTERS.items()
     }
     | {
-        # Ordinary claims in one index order only: every queue, or one queue.
+        # Ordinary claims in one index order only: every queue (but some), or one queue.
         f"job_claim_after{queues}": {
             "queue_filter": _QUEUE_FILTERS[queues],
             "suspect_filter": _SUSPECT_FILTERS[""],
             "cursor_filter": _CURSOR_FILTER,
         }
-        for queues in ("_one", "_all")
+        for queues in ("_one", "_all", "_except")
     },
 }
 

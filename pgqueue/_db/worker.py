@@ -53,6 +53,10 @@ class WorkerDb:
             await generic_plans(conn)
 
     async def open(self, timeout: float = 30) -> None:
+        # One direct connection first: a database that cannot be reached fails now, with
+        # libpq's own reason, instead of after the pool's silent 30 s wait.
+        probe = await psycopg.AsyncConnection.connect(self.database.dsn, **self.database.kwargs())
+        await probe.close()
         await self.pool.open(wait=True, timeout=timeout)
         self.opened = True
 

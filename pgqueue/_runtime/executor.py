@@ -22,7 +22,7 @@ from .._core.outcome import Outcome
 from .._core.retry import DEFAULT_RETRY, RetryPolicy
 from .._logging import redact
 from .._task import Task
-from ..errors import JobTimeout, UnknownTask
+from ..errors import ConfigurationError, JobTimeout, UnknownTask
 from .events import CancelledByRequest, Events, Overdue
 
 log = logging.getLogger("pgqueue.worker")
@@ -50,8 +50,14 @@ class DaemonThreads:
             threading.Thread(target=self._serve, name=f"pgqueue-task-{i}", daemon=True)
             for i in range(size)
         ]
-        for thread in self._threads:
-            thread.start()
+        try:
+            for thread in self._threads:
+                thread.start()
+        except RuntimeError as exc:  # the OS refused: too many threads for this process
+            self.shutdown()
+            raise ConfigurationError(
+                f"cannot start {size} task threads ({exc}): lower --concurrency"
+            ) from None
 
     def _serve(self) -> None:
         while True:
@@ -134,6 +140,10 @@ class Executor:
         if self._threads is None:
             self._threads = DaemonThreads(self.concurrency)
         return self._threads
+
+    def open(self) -> None:
+        """Start the threads now, so a process that cannot start them fails at start-up."""
+        _ = self.threads
 
     def shutdown(self) -> None:
         if self._threads is not None:

@@ -33,10 +33,12 @@ class Notifier(Service):
         nudge: Callable[[], None],
         check_interval: float,
         ping: str,
+        excluded: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.db = db
         self.queues = set(queues) if queues else None
+        self.excluded = set(excluded) if excluded else set()
         self.events = events
         self.nudge = nudge
         self.check_interval = check_interval
@@ -65,7 +67,11 @@ class Notifier(Service):
             async for payload in self.db.notifications(conn, self.check_interval):
                 if payload == self.ping:
                     ping_pending = False
-                elif self.queues is None or payload in self.queues:
+                elif (
+                    payload in self.queues
+                    if self.queues is not None
+                    else payload not in self.excluded
+                ):
                     self.nudge()
             if ping_pending:
                 return

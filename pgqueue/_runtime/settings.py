@@ -3,6 +3,8 @@ CLI builds the `pgqueue worker` options from the same table (`SETTINGS`)."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -28,6 +30,11 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     "queues": Setting(
         ("-q", "--queue"), "Queue to serve (repeatable; default all).", kind="queues"
+    ),
+    "exclude_queues": Setting(
+        ("--exclude-queue",),
+        "Serve every queue but this one (repeatable; queues added later included).",
+        kind="queues",
     ),
     "concurrency": Setting(("-c", "--concurrency"), "Jobs run at once.", 1, kind="int"),
     "prefetch": Setting(
@@ -69,9 +76,36 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+#: Slots per process: each is a thread for sync tasks, and past a few thousand threads the
+#: process fails to start them (`can't start new thread`) long before it runs faster.
+MAX_CONCURRENCY = 4096
+
+
+def check_address(name: str, value: object) -> str:
+    """An IP address or a host name to bind to, refused here rather than by the socket."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{name} must be an IP address or host name, not {value!r}")
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if value[0].isdigit() and all(part.isdigit() for part in value.split(".")):
+        raise ValidationError(f"{name} {value!r} is not a valid IP address")
+    labels = value.rstrip(".").split(".")
+    if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValidationError(f"{name} {value!r} is not a valid IP address or host name")
+    return value
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     queues: Sequence[str] | None = None
+    #: Every queue but these, including queues that appear later (not with `queues`).
+    exclude_queues: Sequence[str] | None = None
     concurrency: int = 16
     #: Jobs claimed ahead of free slots, so slots never wait for a claim's round trip.
     prefetch: int | None = None
@@ -89,7 +123,8 @@ class WorkerSettings:
     listener_check_interval: float = 30.0
     prune_interval: float = 60.0
     metrics_port: int | None = None
-    metrics_addr: str = "0.0.0.0"
+    #: Loopback unless told: metrics name queues and tasks, which are not for the world.
+    metrics_addr: str = "127.0.0.1"
     handle_signals: bool = True
 
     def __post_init__(self) -> None:
@@ -99,6 +134,18 @@ class WorkerSettings:
             "queues",
             [check_name("queue", q) for q in self.queues] or None if self.queues else None,
         )
+        set_(
+            self,
+            "exclude_queues",
+            [check_name("queue", q) for q in self.exclude_queues] or None
+            if self.exclude_queues
+            else None,
+        )
+        if self.queues and self.exclude_queues:
+            raise ValidationError(
+                "pass queues to serve or queues to exclude, not both"
+                " (serving named queues already leaves the others alone)"
+            )
         check_int("concurrency", self.concurrency, minimum=1)
         set_(
             self,
@@ -123,6 +170,16 @@ class WorkerSettings:
             # One late heartbeat must not get a live worker's jobs rescued under it.
             raise ValidationError("heartbeat_timeout must exceed twice heartbeat_interval")
         check_int("max_rescues", self.max_rescues, minimum=0)
+        if self.concurrency > MAX_CONCURRENCY:
+            raise ValidationError(
+                f"concurrency {self.concurrency} is more than one process can run"
+                f" (at most {MAX_CONCURRENCY}: one thread per slot); run more workers instead"
+            )
+        if self.metrics_port is not None:
+            check_int("metrics_port", self.metrics_port, minimum=1)
+            if self.metrics_port > 65535:
+                raise ValidationError(f"metrics_port must be 1-65535, not {self.metrics_port}")
+        check_address("metrics_addr", self.metrics_addr)
 
     @property
     def claim_prefetch(self) -> int:

@@ -87,7 +87,7 @@ class Worker:
             on_connect=self._on_connect,
         )
         self.ledger = Ledger(s.concurrency, s.claim_prefetch)
-        statement = ClaimStatement(app.queries, self.id, s.queues)
+        statement = ClaimStatement(app.queries, self.id, s.queues, s.exclude_queues)
         self.completer = Completer(
             self.db, statement, self.ledger, self.events, written=self._slots_freed
         )
@@ -212,6 +212,7 @@ class Worker:
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
         await self.db.open(timeout=30)
+        self.executor.open()
         s = self.settings
         if s.metrics_port is not None:
             self.metrics = Metrics(s.metrics_port, s.metrics_addr)
@@ -225,6 +226,7 @@ class Worker:
             await self.db.run(check_schema(self.app.queries.schema, latest_version()))
             await self.heartbeat.register()
             await self.analyzer.run_once()  # every worker, once: a claim planned blind is slow
+            await self._warn_unknown_queues()
             log.info(
                 "worker %s started: queues=%s concurrency=%d",
                 self.id,
@@ -250,6 +252,17 @@ class Worker:
                 self.finished = True
                 for sig in installed:
                     loop.remove_signal_handler(sig)
+
+    async def _warn_unknown_queues(self) -> None:
+        named = list(self.settings.queues or []) + list(self.settings.exclude_queues or [])
+        if not named:
+            return
+        known = {row[0] for row in await self.db.fetch("queue_known", {"queues": named})}
+        for queue in named:
+            if queue not in known:
+                log.warning(
+                    "queue %r has no waiting jobs and no settings: is the name right?", queue
+                )
 
     async def _finish(self) -> None:
         # Let the completer finish the write it may be in the middle of, then record the rest.
