@@ -269,6 +269,17 @@ class App:
     async def retry_failed_async(self, queue: str | None = None, fresh: bool = False) -> int:
         return await self.client.run_async(admin.retry_failed(queue, fresh))
 
+    def count_unfinished(
+        self, queue: str | None = None, task: str | None = None, state: str | None = None
+    ) -> int:
+        """How many unfinished jobs match: what `cancel_many` with these filters would touch."""
+        return self.client.run(admin.count_unfinished(queue, task, state))
+
+    async def count_unfinished_async(
+        self, queue: str | None = None, task: str | None = None, state: str | None = None
+    ) -> int:
+        return await self.client.run_async(admin.count_unfinished(queue, task, state))
+
     def cancel_many(
         self, queue: str | None = None, task: str | None = None, state: str | None = None
     ) -> int:

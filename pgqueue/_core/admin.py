@@ -52,15 +52,25 @@ def retry_failed(queue: str | None, fresh: bool = False) -> Plan[int]:
 CANCELLABLE = ("scheduled", "available", "retrying", "running")
 
 
-def cancel_many(queue: str | None, task: str | None, state: str | None) -> Plan[tuple[int, int]]:
-    """(cancelled now, asked to stop because running)."""
+def _bulk_filters(
+    queue: str | None, task: str | None, state: str | None
+) -> dict[str, Any]:
     for kind, name in (("queue", queue), ("task", task)):
         if name is not None:
             check_name(kind, name)
     if state is not None and state not in CANCELLABLE:
         raise ValidationError(f"cancel_many state must be one of {', '.join(CANCELLABLE)}")
-    params = {"queue": queue, "task": task, "state": state}
-    rows = yield Query("job_cancel_many", params)
+    return {"queue": queue, "task": task, "state": state}
+
+
+def count_unfinished(queue: str | None, task: str | None, state: str | None) -> Plan[int]:
+    rows = yield Query("job_count_matching", _bulk_filters(queue, task, state))
+    return int(rows[0][0])
+
+
+def cancel_many(queue: str | None, task: str | None, state: str | None) -> Plan[tuple[int, int]]:
+    """(cancelled now, asked to stop because running)."""
+    rows = yield Query("job_cancel_many", _bulk_filters(queue, task, state))
     running = sum(1 for r in rows if r[1])
     return len(rows) - running, running
 
