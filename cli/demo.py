@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
@@ -21,6 +26,10 @@ from ._tables import queue_table
 
 #: Retries in the demo wait about a second, so that a flaky job visibly recovers.
 FAST_RETRY = pgqueue.RetryPolicy(base=0.5, factor=2.0, max_delay=2.0, jitter=0.2)
+
+#: The demo's own schema, whatever database it runs on: it never touches a user's queues
+#: (their workers once took demo jobs from `pgqueue` and failed them with UnknownTask).
+DEMO_SCHEMA = "pgqueue_demo"
 
 
 def embedded_dsn(data_dir: str) -> str:
@@ -39,7 +48,7 @@ def embedded_dsn(data_dir: str) -> str:
 
 
 def demo_app(dsn: str) -> pgqueue.App:
-    app = pgqueue.App(dsn)
+    app = pgqueue.App(dsn, schema=DEMO_SCHEMA)
 
     @app.task(name="demo.send_email", queue="emails")
     def send_email(to: str) -> dict[str, Any]:
@@ -89,12 +98,45 @@ def run_demo(
     data_dir: str,
     quick_jobs: int,
     console: Console,
+    keep_running: bool = False,
 ) -> None:
-    """The command's console is passed in so the demo prints where the command does."""
+    """The command's console is passed in so the demo prints where the command does.
+
+    Everything happens in the schema `pgqueue_demo`, whatever the database: a user's workers
+    (schema `pgqueue`, or their own) never see a demo job, nor the demo theirs.
+    """
+    stop = threading.Event()  # set by SIGTERM (Ctrl-C raises KeyboardInterrupt)
+    with _sigterm_sets(stop):
+        try:
+            _run_demo(dsn, data_dir, quick_jobs, console, keep_running, stop)
+        except KeyboardInterrupt:
+            stop.set()
+        if stop.is_set():
+            console.print("demo stopped before its jobs finished", highlight=False)
+            raise typer.Exit(130)
+
+
+def _run_demo(
+    dsn: str | None,
+    data_dir: str,
+    quick_jobs: int,
+    console: Console,
+    keep_running: bool,
+    stop: threading.Event,
+) -> None:
     embedded = dsn is None
     if dsn is None:
-        console.print(f"starting an embedded PostgreSQL in {data_dir} ...")
+        where = f"an embedded PostgreSQL in {Path(data_dir).resolve()}"
+        console.print(f"pgqueue demo: schema {DEMO_SCHEMA} of {where}", highlight=False)
+        console.print("starting the embedded PostgreSQL ...", highlight=False)
         dsn = embedded_dsn(data_dir)
+    else:
+        console.print(
+            f"pgqueue demo: schema {DEMO_SCHEMA} of {redact_dsn(dsn)}"
+            " (its own schema: no other schema's queues or jobs are touched)",
+            highlight=False,
+            soft_wrap=True,
+        )
     app = demo_app(dsn)
     try:
         # Failed attempts are part of the show; they appear in the table, not as log noise.
@@ -106,42 +148,103 @@ def run_demo(
             f"enqueued {len(ids)} jobs: quick emails, slow reports, flaky webhooks, "
             "a failing charge and a few scheduled emails"
         )
-        progress = _progress_bar(len(ids))
-        bar = progress.add_task("jobs", total=len(ids))
         try:
-            with (
-                worker_thread(app, concurrency=8, poll_interval=0.5) as worker,
-                Live(console=console, refresh_per_second=8, transient=True) as live,
-            ):
-                while True:
-                    left = app.unfinished(ids)
-                    progress.update(bar, completed=len(ids) - left)
-                    live.update(Group(progress, queue_table(app.queue_stats(), "live")))
-                    if left == 0 or worker.finished:
-                        break
-                    time.sleep(0.25)
+            with worker_thread(app, concurrency=8, poll_interval=0.5) as worker:
+                _show_progress(app, ids, worker, console, stop)
+                if stop.is_set():
+                    return  # run_demo says so
+                console.print(queue_table(app.queue_stats(), "final"))
+                _next_steps(app, dsn, data_dir, embedded, keep_running, console)
+                if keep_running:
+                    _wait_for_stop(stop, worker)
+                    stop.clear()  # the end the user asked for, not an interruption
+                    console.print(f"stopping {_running_parts(embedded)} ...", highlight=False)
+        except typer.Exit:
+            raise
         except Exception as exc:  # the worker's own failure, reported instead of a traceback
             fail(f"the demo worker stopped: {exc}")
-        console.print(queue_table(app.queue_stats(), "final"))
-        failed = app.list_jobs(state="failed", task="demo.charge_card", limit=1)
-        if embedded:
-            console.print(
-                "The embedded PostgreSQL stops with the demo (its data stays in"
-                f" {data_dir}); run the demo with --dsn to look around afterwards with"
-                " pgqueue status, jobs and top.",
-                highlight=False,
-            )
-            return
-        shown = redact_dsn(dsn)
-        console.print(f"Next: pgqueue status --dsn '{shown}'", highlight=False, soft_wrap=True)
-        if failed:
-            console.print(
-                f"      pgqueue job {failed[0]['id']} --dsn '{shown}'   (the failed charge)",
-                highlight=False,
-                soft_wrap=True,
-            )
     finally:
         app.close()  # on every path, a failing worker's included
+
+
+def _show_progress(
+    app: pgqueue.App, ids: list[int], worker: Any, console: Console, stop: threading.Event
+) -> None:
+    progress = _progress_bar(len(ids))
+    bar = progress.add_task("jobs", total=len(ids))
+    with Live(console=console, refresh_per_second=8, transient=True) as live:
+        while not stop.is_set():
+            left = app.unfinished(ids)
+            progress.update(bar, completed=len(ids) - left)
+            live.update(Group(progress, queue_table(app.queue_stats(), "live")))
+            if left == 0 or worker.finished:
+                break
+            time.sleep(0.25)
+
+
+def _next_steps(
+    app: pgqueue.App,
+    dsn: str,
+    data_dir: str,
+    embedded: bool,
+    keep_running: bool,
+    console: Console,
+) -> None:
+    if embedded and not keep_running:
+        console.print(
+            "The embedded PostgreSQL stops with the demo (its data stays in"
+            f" {data_dir}); run pgqueue demo --keep-running to look around with"
+            " pgqueue status, jobs and top while it runs.",
+            highlight=False,
+        )
+        return
+    shown = redact_dsn(dsn)
+    target = f"--dsn '{shown}' --schema {DEMO_SCHEMA}"
+    failed = app.list_jobs(state="failed", task="demo.charge_card", limit=1)
+    if keep_running:
+        parts = _running_parts(embedded)
+        console.print(
+            f"{parts[0].upper()}{parts[1:]} keep running until Ctrl-C (or SIGTERM); look around:",
+            highlight=False,
+        )
+    else:
+        console.print("Next:", highlight=False)
+    lines = [f"pgqueue status {target}", f"pgqueue top {target}"]
+    if failed:
+        lines.append(f"pgqueue job {failed[0]['id']} {target}   (the failed charge)")
+    for line in lines:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if shown != dsn:
+        console.print("  (*** stands for the database's password)", highlight=False)
+
+
+def _running_parts(embedded: bool) -> str:
+    return "the demo worker and its embedded PostgreSQL" if embedded else "the demo worker"
+
+
+def _wait_for_stop(stop: threading.Event, worker: Any) -> None:
+    """Until SIGTERM or Ctrl-C, or the worker ending on its own (its error is raised when
+    its thread is joined)."""
+    try:
+        while not stop.wait(0.5):
+            if worker.finished:
+                return
+    except KeyboardInterrupt:
+        return
+
+
+@contextmanager
+def _sigterm_sets(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM sets `stop` for the demo's length, so the worker stops gracefully and the
+    embedded PostgreSQL with the process (its exit handler never runs on a bare SIGTERM)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _progress_bar(total: int) -> Progress:

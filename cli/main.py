@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 import pgqueue
+from pgqueue._logging import redact
 from pgqueue._runtime.settings import SETTINGS, WorkerSettings
 
 from ._output import (
@@ -165,11 +167,42 @@ def load_app(path: str) -> pgqueue.App:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure of user code is one line, exit 2
-        fail(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}", code=2)
+        fail(f"cannot import {module_name!r}: {_import_error(exc)}", code=2)
     obj = getattr(module, attr, None)
     if not isinstance(obj, pgqueue.App):
         fail(f"{path!r} is not a pgqueue.App (found {type(obj).__name__})", code=2)
     return obj
+
+
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__ or "")
+
+
+def _import_error(exc: BaseException) -> str:
+    """`NameError: name 'x' is not defined (at myapp/tasks.py:12)`: the error, and where in
+    the user's code it happened (for a SyntaxError, the file and line it names)."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f"{type(exc).__name__}: {exc.msg} (at {_where(exc.filename, exc.lineno)})"
+    text = f"{type(exc).__name__}: {exc}"
+    # The frames after load_app's own, without the import machinery's (importlib's and
+    # <frozen importlib...>): the last one is where the error was raised in the user's code.
+    # None: the module itself was not found.
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)[1:]
+        if not f.filename.startswith("<frozen ") and os.path.dirname(f.filename) != _IMPORTLIB_DIR
+    ]
+    if frames and frames[-1].lineno is not None:
+        text += f" (at {_where(frames[-1].filename, frames[-1].lineno)})"
+    return text
+
+
+def _where(filename: str, lineno: int) -> str:
+    """`myapp/tasks.py:12`: relative to the current directory when the file is under it."""
+    with contextlib.suppress(ValueError):  # another drive, on Windows
+        relative = os.path.relpath(filename)
+        if not relative.startswith(os.pardir):
+            filename = relative
+    return f"{filename}:{lineno}"
 
 
 def _worker_options() -> list[inspect.Parameter]:
@@ -421,17 +454,26 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def _confirm_prune(count: int, as_json: bool) -> None:
-    what = f"this would delete {count} finished job(s), more than {PRUNE_CONFIRM_ABOVE}"
+def _confirm(what: str, question: str, declined: str, as_json: bool) -> None:
+    """Ask before a bulk change: `what` it would do, then `question`. With no one to ask (a
+    script, a pipe, --json) refuse rather than hang or guess: --yes is the answer there."""
     if as_json or not _interactive():
-        # No one to ask (a script, a pipe, --json): refuse rather than hang or guess.
         fail(f"{what}: pass --yes to confirm")
     try:
-        confirmed = typer.confirm(f"{what}. Delete them?", default=False, err=True)
+        confirmed = typer.confirm(f"{what}. {question}", default=False, err=True)
     except typer.Abort:  # end of input, or Ctrl-C at the prompt
         confirmed = False
     if not confirmed:
-        fail("prune not confirmed: nothing deleted")
+        fail(declined)
+
+
+def _confirm_prune(count: int, as_json: bool) -> None:
+    _confirm(
+        f"this would delete {count} finished job(s), more than {PRUNE_CONFIRM_ABOVE}",
+        "Delete them?",
+        "prune not confirmed: nothing deleted",
+        as_json,
+    )
 
 
 @app.command()
@@ -508,7 +550,8 @@ def job(
     with errors():
         qapp = _app(dsn, schema)
         info = qapp.get_job(job_id)
-        info = dataclasses.replace(info, args=qapp.redact(info.args))
+        keys = qapp.stored_redact_keys()  # every App's keys, not only this process's
+        info = dataclasses.replace(info, args=redact(info.args, keys))
     if as_json:
         print_json(info)
         return
@@ -630,54 +673,205 @@ def _retry_one(qapp: pgqueue.App, job_id: int) -> _Done:
     return _left_alone(qapp, job_id, "retried")
 
 
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do it without asking.")]
+
+
+def _filters(queue: str | None, task: str | None = None, state: str | None = None) -> str:
+    """` (queue emails, state available)`: what a bulk command was limited to."""
+    parts = [f"{k} {v}" for k, v in (("queue", queue), ("task", task), ("state", state)) if v]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+#: `retry --failed` counts the failed jobs it would retry up to this many ("over N" beyond).
+FAILED_COUNT_CAP = 100_000
+
+
+def _count_failed(qapp: pgqueue.App, queue: str | None) -> int:
+    """How many failed jobs `retry_failed(queue)` would retry, up to FAILED_COUNT_CAP + 1.
+
+    Not from `queue_stats()`: its `failed` counts the last hour only, and an outage that
+    failed jobs for longer is what `retry --failed --fresh` is for."""
+    try:
+        rows = qapp.list_jobs(state="failed", queue=queue, limit=FAILED_COUNT_CAP + 1)
+    except pgqueue.ValidationError as exc:  # a queue name that cannot be one
+        fail(str(exc), code=2)
+    return len(rows)
+
+
+def _retry_failed(
+    queue: str | None, fresh: bool, yes: bool, dsn: str | None, schema: str | None, as_json: bool
+) -> None:
+    where = _filters(queue)
+    with errors():
+        qapp = _app(dsn, schema)
+        count = _count_failed(qapp, queue)
+        if count == 0:
+            report(as_json, f"no failed jobs{where}: nothing retried", {"retried": 0})
+            return
+        if not yes:
+            shown = f"over {FAILED_COUNT_CAP}" if count > FAILED_COUNT_CAP else str(count)
+            budget = " with a full attempt budget" if fresh else ", one more attempt each"
+            _confirm(
+                f"this would retry {shown} failed job(s){where}{budget}",
+                "Retry them?",
+                "retry not confirmed: nothing retried",
+                as_json,
+            )
+        retried = qapp.retry_failed(queue, fresh=fresh)
+    report(as_json, f"retrying {retried} failed job(s){where}", {"retried": retried})
+
+
 @app.command()
 def retry(
-    job_ids: Annotated[list[str] | None, typer.Argument(metavar="ID...")] = None,
+    job_ids: Annotated[list[str] | None, typer.Argument(metavar="ID")] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Every failed job.")] = False,
-    queue: Annotated[str | None, typer.Option("--queue", "-q", help="With --failed.")] = None,
+    queue: Annotated[
+        str | None, typer.Option("--queue", "-q", help="With --failed: only this queue's.")
+    ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="With --failed: a full attempt budget again (after an outage),"
+            " instead of one more attempt.",
+        ),
+    ] = False,
+    yes: YesOption = False,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run failed or cancelled jobs again (by id, or every failed one).
+    """Run failed or cancelled jobs again: by id, or every failed one (--failed).
 
     With ids, each one's result is reported; the exit code is 1 if any was not retried.
+    --failed counts them and asks first; with no terminal to ask on, or --json, it needs --yes.
     """
     if failed == bool(job_ids):
-        fail("give job ids, or --failed [--queue Q]", code=2)
+        fail("give job ids, or --failed [--queue Q] [--fresh], not both", code=2)
+    if not failed and (queue is not None or fresh):
+        fail("--queue and --fresh go with --failed, not with job ids", code=2)
     if failed:
-        with errors():
-            count = _app(dsn, schema).retry_failed(queue)
-        report(as_json, f"retrying {count} failed job(s)", {"retried": count})
+        _retry_failed(queue, fresh, yes, dsn, schema, as_json)
         return
     _per_id(job_ids or [], _retry_one, verb="retried", dsn=dsn, schema=schema, as_json=as_json)
 
 
+def _cancel_matching(
+    queue: str | None,
+    task: str | None,
+    state: str | None,
+    yes: bool,
+    dsn: str | None,
+    schema: str | None,
+    as_json: bool,
+) -> None:
+    where = _filters(queue, task, state)
+    data: dict[str, Any] = {"queue": queue, "task": task, "state": state}
+    with errors():
+        qapp = _app(dsn, schema)
+        try:
+            count = qapp.count_unfinished(queue, task, state)
+        except pgqueue.ValidationError as exc:  # a state that is not an unfinished one
+            fail(f"cannot cancel by these filters: {exc}", code=2)
+        if count == 0:
+            report(
+                as_json,
+                f"no unfinished jobs match{where}: nothing cancelled",
+                {"cancelled": 0, "running": 0, **data},
+            )
+            return
+        if not yes:
+            running = _running(qapp, queue, task, state)
+            _confirm(
+                f"this would cancel {count} unfinished job(s){where}"
+                + (f", {running} of them running" if running else ""),
+                "Cancel them?",
+                "cancel not confirmed: nothing cancelled",
+                as_json,
+            )
+        # Counted just before: cancel_many reports one total, running jobs (only asked to
+        # stop) included.
+        running = _running(qapp, queue, task, state)
+        cancelled = qapp.cancel_many(queue, task, state)
+    running = min(running, cancelled)
+    message = f"cancelled {cancelled} job(s){where}"
+    if running:
+        message += (
+            f"; {running} of them running, asked to stop: their workers stop them at the"
+            " next heartbeat"
+        )
+    report(as_json, message, {"cancelled": cancelled, "running": running, **data})
+
+
+def _running(qapp: pgqueue.App, queue: str | None, task: str | None, state: str | None) -> int:
+    if state not in (None, "running"):
+        return 0
+    return qapp.count_unfinished(queue, task, "running")
+
+
 @app.command()
 def cancel(
-    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    job_ids: Annotated[list[str] | None, typer.Argument(metavar="ID")] = None,
+    queue: Annotated[
+        str | None, typer.Option("--queue", "-q", help="Every unfinished job of this queue.")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Every unfinished job of this task.")
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state", help="Only jobs in this state: scheduled, available, retrying or running."
+        ),
+    ] = None,
+    yes: YesOption = False,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel jobs: queued ones at once, running ones at their worker's next heartbeat.
+    """Cancel jobs, by id or by filter: queued ones at once, running ones at their worker's
+    next heartbeat.
 
-    Each id's result is reported; the exit code is 1 if any was not cancelled.
+    With ids, each id's result is reported; the exit code is 1 if any was not cancelled.
+    With filters (at least one), it counts the jobs and asks first; with no terminal to ask
+    on, or --json, it needs --yes.
     """
+    filtered = any(v is not None for v in (queue, task, state))
+    if job_ids and filtered:
+        fail("give job ids, or filters (--queue, --task, --state), not both", code=2)
+    if not job_ids and not filtered:
+        fail(
+            "give job ids, or at least one filter (--queue, --task, --state):"
+            " an unfiltered cancel would stop every job",
+            code=2,
+        )
+    if not job_ids:
+        _cancel_matching(queue, task, state, yes, dsn, schema, as_json)
+        return
     _per_id(job_ids, _cancel_one, verb="cancelled", dsn=dsn, schema=schema, as_json=as_json)
 
 
 @app.command()
 def demo(
     dsn: Annotated[
-        str | None, typer.Option("--dsn", help="Use this database instead of an embedded one.")
+        str | None,
+        typer.Option("--dsn", help="Use this database instead of an embedded one."),
     ] = None,
     data_dir: Annotated[
         str, typer.Option("--data-dir", help="Where the embedded PostgreSQL keeps its files.")
     ] = ".pgqueue-demo",
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="How many quick jobs.")] = 200,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            help="After the demo, keep its worker (and the embedded PostgreSQL) running until"
+            " Ctrl-C or SIGTERM, to look around with status and top.",
+        ),
+    ] = False,
 ) -> None:
-    """See jobs flow: an embedded PostgreSQL (or --dsn), example jobs and a live worker."""
+    """See jobs flow: example jobs and a live worker, in a schema of its own (pgqueue_demo)
+    on an embedded PostgreSQL, or on --dsn / $PGQUEUE_DSN: never your queues."""
     from .demo import run_demo
 
     with errors():
@@ -686,6 +880,7 @@ def demo(
             data_dir=data_dir,
             quick_jobs=jobs,
             console=out,
+            keep_running=keep_running,
         )
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._client import Client
-from ._core import admin
+from ._core import admin, catalog
+from ._core.plan import Plan
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
 from ._core.validate import check_schema
 from ._db.migrate import migrate
@@ -62,6 +64,7 @@ class App:
         )
         self.queries = Queries(self.schema)
         self.client = Client(self.database, self.queries)
+        self.client.registration = self._registration
         self.tasks: dict[str, Task[Any, Any]] = {}
         #: Argument keys whose values logs and the CLI show as ***; default: common secrets
         #: (password, token, api_key, ...), or $PGQUEUE_REDACT_KEYS.
@@ -87,6 +90,7 @@ class App:
             listen_dsn=self.database.listen_dsn if self.database.listen_dsn != self.dsn else None,
         )
         self.client = Client(self.database, self.queries)
+        self.client.registration = self._registration
 
     @property
     def connect_kwargs(self) -> dict[str, Any]:
@@ -152,9 +156,32 @@ class App:
                 fail_on=fail_on,
             )
             self.tasks[task_name] = task
+            self.client.registered = False  # the catalog learns of it with the next statement
             return task
 
         return register(fn) if fn is not None else register
+
+    def _registration(self) -> Plan[None]:
+        """This App's tasks and redaction keys, for the catalog (`pgqueue tasks`)."""
+        return catalog.register(
+            [task.catalog_entry() for task in self.tasks.values()],
+            self.redact_keys,
+            f"{socket.gethostname()}:{os.getpid()}",
+        )
+
+    def tasks_catalog(self) -> list[dict[str, Any]]:
+        """Every task any worker or App registered, with its defaults (`pgqueue tasks`)."""
+        return self.client.run(catalog.list_tasks())
+
+    async def tasks_catalog_async(self) -> list[dict[str, Any]]:
+        return await self.client.run_async(catalog.list_tasks())
+
+    def stored_redact_keys(self) -> frozenset[str]:
+        """The redaction keys every App configured (the database's union), and this one's."""
+        return self.client.run(catalog.stored_redact_keys()) | self.redact_keys
+
+    async def stored_redact_keys_async(self) -> frozenset[str]:
+        return await self.client.run_async(catalog.stored_redact_keys()) | self.redact_keys
 
     # --- connections --------------------------------------------------------------------
 

@@ -60,18 +60,31 @@ class Client:
         self.inline: Callable[[JobSpec], Any] | None = None
         self._listener: DoneListener | None = None
         self._lock = threading.Lock()
+        #: The App's registration (its tasks' defaults and redaction keys), written to the
+        #: catalog before the first statement on one of our own connections, and again after
+        #: a task is registered; never inside a caller's transaction (a rollback would lose it).
+        self.registration: Callable[[], Plan[None]] | None = None
+        self.registered = False
 
-    def _start(self, plan: Plan[T]) -> tuple[Step, Plan[T]] | tuple[None, T]:
+    def _start(self, plan: Plan[T], *, register: bool = False) -> tuple[Step, Plan[T]]:
         """Take the plan's first step before any connection is touched, so its validation
-        errors come first; prepend the schema check the first time."""
-        try:
-            first = next(plan)
-        except StopIteration as done:
-            return None, done.value
-        if self.schema_ok:
+        errors come first; prepend the schema check the first time and, on our own
+        connections (`register`), the catalog registration when it is owed. Every plan runs
+        at least one statement."""
+        first = next(plan)
+        register = register and not self.registered and self.registration is not None
+        if self.schema_ok and not register:
             return first, plan
-        checked = _prefixed(self._check_schema(), first, plan)
-        return next(checked), checked
+        prefixed = _prefixed(self._prefix(register), first, plan)
+        return next(prefixed), prefixed
+
+    def _prefix(self, register: bool) -> Plan[None]:
+        if not self.schema_ok:
+            yield from self._check_schema()
+        if register:
+            assert self.registration is not None
+            yield from self.registration()
+            self.registered = True
 
     def _check_schema(self) -> Plan[None]:
         yield from check_schema(self.queries.schema, latest_version())
@@ -80,26 +93,21 @@ class Client:
     def run(self, plan: Plan[T], external: Any = None, *, atomic: bool = False) -> T:
         """Run a plan on `external` (the caller's connection or session: their transaction)
         or on a pooled connection (`atomic`: in a transaction of its own)."""
-        first, rest = self._start(plan)
-        if first is None:
-            return rest  # type: ignore[return-value]
-        assert not isinstance(rest, type(None))
+        first, rest = self._start(plan, register=external is None)
         if external is not None:
-            return drive(rest, sync_target(external, self.queries), first)  # type: ignore[arg-type]
+            return drive(rest, sync_target(external, self.queries), first)
         with self.database.connection(atomic=atomic) as conn:
             target = PsycopgTarget(conn, self.queries, listen=False)
-            return drive(rest, target, first)  # type: ignore[arg-type]
+            return drive(rest, target, first)
 
     async def run_async(self, plan: Plan[T], external: Any = None, *, atomic: bool = False) -> T:
-        first, rest = self._start(plan)
-        if first is None:
-            return rest  # type: ignore[return-value]
+        first, rest = self._start(plan, register=external is None)
         if external is not None:
             target = async_target(external, self.queries)
-            return await drive_async(rest, target, first)  # type: ignore[arg-type]
+            return await drive_async(rest, target, first)
         async with self.database.aconnection(atomic=atomic) as conn:
             pooled = AsyncPsycopgTarget(conn, self.queries, listen=False)
-            return await drive_async(rest, pooled, first)  # type: ignore[arg-type]
+            return await drive_async(rest, pooled, first)
 
     def _done_listener(self) -> DoneListener | None:
         """The App's one LISTEN connection for waiters, started with the first wait; None
@@ -117,13 +125,13 @@ class Client:
         plan = waiting.wait(job_id, timeout, self.queries.done_channel, time.monotonic)
         first, rest = self._start(plan)
         target = WaitTarget(self.database, self.queries, self._done_listener())
-        return drive(rest, target, first)  # type: ignore[arg-type]
+        return drive(rest, target, first)
 
     async def wait_async(self, job_id: int, timeout: float | None) -> Any:
         plan = waiting.wait(job_id, timeout, self.queries.done_channel, time.monotonic)
         first, rest = self._start(plan)
         target = AsyncWaitTarget(self.database, self.queries, self._done_listener())
-        return await drive_async(rest, target, first)  # type: ignore[arg-type]
+        return await drive_async(rest, target, first)
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from ._client import Client
 from ._core import admin
+from ._core.catalog import TaskDefaults
 from ._core.enqueue import enqueue_many, enqueue_one
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
 from ._core.spec import JobSpec
@@ -173,6 +174,16 @@ class Task(Generic[P, R]):
             raise TypeError(f"{error_prefix}{exc}") from None
         if len(self._accepted_names) < MAX_REMEMBERED_SHAPES:
             self._accepted_names.add(names)
+
+    def catalog_entry(self) -> TaskDefaults:
+        """What the task catalog records of this task: the defaults it declares."""
+        return TaskDefaults(
+            self.name,
+            self.defaults.queue,
+            self.defaults.priority,
+            self.defaults.max_attempts,
+            self.timeout,
+        )
 
     def spec(self, kwargs: Mapping[str, Any], opts: EnqueueOptions) -> JobSpec:
         """The row to insert for one call: per-call options over the task's defaults."""

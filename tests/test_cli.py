@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -15,7 +17,7 @@ from pgqueue.cli._output import redact_dsn
 from typer.testing import CliRunner
 
 import pgqueue
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 
 runner = CliRunner()
 
@@ -94,15 +96,103 @@ def test_worker_command_bad_app_path(dsn: str) -> None:
         assert fragment in result.output
 
 
-def test_demo_runs_every_kind_of_job(dsn: str, db: Any) -> None:
-    result = runner.invoke(cli, ["demo", "--dsn", dsn, "--jobs", "20"])
+USER_JOBS = "SELECT count(*) FROM pgqueue.jobs"
+DEMO_JOBS = "SELECT count(*) FROM pgqueue_demo.jobs"
+DEMO_LIVE_WORKERS = "SELECT count(*) FROM pgqueue_demo.workers WHERE stopped_at IS NULL"
+
+
+def _scalar(db: Any, query: str) -> int:
+    row = db.execute(query).fetchone()
+    return int(row[0])
+
+
+def test_demo_runs_every_kind_of_job_in_its_own_schema(dsn: str, db: Any) -> None:
+    """With PGQUEUE_DSN set, the demo once wrote its jobs on the user's queues (emails,
+    reports, webhooks) in schema pgqueue, and the user's workers failed them."""
+    result = runner.invoke(cli, ["demo", "--jobs", "5"], env={"PGQUEUE_DSN": dsn})
     assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"pgqueue demo: schema pgqueue_demo of {redact_dsn(dsn)}"), first
     assert "final" in result.output
-    counts = dict(db.execute("SELECT state, count(*) FROM pgqueue.jobs GROUP BY 1").fetchall())
-    # 20 quick + 3 scheduled emails, 4 reports, 6 webhooks complete; the card charge fails.
-    assert counts == {"completed": 33, "failed": 1}
-    retried = db.execute("SELECT count(*) FROM pgqueue.jobs WHERE attempt > 1").fetchone()
+    assert "--schema pgqueue_demo" in result.stdout  # the next steps point at its schema
+    assert _scalar(db, USER_JOBS) == 0  # the user's schema: untouched
+    counts = dict(db.execute("SELECT state, count(*) FROM pgqueue_demo.jobs GROUP BY 1").fetchall())
+    # 5 quick + 3 scheduled emails, 4 reports, 6 webhooks complete; the card charge fails.
+    assert counts == {"completed": 18, "failed": 1}
+    retried = db.execute("SELECT count(*) FROM pgqueue_demo.jobs WHERE attempt > 1").fetchone()
     assert retried is not None and retried[0] >= 4
+
+
+def test_demo_says_where_its_embedded_server_is(
+    dsn: str, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pgqueue.cli.demo as demo_module
+
+    started: list[str] = []
+
+    def embedded(data_dir: str) -> str:  # the test's database stands in for pgserver's
+        started.append(data_dir)
+        return dsn
+
+    monkeypatch.setattr(demo_module, "embedded_dsn", embedded)
+    monkeypatch.delenv("PGQUEUE_DSN", raising=False)
+    data_dir = tmp_path / "demo-data"
+    result = runner.invoke(cli, ["demo", "--jobs", "1", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert started == [str(data_dir)]
+    where = f"pgqueue demo: schema pgqueue_demo of an embedded PostgreSQL in {data_dir}"
+    assert result.stdout.splitlines()[0] == where, result.stdout
+    assert "--keep-running" in result.stdout  # how to look around afterwards
+    assert (_scalar(db, USER_JOBS), _scalar(db, DEMO_JOBS)) == (0, 15)
+
+    waited: list[bool] = []
+    monkeypatch.setattr(demo_module, "_wait_for_stop", lambda stop, worker: waited.append(True))
+    args = ["demo", "--jobs", "1", "--data-dir", str(data_dir), "--keep-running"]
+    kept = runner.invoke(cli, args)
+    assert kept.exit_code == 0, kept.output
+    assert waited == [True]
+    assert (
+        "The demo worker and its embedded PostgreSQL keep running until Ctrl-C (or SIGTERM)"
+        in kept.stdout
+    ), kept.stdout
+    assert f"pgqueue top --dsn '{redact_dsn(dsn)}' --schema pgqueue_demo" in kept.stdout
+    assert "stopping the demo worker and its embedded PostgreSQL" in kept.stdout
+
+
+def test_demo_keep_running_until_sigterm(dsn: str, db: Any, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DSN"}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    output = tmp_path / "demo.out"
+    args = ["demo", "--dsn", dsn, "--jobs", "2", "--keep-running"]
+    with output.open("wb") as sink:  # a file, not a pipe nobody reads while it runs
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "Ctrl-C" in output.read_text() or proc.poll() is not None, 90, "demo")
+        assert proc.poll() is None, output.read_text()
+        assert _scalar(db, DEMO_JOBS + " WHERE finished_at IS NULL") == 0
+        assert _scalar(db, DEMO_LIVE_WORKERS) == 1
+        # The worker still works: a job enqueued now is done.
+        with pgqueue.App(dsn, schema="pgqueue_demo") as later:
+            job = later.enqueue("demo.send_email", {"to": "late@example.com"})
+            assert job.wait(timeout=30) == {"sent_to": "late@example.com"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, output.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = output.read_text()
+    for command in ("status", "top"):
+        assert f"pgqueue {command} --dsn '{redact_dsn(dsn)}' --schema pgqueue_demo" in text
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+    assert _scalar(db, DEMO_LIVE_WORKERS) == 0  # stopped cleanly
+    assert _scalar(db, USER_JOBS) == 0
 
 
 def test_worker_dsn_option_reaches_an_app_built_from_the_environment(dsn: str) -> None:

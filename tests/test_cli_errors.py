@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -365,3 +367,80 @@ def test_commands_exit_cleanly_as_processes(app: pgqueue.App, dsn: str) -> None:
         assert proc.returncode in (0, 1), proc.stderr
         assert "Exception ignored" not in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+# --- 9. a worker's import error says where it happened --------------------------------------
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+
+
+def _worker_import_error(app_path: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(root)
+    monkeypatch.syspath_prepend(str(root))
+    result = runner.invoke(cli, ["worker", app_path])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_worker_import_error_names_the_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(
+        tmp_path,
+        {
+            "shop_err/__init__.py": "",
+            "shop_err/main.py": """
+                import pgqueue
+
+                from shop_err import tasks
+
+                app = pgqueue.App("postgresql://localhost/shop")
+            """,
+            "shop_err/tasks.py": "# settings\n" * 11 + "RATE = undefined_setting * 2\n",  # 12
+        },
+    )
+    line = _worker_import_error("shop_err.main:app", tmp_path, monkeypatch)
+    assert line == (
+        "error: cannot import 'shop_err.main': NameError: name 'undefined_setting' is not"
+        f" defined (at {Path('shop_err', 'tasks.py')}:12)"
+    ), line
+
+
+def test_worker_syntax_error_names_the_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(
+        tmp_path,
+        {
+            "shop_syntax.py": """
+                import pgqueue
+
+                def broken(:
+                    pass
+            """
+        },
+    )
+    line = _worker_import_error("shop_syntax:app", tmp_path, monkeypatch)
+    assert line.startswith("error: cannot import 'shop_syntax': SyntaxError: "), line
+    assert line.endswith("(at shop_syntax.py:3)"), line
+
+
+def test_worker_missing_module_has_no_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = _worker_import_error("no_such_shop_module:app", tmp_path, monkeypatch)
+    assert line == (
+        "error: cannot import 'no_such_shop_module': ModuleNotFoundError:"
+        " No module named 'no_such_shop_module'"
+    ), line  # no frame of pgqueue's own, nor of the import machinery
+    _write(tmp_path, {"shop_dep.py": "import pgqueue\nimport no_such_shop_dependency\n"})
+    line = _worker_import_error("shop_dep:app", tmp_path, monkeypatch)
+    assert "No module named 'no_such_shop_dependency' (at shop_dep.py:2)" in line, line

@@ -153,7 +153,7 @@ def test_cli_operator_commands(app: pgqueue.App, dsn: str, db: Any) -> None:
     bad = runner.invoke(cli, ["jobs", "--dsn", dsn, "--state", "exploded"])
     assert bad.exit_code == 1 and "exploded" in bad.output
 
-    again = runner.invoke(cli, ["retry", "--failed", "--dsn", dsn, "--json"])
+    again = runner.invoke(cli, ["retry", "--failed", "--yes", "--dsn", dsn, "--json"])
     assert again.exit_code == 0 and json.loads(again.output) == {"retried": 1}
     shown = runner.invoke(cli, ["job", str(failed.id), "--dsn", dsn])
     assert "Traceback" in shown.output and 'raise RuntimeError("nope")' in shown.output

@@ -270,3 +270,22 @@ def test_asyncio_run_twice_never_hangs_at_loop_shutdown(app: pgqueue.App) -> Non
             runner.join(20)
             assert not runner.is_alive(), f"asyncio.run hung at shutdown (round {round_})"
             assert box == [[0, 1, 2, 3, 4]]
+
+
+def test_jobs_released_at_shutdown_are_counted(app: pgqueue.App) -> None:
+    """A stop releases what never started (the prefetch buffer) and what outlived the grace
+    period; `worker.stats["released"]` used to stay 0 for them, though the log said so."""
+    started = threading.Event()
+
+    @app.task(name="edges.hold")
+    async def hold() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    jobs = hold.enqueue_many([{}] * 2)
+    with worker_thread(app, concurrency=1, prefetch=1, shutdown_grace=0.2) as worker:
+        assert started.wait(10)
+        wait_until(lambda: worker.stats["claimed"] == 2, 10, "the second job prefetched")
+    assert worker.stats["released"] == 2
+    assert {app.get_job(j.id).state for j in jobs} == {pgqueue.JobState.AVAILABLE}
+    assert {app.get_job(j.id).attempt for j in jobs} == {0}

@@ -52,9 +52,7 @@ def retry_failed(queue: str | None, fresh: bool = False) -> Plan[int]:
 CANCELLABLE = ("scheduled", "available", "retrying", "running")
 
 
-def _bulk_filters(
-    queue: str | None, task: str | None, state: str | None
-) -> dict[str, Any]:
+def _bulk_filters(queue: str | None, task: str | None, state: str | None) -> dict[str, Any]:
     for kind, name in (("queue", queue), ("task", task)):
         if name is not None:
             check_name(kind, name)

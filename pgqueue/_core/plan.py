@@ -5,19 +5,19 @@ notification) and receives that step's result; a driver in `pgqueue._db.targets`
 steps on a sync or an async connection. So enqueue, the admin API and `wait` exist once, and
 the sync and async public methods are one-line shells over the same plan (psycopg 3's
 generators-plus-`wait()` split, at pgqueue's scale).
+
+Steps are named tuples: one is built per statement, on the enqueue path too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Query:
+class Query(NamedTuple):
     """Run the named query (`sql/queries/<name>.sql`) with these parameters.
 
     The result sent back is the list of row tuples, or of dicts keyed by column name when
@@ -29,8 +29,7 @@ class Query:
     columns: bool = False
 
 
-@dataclass(frozen=True)
-class Listen:
+class Listen(NamedTuple):
     """LISTEN on a channel (the driver quotes it); the result is whether it listens now.
 
     A driver without a listening connection (behind a transaction-mode pooler with no
@@ -40,8 +39,7 @@ class Listen:
     channel: str
 
 
-@dataclass(frozen=True)
-class AwaitNotify:
+class AwaitNotify(NamedTuple):
     """Wait until a notification arrives on a LISTENed channel, or `timeout` seconds pass.
 
     Without a listening connection the driver just sleeps for `timeout`."""

@@ -76,14 +76,17 @@ class Completer:
 
     def accepted(self, written: Sequence[Outcome], accepted: set[int]) -> None:
         """Bookkeeping once outcomes are written: `accepted` are the ids the lease guard let
-        through; the others belonged to runs whose job had moved on."""
+        through; the others belonged to runs whose job had moved on. One pass per batch:
+        this runs for every batch of successes."""
         self.events.emit(OutcomesWritten(written, accepted))
-        stale = [o.job.id for o in written if o.job.id not in accepted]
-        if stale:
+        if len(accepted) < len(written):
+            stale = [o.job.id for o in written if o.job.id not in accepted]
             # The lease moved on (the job was rescued and claimed again): this run's outcome
             # must not overwrite the newer one.
             log.warning("ignored outcomes of jobs no longer leased to this worker: %s", stale)
-        self.ledger.written(o.job.id for o in written)
+        claimed = self.ledger.claimed
+        for o in written:
+            claimed.pop(o.job.id, None)
         self._written()  # their slots are free now
 
     # --- the loop -------------------------------------------------------------------------

@@ -4,20 +4,17 @@ log lines are subscribers, fed from the same place (one emit per batch, not per 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._core.outcome import Outcome
 from ..types import JobState
 
 
-@dataclass(frozen=True)
-class Claimed:
-    count: int
+class Claimed(NamedTuple):
+    n: int
 
 
-@dataclass(frozen=True)
-class OutcomesWritten:
+class OutcomesWritten(NamedTuple):
     """A batch of outcomes reached the database; `accepted` passed the lease guard, the
     rest belonged to runs whose job had moved on (stale)."""
 
@@ -25,36 +22,30 @@ class OutcomesWritten:
     accepted: set[int]
 
 
-@dataclass(frozen=True)
-class Released:
+class Released(NamedTuple):
     """Claimed jobs given back unspent (lost claim replies, or unstarted at shutdown)."""
 
-    count: int
+    n: int
 
 
-@dataclass(frozen=True)
-class Rescued:
+class Rescued(NamedTuple):
     #: (job id, task, queue) per rescued job.
-    jobs: Sequence[tuple[Any, ...]] = field(default_factory=list)
+    jobs: Sequence[tuple[Any, ...]] = ()
 
 
-@dataclass(frozen=True)
-class Pruned:
-    count: int
+class Pruned(NamedTuple):
+    n: int
 
 
-@dataclass(frozen=True)
-class Overdue:
+class Overdue(NamedTuple):
     job_id: int
 
 
-@dataclass(frozen=True)
-class CancelledByRequest:
+class CancelledByRequest(NamedTuple):
     job_id: int
 
 
-@dataclass(frozen=True)
-class ListenerRebuilt:
+class ListenerRebuilt(NamedTuple):
     reason: str
 
 
@@ -92,23 +83,34 @@ class Stats(dict[str, int]):
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, OutcomesWritten):
-            for o in event.outcomes:
-                if o.job.id not in event.accepted:
-                    self["stale"] += 1
-                elif o.state is JobState.COMPLETED:
+            outcomes, accepted = event.outcomes, event.accepted
+            self["stale"] += len(outcomes) - len(accepted)
+            if (
+                outcomes
+                and outcomes[0].state is JobState.COMPLETED
+                and (outcomes[-1].state is JobState.COMPLETED)
+            ):
+                # A batch of successes (the completer writes them apart from failures): no
+                # need to look at each outcome.
+                self["completed"] += len(accepted)
+                return
+            for o in outcomes:
+                if o.job.id not in accepted:
+                    continue
+                if o.state is JobState.COMPLETED:
                     self["completed"] += 1
                 elif o.state is JobState.FAILED:
                     self["failed"] += 1
                 elif o.state is JobState.RETRYING:
                     self["retried"] += 1
         elif isinstance(event, Claimed):
-            self["claimed"] += event.count
+            self["claimed"] += event.n
         elif isinstance(event, Released):
-            self["released"] += event.count
+            self["released"] += event.n
         elif isinstance(event, Rescued):
             self["rescued"] += len(event.jobs)
         elif isinstance(event, Pruned):
-            self["pruned"] += event.count
+            self["pruned"] += event.n
         elif isinstance(event, Overdue):
             self["overdue"] += 1
         elif isinstance(event, CancelledByRequest):

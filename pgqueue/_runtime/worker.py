@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from .._core import catalog
 from .._core.claiming import Ledger
 from .._core.schema import check_schema
 from .._db.claim import ClaimStatement
@@ -96,7 +97,7 @@ class Worker:
             self.ledger,
             self.events,
             record=self.completer.record,
-            slot_freed=self._slot_freed,
+            slot_freed=lambda job_id: None,  # the Producer's own, once it exists (below)
             worker_name=f"{socket.gethostname()}:{os.getpid()}",
             redact_keys=app.redact_keys,
             concurrency=s.concurrency,
@@ -111,6 +112,7 @@ class Worker:
             s,
             self.clock,
         )
+        self.executor.slot_freed = self.producer.slot_freed
         self.notifier = Notifier(
             self.db,
             s.queues,
@@ -181,9 +183,6 @@ class Worker:
         A connection opened for another reason costs one query that matches nothing."""
         self.producer.orphans_possible = True
 
-    def _slot_freed(self, job_id: int) -> None:
-        self.producer.slot_freed(job_id)
-
     def _slots_freed(self) -> None:
         self.producer.wakeup.wake()
 
@@ -225,6 +224,18 @@ class Worker:
         try:
             await self.db.run(check_schema(self.app.queries.schema, latest_version()))
             await self.heartbeat.register()
+            # The catalog learns this worker's tasks (SQL enqueue applies their defaults);
+            # its logs mask every App's redaction keys, not only this one's.
+            await self.db.run(
+                catalog.register(
+                    [t.catalog_entry() for t in self.app.tasks.values()],
+                    self.app.redact_keys,
+                    self.executor.worker_name,
+                )
+            )
+            self.executor.redact_keys = await self.db.run(catalog.stored_redact_keys()) | (
+                self.app.redact_keys
+            )
             await self.analyzer.run_once()  # every worker, once: a claim planned blind is slow
             await self._warn_unknown_queues()
             log.info(
