@@ -194,3 +194,24 @@ def job_table(info: pgqueue.JobInfo) -> Table:
             json.dumps(jsonable(value)) if isinstance(value, dict | list) else str(jsonable(value)),
         )
     return table
+
+
+def tasks_table(tasks: list[dict[str, Any]]) -> Table:
+    """The task catalog: each registered task with the defaults SQL enqueue applies."""
+    table = Table(
+        title="tasks", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        collapse_padding=True,
+    )  # fmt: skip
+    for col in ("task", "queue", "priority", "attempts", "timeout", "registered by", "updated"):
+        table.add_column(col, overflow="fold")
+    for t in tasks:
+        table.add_row(
+            escape(t["name"]),
+            escape(t["queue"]),
+            str(t["priority"]),
+            str(t["max_attempts"]),
+            "-" if t["timeout"] is None else f"{t['timeout']:g}s",
+            escape(t["registered_by"] or "-"),
+            t["updated_at"].strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return table

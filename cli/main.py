@@ -35,7 +35,7 @@ from ._output import (
     report,
     warn,
 )
-from ._tables import job_table, jobs_table, queue_table, status_warnings
+from ._tables import job_table, jobs_table, queue_table, status_warnings, tasks_table
 
 #: Apps the running command built (`_app`, `worker`), closed when it ends however it ends:
 #: an App dropped unclosed leaves its pool to a garbage collection on any thread, its pool's
@@ -325,6 +325,21 @@ def status(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOpti
     out.print(queue_table(stats))
     for line in status_warnings(stats, stuck, stuck_count):
         out.print(f"[bold yellow]warning:[/] {line}", highlight=False)
+
+
+@app.command()
+def tasks(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOption = False) -> None:
+    """The task catalog: every task a worker or App registered, with the defaults that SQL
+    enqueue and enqueue by name apply to it."""
+    with errors():
+        catalog = _app(dsn, schema).tasks_catalog()
+    if as_json:
+        print_json({"tasks": catalog})
+        return
+    if not catalog:
+        out.print("no tasks registered yet: start a worker (or enqueue from an App)")
+        return
+    out.print(tasks_table(catalog))
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")

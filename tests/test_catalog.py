@@ -148,3 +148,24 @@ def test_sqlalchemy_session_on_psycopg2(dsn: str, db: Any, outcome: str) -> None
     found = db.execute("SELECT count(*) FROM pgqueue.jobs WHERE id = %s", [job.id]).fetchone()
     assert found == ((1,) if outcome == "commit" else (0,))
     app.close()
+
+
+def test_tasks_command_lists_the_catalog(dsn: str) -> None:
+    app = pgqueue.App(dsn)
+
+    @app.task(name="cat.listed", queue="reports", max_attempts=4, timeout=90)
+    def listed() -> None: ...
+
+    drain(app)  # the worker registers it
+    runner = CliRunner()
+    table = runner.invoke(cli, ["tasks", "--dsn", dsn])
+    assert table.exit_code == 0, table.output
+    assert "cat.listed" in table.output and "reports" in table.output and "90s" in table.output
+    as_json = runner.invoke(cli, ["tasks", "--dsn", dsn, "--json"])
+    import json
+
+    (entry,) = json.loads(as_json.output)["tasks"]
+    assert (entry["name"], entry["queue"], entry["max_attempts"], entry["timeout"]) == (
+        "cat.listed", "reports", 4, 90.0,
+    )  # fmt: skip
+    app.close()
