@@ -346,15 +346,7 @@ class App:
         Works in batches of `batch` rows, each its own short transaction, so it never holds
         one long lock; live jobs are never touched. Returns how many were deleted.
         """
-        admin.check_prune(older_than, batch)
-        total = 0
-        while True:
-            deleted = self.client.run(admin.prune_batch(older_than, batch))
-            total += deleted
-            if progress is not None:
-                progress(total)
-            if deleted < batch:
-                return total
+        return self.client.run(admin.prune(older_than, batch, progress))
 
     async def prune_async(
         self,
@@ -363,15 +355,7 @@ class App:
         batch: int = 1000,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        admin.check_prune(older_than, batch)
-        total = 0
-        while True:
-            deleted = await self.client.run_async(admin.prune_batch(older_than, batch))
-            total += deleted
-            if progress is not None:
-                progress(total)
-            if deleted < batch:
-                return total
+        return await self.client.run_async(admin.prune(older_than, batch, progress))
 
     def count_prunable(self, older_than: float | None = None) -> int:
         """How many finished jobs `prune(older_than)` would delete now."""

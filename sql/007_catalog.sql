@@ -41,6 +41,26 @@ BEGIN
 END
 $$;
 
+-- What a job of this task gets for the options its enqueue left out (NULL): the task's
+-- catalog entry, then the queue's built-in default (the rest default at the INSERT). Both
+-- enqueue functions read it, so they cannot disagree. Plain SQL, one row always (a LEFT
+-- JOIN), so the planner inlines it into the caller's query: no function call per enqueue.
+-- Internal: it relies on its caller's search_path.
+CREATE OR REPLACE FUNCTION task_defaults(
+    p_task text,
+    p_queue text,
+    p_priority integer,
+    p_max_attempts integer,
+    p_timeout double precision
+) RETURNS TABLE (queue text, priority integer, max_attempts integer, timeout double precision)
+    LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(p_queue, t.queue, default_queue()), coalesce(p_priority, t.priority),
+           coalesce(p_max_attempts, t.max_attempts), coalesce(p_timeout, t.timeout)
+      FROM (SELECT) AS one
+      LEFT JOIN tasks AS t ON t.name = p_task
+$$;
+
 CREATE OR REPLACE FUNCTION enqueue_job(
     p_task text,
     p_args jsonb,
@@ -55,12 +75,11 @@ CREATE OR REPLACE FUNCTION enqueue_job(
 AS $$
 DECLARE
     v_id           bigint;
-    v_queue        text := p_queue;
-    v_priority     integer := p_priority;
-    v_max_attempts integer := p_max_attempts;
-    v_timeout      double precision := p_timeout;
+    v_queue        text;
+    v_priority     integer;
+    v_max_attempts integer;
+    v_timeout      double precision;
     v_state        text := initial_state(p_run_at);
-    v_task         record;
 BEGIN
     IF pg_column_size(p_args) > 262144 THEN
         PERFORM payload_ok(p_args);
@@ -69,18 +88,9 @@ BEGIN
         RAISE EXCEPTION 'unique_key must be a non-empty string'
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF v_queue IS NULL OR v_priority IS NULL OR v_max_attempts IS NULL OR v_timeout IS NULL THEN
-        -- Into a record of its own: SELECT INTO sets its targets to NULL when no row matches.
-        SELECT t.queue, t.priority, t.max_attempts, t.timeout INTO v_task
-          FROM tasks AS t WHERE t.name = p_task;
-        IF FOUND THEN
-            v_queue := coalesce(v_queue, v_task.queue);
-            v_priority := coalesce(v_priority, v_task.priority);
-            v_max_attempts := coalesce(v_max_attempts, v_task.max_attempts);
-            v_timeout := coalesce(v_timeout, v_task.timeout);
-        END IF;
-    END IF;
-    v_queue := coalesce(v_queue, default_queue());
+    SELECT d.queue, d.priority, d.max_attempts, d.timeout
+      INTO v_queue, v_priority, v_max_attempts, v_timeout
+      FROM task_defaults(p_task, p_queue, p_priority, p_max_attempts, p_timeout) AS d;
     LOOP
         -- ON CONFLICT waits for a concurrent inserter of the same key to commit or roll back,
         -- so two racing enqueues can never both create a job.
@@ -129,30 +139,20 @@ CREATE OR REPLACE FUNCTION enqueue_many(
     LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_queue        text := p_queue;
-    v_priority     integer := p_priority;
-    v_max_attempts integer := p_max_attempts;
-    v_timeout      double precision := p_timeout;
+    v_queue        text;
+    v_priority     integer;
+    v_max_attempts integer;
+    v_timeout      double precision;
     v_state        text := initial_state(p_run_at);
-    v_task         record;
 BEGIN
     IF jsonb_typeof(p_args) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'enqueue_many takes a JSON array of argument objects, not %',
                         coalesce(jsonb_typeof(p_args), 'NULL')
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF v_queue IS NULL OR v_priority IS NULL OR v_max_attempts IS NULL OR v_timeout IS NULL THEN
-        -- Into a record of its own: SELECT INTO sets its targets to NULL when no row matches.
-        SELECT t.queue, t.priority, t.max_attempts, t.timeout INTO v_task
-          FROM tasks AS t WHERE t.name = p_task;
-        IF FOUND THEN
-            v_queue := coalesce(v_queue, v_task.queue);
-            v_priority := coalesce(v_priority, v_task.priority);
-            v_max_attempts := coalesce(v_max_attempts, v_task.max_attempts);
-            v_timeout := coalesce(v_timeout, v_task.timeout);
-        END IF;
-    END IF;
-    v_queue := coalesce(v_queue, default_queue());
+    SELECT d.queue, d.priority, d.max_attempts, d.timeout
+      INTO v_queue, v_priority, v_max_attempts, v_timeout
+      FROM task_defaults(p_task, p_queue, p_priority, p_max_attempts, p_timeout) AS d;
 
     RETURN QUERY
     INSERT INTO jobs AS j (task, args, queue, priority, run_at, max_attempts, timeout, state)

@@ -3,7 +3,7 @@ turned into typed values. The App's sync and async methods are shells over these
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import JobNotFound, ValidationError
@@ -80,10 +80,20 @@ def pause(queue: str, paused: bool) -> Plan[None]:
         yield Query("queue_notify", {"queues": [queue]})
 
 
-def prune_batch(older_than: float | None, batch: int) -> Plan[int]:
-    """One batch of retention; the caller loops (each batch its own short transaction)."""
-    rows = yield Query("job_prune", {"older_than": older_than, "batch": batch})
-    return len(rows)
+def prune(
+    older_than: float | None, batch: int, progress: Callable[[int], None] | None = None
+) -> Plan[int]:
+    """Retention in batches until a short one: on an autocommit connection each batch is its
+    own short transaction, so no long lock is held. Returns how many were deleted."""
+    check_prune(older_than, batch)
+    total = 0
+    while True:
+        rows = yield Query("job_prune", {"older_than": older_than, "batch": batch})
+        total += len(rows)
+        if progress is not None:
+            progress(total)
+        if len(rows) < batch:
+            return total
 
 
 def prune_count(older_than: float | None) -> Plan[int]:
