@@ -15,7 +15,7 @@ import pgqueue
 from tests.test_cli_errors import _json_error
 
 runner = CliRunner()
-cli_main = importlib.import_module("pgqueue.cli.main")
+cli_main = importlib.import_module("pgqueue.cli._common")
 
 
 def _states(db: Any, queue: str) -> dict[str, int]:

@@ -22,7 +22,7 @@ from tests.helpers import ROOT
 
 runner = CliRunner()
 #: The commands' module (`pgqueue.cli.main` the attribute is the entry point function).
-cli_main = importlib.import_module("pgqueue.cli.main")
+cli_main = importlib.import_module("pgqueue.cli._common")
 
 LONG_TASK = "shop.integrations.payments.reconcile_settlement_batches_for_merchant_accounts"
 LONG_QUEUE = "payments-settlement-reconciliation-eu-west"

@@ -289,3 +289,33 @@ def test_jobs_released_at_shutdown_are_counted(app: pgqueue.App) -> None:
     assert worker.stats["released"] == 2
     assert {app.get_job(j.id).state for j in jobs} == {pgqueue.JobState.AVAILABLE}
     assert {app.get_job(j.id).attempt for j in jobs} == {0}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--metrics-port", "70000"], "metrics_port must be 1-65535"),
+        (["--metrics-port", "-1"], "metrics_port must be at least 1"),
+        (["--metrics-addr", "256.1.1.1"], "not a valid IP address"),
+        (["--log-level", "LOUD"], "unknown log level"),
+        (["-c", "100000"], "more than one process can run"),
+    ],
+)
+def test_worker_command_refuses_bad_settings_in_one_line(
+    dsn: str, args: list[str], message: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", "worker", "tests.apps.ledger:app", *args],
+        env={**os.environ, "PGQUEUE_DSN": dsn},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
