@@ -15,9 +15,11 @@
 -- front again at least every second and whenever the continuation runs dry, so a job that
 -- sorts earlier (a higher priority, a scheduled job come due) waits at most that long.
 --
--- Suspects are jobs that were running when a worker died (rescue_count > 0): an idle worker
--- claims one at a time and runs nothing else meanwhile, so a job that kills its process
--- cannot take innocent jobs down with it.
+-- Suspects are jobs that were running when their worker died twice (rescue_count >= 2, see
+-- QUARANTINE_AFTER in pgqueue/_db/queries.py): an idle worker claims one at a time and runs
+-- nothing else meanwhile, so a job that kills its process cannot keep taking innocent jobs
+-- down with it. A job rescued once is claimed like any other, so one crash never stalls the
+-- surviving workers behind the dead one's jobs.
 --
 -- The candidates CTE is MATERIALIZED so the LIMIT is applied exactly once (inlined, the
 -- planner may re-run it and lock more than asked); the UPDATE then finds the rows by primary
