@@ -81,18 +81,25 @@ def pause(queue: str, paused: bool) -> Plan[None]:
 
 
 def prune(
-    older_than: float | None, batch: int, progress: Callable[[int], None] | None = None
+    older_than: float | None,
+    batch: int,
+    progress: Callable[[int], None] | None = None,
+    *,
+    max_batches: int | None = None,
 ) -> Plan[int]:
-    """Retention in batches until a short one: on an autocommit connection each batch is its
-    own short transaction, so no long lock is held. Returns how many were deleted."""
+    """Retention in batches until a short one (or `max_batches`, the leader's pass): on an
+    autocommit connection each batch is its own short transaction, so no long lock is held.
+    Returns how many were deleted. The one prune loop: `App.prune` and the Pruner both run it."""
     check_prune(older_than, batch)
     total = 0
+    batches = 0
     while True:
         rows = yield Query("job_prune", {"older_than": older_than, "batch": batch})
         total += len(rows)
+        batches += 1
         if progress is not None:
             progress(total)
-        if len(rows) < batch:
+        if len(rows) < batch or (max_batches is not None and batches >= max_batches):
             return total
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from .._core import admin
 from .._db.errors import PermissionDenied
 from .._db.worker import WorkerDb
 from .events import Events, Pruned, Rescued
@@ -90,8 +91,5 @@ class Pruner(PeriodicService):
         self.interval = interval
 
     async def run_once(self) -> None:
-        for _ in range(PRUNE_BATCHES):
-            rows = await self.db.fetch("job_prune", {"older_than": None, "batch": PRUNE_BATCH})
-            self.events.emit(Pruned(len(rows)))
-            if len(rows) < PRUNE_BATCH:
-                return
+        deleted = await self.db.run(admin.prune(None, PRUNE_BATCH, max_batches=PRUNE_BATCHES))
+        self.events.emit(Pruned(deleted))
