@@ -87,7 +87,7 @@ class App:
         self.database = Database(
             value,
             prepared_statements=self.database.prepared_statements,
-            listen_dsn=self.database.listen_dsn if self.database.listen_dsn != self.dsn else None,
+            listen_dsn=self.database.direct_listen_dsn,
         )
         self.client = Client(self.database, self.queries)
         self.client.registration = self._registration

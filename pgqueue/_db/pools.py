@@ -90,17 +90,20 @@ class Database:
         self.connect_kwargs: dict[str, Any] = pool_kwargs(pool) if pool is not None else {}
         self.prepared_statements = prepared_statements_from_env(prepared_statements)
         listen_dsn = listen_dsn or os.environ.get("PGQUEUE_LISTEN_DSN") or None
-        #: Where LISTEN connections go: `listen_dsn` (a direct connection past a pooler), else
-        #: the DSN itself, except behind a transaction-mode pooler (prepared statements off),
-        #: where a LISTEN would hear nothing: None, and waiting polls instead.
-        self.listen_dsn: str | None = (
-            normalize_dsn(listen_dsn)
-            if listen_dsn
-            else (self.dsn if self.prepared_statements else None)
-        )
+        #: The direct connection for LISTEN the caller gave (past a pooler), if any.
+        self.direct_listen_dsn = normalize_dsn(listen_dsn) if listen_dsn else None
         self._pool: ConnectionPool[Any] | None = pool
         self._apools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
         self._lock = threading.Lock()
+
+    @property
+    def listen_dsn(self) -> str | None:
+        """Where LISTEN connections go: the direct `listen_dsn`, else the DSN itself, except
+        behind a transaction-mode pooler (prepared statements off), where a LISTEN would hear
+        nothing: None, and waiting polls instead."""
+        if self.direct_listen_dsn is not None:
+            return self.direct_listen_dsn
+        return self.dsn if self.prepared_statements else None
 
     def derive(
         self, *, prepared_statements: bool | None = None, listen_dsn: str | None = None
@@ -114,7 +117,7 @@ class Database:
             prepared_statements=(
                 self.prepared_statements if prepared_statements is None else prepared_statements
             ),
-            listen_dsn=listen_dsn or (self.listen_dsn if self.listen_dsn != self.dsn else None),
+            listen_dsn=listen_dsn or self.direct_listen_dsn,
         )
         derived.connect_kwargs = self.connect_kwargs
         return derived

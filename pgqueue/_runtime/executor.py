@@ -162,7 +162,7 @@ class Executor:
 
     def _done(self, job_id: int, _run: asyncio.Future[Any]) -> None:
         self.running.pop(job_id, None)
-        self.ledger.running.discard(job_id)
+        self.ledger.finished(job_id)
         self.slot_freed(job_id)
 
     def _start_sync(self, job: ClaimedJob, task: Task[Any, Any]) -> None:

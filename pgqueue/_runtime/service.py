@@ -55,13 +55,6 @@ class Service:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    async def join(self, timeout: float | None = None) -> bool:
-        """Wait for the service to end by itself; False if it is still running."""
-        if self._task is None:
-            return True
-        done, _ = await asyncio.wait([self._task], timeout=timeout)
-        return bool(done)
-
 
 class PeriodicService(Service):
     """`run_once` every `interval` seconds; `immediate` runs the first pass at start."""

@@ -162,12 +162,6 @@ class Worker:
         if self.listen:
             self.services.append(self.notifier)
 
-    def __getattr__(self, name: str) -> Any:
-        # Settings read as attributes (`worker.burst`, `worker.concurrency`, ...).
-        if name != "settings" and name in WorkerSettings.names():
-            return getattr(self.settings, name)
-        raise AttributeError(name)
-
     @property
     def started(self) -> bool:
         return self.db.opened
