@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 import pgqueue
+from pgqueue._db.pools import resolve_dsn
 from pgqueue._runtime.settings import SETTINGS, WorkerSettings
 
 from ._common import (
@@ -82,8 +83,7 @@ def worker(
         fail(f"{app_path} uses schema {qapp.schema!r}, not {schema!r}", code=2)
     if dsn:
         # ...and after it, for an App built with a DSN of its own: --dsn wins.
-        qapp.dsn = pgqueue.App(dsn, schema=qapp.schema).dsn
-    settings["queues"] = settings.get("queues") or None
+        qapp.dsn = resolve_dsn(dsn)
     with errors():
         qapp.run_worker(**settings)
 

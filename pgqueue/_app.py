@@ -19,7 +19,15 @@ from ._db.pools import ConnectionPool, Database
 from ._db.queries import Queries
 from ._logging import redact, redact_keys_from_env
 from ._runtime.worker import Worker
-from ._task import EnqueueOptions, Job, Task, TaskCall, UnregisteredTask
+from ._task import (
+    MAX_REMEMBERED_SHAPES,
+    NO_OPTIONS,
+    EnqueueOptions,
+    Job,
+    Task,
+    TaskCall,
+    UnregisteredTask,
+)
 from .errors import ValidationError
 from .types import JobInfo, QueueStats
 
@@ -66,6 +74,7 @@ class App:
         self.client = Client(self.database, self.queries)
         self.client.registration = self._registration
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self._unregistered: dict[str, UnregisteredTask] = {}
         #: Argument keys whose values logs and the CLI show as ***; default: common secrets
         #: (password, token, api_key, ...), or $PGQUEUE_REDACT_KEYS.
         self.redact_keys = (
@@ -163,10 +172,8 @@ class App:
 
     def _registration(self) -> Plan[None]:
         """This App's tasks and redaction keys, for the catalog (`pgqueue tasks`)."""
-        return catalog.register(
-            [task.catalog_entry() for task in self.tasks.values()],
-            self.redact_keys,
-            f"{socket.gethostname()}:{os.getpid()}",
+        return catalog.register_all(
+            self.tasks.values(), self.redact_keys, f"{socket.gethostname()}:{os.getpid()}"
         )
 
     def tasks_catalog(self) -> list[dict[str, Any]]:
@@ -220,9 +227,7 @@ class App:
 
     def migrate(self) -> list[int]:
         """Apply pending migrations (same as `pgqueue migrate`); return the versions applied."""
-        db = self.database
-        options = {k: v for k, v in db.kwargs().items() if k != "autocommit"}
-        applied = migrate(db.dsn, self.schema, options)
+        applied = migrate(self.database, self.schema)
         self.client.schema_ok = True
         return applied
 
@@ -252,8 +257,14 @@ class App:
         return await self._by_name(name, options).enqueue_many_async(items)
 
     def _by_name(self, name: str, options: dict[str, Any]) -> TaskCall[Any, Any]:
-        task = self.tasks.get(name) or UnregisteredTask(self, name)
-        return TaskCall(task, EnqueueOptions(**options).validated())
+        task = self.tasks.get(name) or self._unregistered.get(name)
+        if task is None:
+            # Kept (up to a bound), so enqueueing by name does not rebuild a stand-in, and
+            # its argument-shape cache, on every call.
+            task = UnregisteredTask(self, name)
+            if len(self._unregistered) < MAX_REMEMBERED_SHAPES:
+                self._unregistered[name] = task
+        return TaskCall(task, EnqueueOptions(**options).validated() if options else NO_OPTIONS)
 
     # --- inspect and steer ----------------------------------------------------------------
 
@@ -359,11 +370,9 @@ class App:
 
     def count_prunable(self, older_than: float | None = None) -> int:
         """How many finished jobs `prune(older_than)` would delete now."""
-        admin.check_prune(older_than, 1)
         return self.client.run(admin.prune_count(older_than))
 
     async def count_prunable_async(self, older_than: float | None = None) -> int:
-        admin.check_prune(older_than, 1)
         return await self.client.run_async(admin.prune_count(older_than))
 
     def list_jobs(

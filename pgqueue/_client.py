@@ -97,7 +97,7 @@ class Client:
         if external is not None:
             return drive(rest, sync_target(external, self.queries), first)
         with self.database.connection(atomic=atomic) as conn:
-            target = PsycopgTarget(conn, self.queries, listen=False)
+            target = PsycopgTarget(conn, self.queries)
             return drive(rest, target, first)
 
     async def run_async(self, plan: Plan[T], external: Any = None, *, atomic: bool = False) -> T:
@@ -106,7 +106,7 @@ class Client:
             target = async_target(external, self.queries)
             return await drive_async(rest, target, first)
         async with self.database.aconnection(atomic=atomic) as conn:
-            pooled = AsyncPsycopgTarget(conn, self.queries, listen=False)
+            pooled = AsyncPsycopgTarget(conn, self.queries)
             return await drive_async(rest, pooled, first)
 
     def _done_listener(self) -> DoneListener | None:

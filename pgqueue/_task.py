@@ -204,19 +204,19 @@ class Task(Generic[P, R]):
         return TaskCall(self, EnqueueOptions(**options).validated())
 
     def enqueue(self, *args: Any, **kwargs: Any) -> Job:
-        return TaskCall(self, _NO_OPTIONS).enqueue(*args, **kwargs)
+        return TaskCall(self, NO_OPTIONS).enqueue(*args, **kwargs)
 
     async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
-        return await TaskCall(self, _NO_OPTIONS).enqueue_async(*args, **kwargs)
+        return await TaskCall(self, NO_OPTIONS).enqueue_async(*args, **kwargs)
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
-        return TaskCall(self, _NO_OPTIONS).enqueue_many(items)
+        return TaskCall(self, NO_OPTIONS).enqueue_many(items)
 
     async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
-        return await TaskCall(self, _NO_OPTIONS).enqueue_many_async(items)
+        return await TaskCall(self, NO_OPTIONS).enqueue_many_async(items)
 
 
-_NO_OPTIONS = EnqueueOptions()
+NO_OPTIONS = EnqueueOptions()
 
 
 class TaskCall(Generic[P, R]):

@@ -104,6 +104,7 @@ def prune(
 
 
 def prune_count(older_than: float | None) -> Plan[int]:
+    check_prune(older_than, 1)
     rows = yield Query("job_prune_count", {"older_than": older_than})
     return int(rows[0][0])
 

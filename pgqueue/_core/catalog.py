@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .plan import Plan, Query
 
@@ -38,6 +38,18 @@ def register(
             "registered_by": registered_by,
         },
     )
+
+
+class Registers(Protocol):
+    def catalog_entry(self) -> TaskDefaults: ...
+
+
+def register_all(
+    tasks: Iterable[Registers], redact_keys: Iterable[str], registered_by: str
+) -> Plan[None]:
+    """What a process (an App, or a worker at start) writes to the catalog: every task it
+    registered and its redaction keys."""
+    return register([t.catalog_entry() for t in tasks], redact_keys, registered_by)
 
 
 def list_tasks() -> Plan[list[dict[str, Any]]]:

@@ -35,7 +35,6 @@ class DoneListener:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-        self._conn: psycopg.Connection[Any] | None = None
 
     def start(self, timeout: float = 10.0) -> bool:
         """Start the thread if need be; True once the LISTEN is active."""
@@ -52,7 +51,6 @@ class DoneListener:
         while not self._closed:
             try:
                 with self.database.connect(listen=True) as conn:
-                    self._conn = conn
                     conn.execute(Queries.listen(self.channel))
                     self._listening.set()
                     backoff = 0.1
@@ -67,8 +65,6 @@ class DoneListener:
                 self._wake()  # waiters re-check the row now rather than at their timeout
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            finally:
-                self._conn = None
 
     def _wake(self) -> None:
         with self._cond:
@@ -128,7 +124,7 @@ class WaitTarget:
             if self.listener is not None:
                 self.mark = self.listener.seq  # before the read: nothing after it is missed
             with self.database.connection() as conn:
-                return PsycopgTarget(conn, self.queries, listen=False).run(step)
+                return PsycopgTarget(conn, self.queries).run(step)
         if isinstance(step, Listen):
             self.listening = self.listener is not None and self.listener.start()
             return self.listening
@@ -154,7 +150,7 @@ class AsyncWaitTarget:
             if self.listener is not None:
                 self.mark = self.listener.seq
             async with self.database.aconnection() as conn:
-                return await AsyncPsycopgTarget(conn, self.queries, listen=False).run(step)
+                return await AsyncPsycopgTarget(conn, self.queries).run(step)
         if isinstance(step, Listen):
             if self.listener is not None:
                 self.listening = await asyncio.to_thread(self.listener.start)

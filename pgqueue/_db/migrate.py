@@ -5,9 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from .pools import Database
@@ -41,7 +39,7 @@ def latest_version() -> int:
     return migrations()[-1].version
 
 
-def migrate(conninfo: str, schema: str, kwargs: dict[str, Any] | None = None) -> list[int]:
+def migrate(database: Database, schema: str) -> list[int]:
     """Apply pending migrations in order; return the versions applied by this call.
 
     Each migration runs in its own transaction, which first takes a transaction-level
@@ -57,7 +55,7 @@ def migrate(conninfo: str, schema: str, kwargs: dict[str, Any] | None = None) ->
         sql.Literal(f"pgqueue.migrate:{schema}")
     )
     applied: list[int] = []
-    with psycopg.connect(conninfo, autocommit=True, **(kwargs or {})) as conn:
+    with database.connect() as conn:
         for migration in migrations():
             with conn.transaction():
                 conn.execute(lock)

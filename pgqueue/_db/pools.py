@@ -143,9 +143,7 @@ class Database:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    # One direct connection first: a database that cannot be reached fails
-                    # now, with libpq's own reason, instead of after the pool's 30 s wait.
-                    psycopg.connect(self.dsn, **self.kwargs()).close()
+                    self.probe()
                     self._pool = ConnectionPool(
                         self.dsn,
                         min_size=1,
@@ -186,6 +184,14 @@ class Database:
                     yield conn
             else:
                 yield conn
+
+    def probe(self) -> None:
+        """One direct connection, closed at once: a database that cannot be reached fails
+        now, with libpq's own reason, instead of after a pool's silent 30 s wait."""
+        psycopg.connect(self.dsn, **self.kwargs()).close()
+
+    async def aprobe(self) -> None:
+        await (await psycopg.AsyncConnection.connect(self.dsn, **self.kwargs())).close()
 
     def connect(self, *, listen: bool = False) -> psycopg.Connection[Any]:
         """A new dedicated autocommit connection; `listen` sends it to `listen_dsn`."""

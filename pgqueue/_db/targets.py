@@ -7,8 +7,6 @@ Connection) or one of pgqueue's own connections, and runs one step at a time. `d
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -34,13 +32,12 @@ def _as_dicts(names: list[str], rows: list[Any]) -> list[dict[str, Any]]:
 
 
 class PsycopgTarget:
-    """A psycopg Connection: the caller's (their transaction) or one of pgqueue's."""
+    """A psycopg Connection: the caller's (their transaction) or one of pgqueue's. It runs
+    queries only: waiting for notifications is the shared listener's (`listener.py`)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], queries: Queries, *, listen: bool) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], queries: Queries) -> None:
         self.conn = conn
         self.queries = queries
-        self.can_listen = listen
-        self.listening = False
 
     def run(self, step: Step) -> Any:
         if isinstance(step, Query):
@@ -52,29 +49,13 @@ class PsycopgTarget:
                 return []
             rows = cur.fetchall()
             return _as_dicts([c.name for c in cur.description], rows) if step.columns else rows
-        if isinstance(step, Listen):
-            if self.can_listen:
-                self.conn.execute(Queries.listen(step.channel))
-                self.listening = True
-            return self.listening
-        if isinstance(step, AwaitNotify):
-            if not self.listening:
-                time.sleep(step.timeout)
-                return None
-            for _ in self.conn.notifies(timeout=step.timeout, stop_after=1):
-                pass
-            return None
-        raise TypeError(f"unknown plan step {step!r}")
+        return _no_listen(step)
 
 
 class AsyncPsycopgTarget:
-    def __init__(
-        self, conn: psycopg.AsyncConnection[Any], queries: Queries, *, listen: bool
-    ) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], queries: Queries) -> None:
         self.conn = conn
         self.queries = queries
-        self.can_listen = listen
-        self.listening = False
 
     async def run(self, step: Step) -> Any:
         if isinstance(step, Query):
@@ -86,19 +67,7 @@ class AsyncPsycopgTarget:
                 return []
             rows = await cur.fetchall()
             return _as_dicts([c.name for c in cur.description], rows) if step.columns else rows
-        if isinstance(step, Listen):
-            if self.can_listen:
-                await self.conn.execute(Queries.listen(step.channel))
-                self.listening = True
-            return self.listening
-        if isinstance(step, AwaitNotify):
-            if not self.listening:
-                await asyncio.sleep(step.timeout)
-                return None
-            async for _ in self.conn.notifies(timeout=step.timeout, stop_after=1):
-                pass
-            return None
-        raise TypeError(f"unknown plan step {step!r}")
+        return _no_listen(step)
 
 
 class SqlAlchemyTarget:
@@ -156,10 +125,11 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _no_listen(step: Step) -> Any:
+    """A query target never listens: a Listen is answered "not listening" (the plan polls)."""
     if isinstance(step, Listen):
         return False
     if isinstance(step, AwaitNotify):
-        raise TypeError("a SQLAlchemy target cannot wait for notifications")
+        raise TypeError("a query target cannot wait for notifications")
     raise TypeError(f"unknown plan step {step!r}")
 
 
@@ -190,7 +160,7 @@ _EXPECTED = "a psycopg {conn}Connection or a SQLAlchemy {sa}Session/{sa}Connecti
 def sync_target(obj: Any, queries: Queries) -> SyncTarget:
     """The target for a caller's `conn=` / `session=`; a clear error for anything else."""
     if isinstance(obj, psycopg.Connection):
-        return PsycopgTarget(obj, queries, listen=False)
+        return PsycopgTarget(obj, queries)
     kind = _sqlalchemy_kind(obj)
     if kind == "sync":
         return SqlAlchemyTarget(obj, queries)
@@ -206,7 +176,7 @@ def sync_target(obj: Any, queries: Queries) -> SyncTarget:
 
 def async_target(obj: Any, queries: Queries) -> AsyncTarget:
     if isinstance(obj, psycopg.AsyncConnection):
-        return AsyncPsycopgTarget(obj, queries, listen=False)
+        return AsyncPsycopgTarget(obj, queries)
     kind = _sqlalchemy_kind(obj)
     if kind == "async":
         return AsyncSqlAlchemyTarget(obj, queries)

@@ -53,10 +53,7 @@ class WorkerDb:
             await generic_plans(conn)
 
     async def open(self, timeout: float = 30) -> None:
-        # One direct connection first: a database that cannot be reached fails now, with
-        # libpq's own reason, instead of after the pool's silent 30 s wait.
-        probe = await psycopg.AsyncConnection.connect(self.database.dsn, **self.database.kwargs())
-        await probe.close()
+        await self.database.aprobe()
         await self.pool.open(wait=True, timeout=timeout)
         self.opened = True
 
@@ -77,7 +74,7 @@ class WorkerDb:
         """Run a client plan (the schema check) on a pooled connection."""
         first = next(plan)
         async with self.pool.connection() as conn:
-            target = AsyncPsycopgTarget(conn, self.queries, listen=False)
+            target = AsyncPsycopgTarget(conn, self.queries)
             return await drive_async(plan, target, first)
 
     async def claim(

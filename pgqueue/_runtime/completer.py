@@ -84,9 +84,7 @@ class Completer:
             # The lease moved on (the job was rescued and claimed again): this run's outcome
             # must not overwrite the newer one.
             log.warning("ignored outcomes of jobs no longer leased to this worker: %s", stale)
-        claimed = self.ledger.claimed
-        for o in written:
-            claimed.pop(o.job.id, None)
+        self.ledger.written(o.job.id for o in written)
         self._written()  # their slots are free now
 
     # --- the loop -------------------------------------------------------------------------

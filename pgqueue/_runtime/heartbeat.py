@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
+from .._core import admin
 from .._db.worker import WorkerDb
 from ..types import QueueStats
 from .executor import Executor
@@ -100,5 +101,4 @@ class QueueSampler(PeriodicService):
         self.interval = interval
 
     async def run_once(self) -> None:
-        rows = await self.db.fetch("queue_stats")
-        self.publish([QueueStats(*row) for row in rows])
+        self.publish(await self.db.run(admin.queue_stats()))

@@ -54,7 +54,7 @@ class Analyzer(PeriodicService):
     """
 
     name = "analyzer"
-    immediate = True
+    # Not at election: every worker already ran one pass at start.
 
     def __init__(self, db: WorkerDb, clock: Clock, *, interval: float) -> None:
         super().__init__(clock)

@@ -44,6 +44,13 @@ class Notifier(Service):
         self.check_interval = check_interval
         self.ping = ping  # '#' cannot start a queue name
 
+    def wants(self, queue: str) -> bool:
+        """Whether a wake-up for this queue concerns this worker (its queues, or every queue
+        but the excluded ones): others would cost an empty claim each."""
+        if self.queues is not None:
+            return queue in self.queues
+        return queue not in self.excluded
+
     async def run(self) -> None:
         backoff = 0.1
         while True:

@@ -181,11 +181,6 @@ class WorkerSettings:
                 raise ValidationError(f"metrics_port must be 1-65535, not {self.metrics_port}")
         check_address("metrics_addr", self.metrics_addr)
 
-    @property
-    def claim_prefetch(self) -> int:
-        assert self.prefetch is not None
-        return self.prefetch
-
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]

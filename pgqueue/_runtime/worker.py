@@ -87,7 +87,7 @@ class Worker:
             application_name=f"pgqueue worker {os.getpid()}",
             on_connect=self._on_connect,
         )
-        self.ledger = Ledger(s.concurrency, s.claim_prefetch)
+        self.ledger = Ledger(s.concurrency, s.prefetch or 0)
         statement = ClaimStatement(app.queries, self.id, s.queues, s.exclude_queues)
         self.completer = Completer(
             self.db, statement, self.ledger, self.events, written=self._slots_freed
@@ -118,6 +118,7 @@ class Worker:
             s.queues,
             self.events,
             nudge=self.producer.nudge,
+            excluded=s.exclude_queues,
             check_interval=s.listener_check_interval,
             ping=f"#ping {self.id}",
         )
@@ -221,10 +222,8 @@ class Worker:
             # The catalog learns this worker's tasks (SQL enqueue applies their defaults);
             # its logs mask every App's redaction keys, not only this one's.
             await self.db.run(
-                catalog.register(
-                    [t.catalog_entry() for t in self.app.tasks.values()],
-                    self.app.redact_keys,
-                    self.executor.worker_name,
+                catalog.register_all(
+                    self.app.tasks.values(), self.app.redact_keys, self.executor.worker_name
                 )
             )
             self.executor.redact_keys = await self.db.run(catalog.stored_redact_keys()) | (
