@@ -170,7 +170,9 @@ def test_a_crash_does_not_stall_the_survivors(dsn: str, db: Any) -> None:
     assert len(waits) == len(quick) >= 20
     # With the rescued jobs quarantined one at a time, the quick jobs waited behind them for
     # seconds (the reported stall); now each starts about as soon as it is enqueued.
-    assert max(waits) < 1.5, sorted(waits)[-5:]
+    # The bound leaves room for a loaded machine and still separates from a stall (each
+    # rescued job runs for 6 s, so a quick job queued behind one waits that long).
+    assert max(waits) < 4, sorted(waits)[-5:]
     for job_id in ids:
         info = app.get_job(job_id)
         assert (info.state, info.rescue_count) == (pgqueue.JobState.COMPLETED, 1)

@@ -4,6 +4,7 @@ an injected clock drives time, canned rows drive plans."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -147,6 +148,9 @@ def test_enqueue_many_plan_cuts_chunks_and_keeps_input_order() -> None:
     second = [(i,) for i in range(ENQUEUE_CHUNK, ENQUEUE_CHUNK + 3)]
     steps, ids = run_pure(enqueue_many(specs), [first, second])
     assert [s.name for s in steps if isinstance(s, Query)] == ["job_enqueue_many"] * 2
+    # One chunk of ENQUEUE_CHUNK, then the rest; ids come back in whatever order the
+    # statement returns them and are matched to inputs by their (ascending) identity order.
+    assert [len(json.loads(s.params["args"])) for s in steps] == [ENQUEUE_CHUNK, 3]
     assert ids == list(range(ENQUEUE_CHUNK + 3))
 
 
@@ -210,3 +214,17 @@ def test_wait_plan_raises_job_failed() -> None:
     plan.send(True)
     with pytest.raises(JobFailed):
         plan.send([_job_row("failed", errors=[{"type": "E", "message": "m"}])])
+
+
+def test_a_worker_excluding_queues_is_not_woken_by_them() -> None:
+    """The Notifier's filter, as the Worker wires it: wake-ups of excluded queues would cost
+    an empty claim each (the claim itself filters them, so only this shows the difference)."""
+    import pgqueue
+    from pgqueue._runtime.worker import Worker
+
+    app = pgqueue.App("postgresql://unused@127.0.0.1:1/none")
+    worker = Worker(app, exclude_queues=["crm"], handle_signals=False)
+    assert not worker.notifier.wants("crm")
+    assert worker.notifier.wants("mail") and worker.notifier.wants("added-later")
+    only = Worker(app, queues=["mail"], handle_signals=False)
+    assert only.notifier.wants("mail") and not only.notifier.wants("crm")

@@ -39,6 +39,14 @@ def test_many_waiters_share_one_listening_connection(app: pgqueue.App, db: Any) 
     jobs = gated.enqueue_many({"i": i} for i in range(20))
     results: dict[int, Any] = {}
     before = _backends(db)
+    listeners: list[bool] = []
+    connect = app.database.connect
+
+    def counted(*, listen: bool = False) -> Any:
+        listeners.append(listen)
+        return connect(listen=listen)
+
+    app.database.connect = counted  # type: ignore[method-assign]
 
     def wait(job: pgqueue.Job) -> None:
         results[job.id] = job.wait(timeout=30)
@@ -64,6 +72,7 @@ def test_many_waiters_share_one_listening_connection(app: pgqueue.App, db: Any) 
             t.join(30)
         async_side.join(30)
     assert results == {j.id: i for i, j in enumerate(jobs)}
+    assert listeners == [True]  # one LISTEN connection for all twenty waiters, no other
     app.close()
     wait_until(lambda: _backends(db) <= before, 10, "every connection closed")
 
@@ -79,10 +88,19 @@ def test_waits_open_no_connection_per_waiter(app: pgqueue.App, db: Any) -> None:
     def quick() -> None: ...
 
     with worker_thread(app, poll_interval=0.1):
-        quick.enqueue().wait(timeout=10)
+        quick.enqueue().wait(timeout=10)  # the listener and the pool are open now
         settled = _backends(db)
+        opened: list[str] = []
+        connect = app.database.connect
+
+        def counted(*, listen: bool = False) -> Any:
+            opened.append("listen" if listen else "plain")
+            return connect(listen=listen)
+
+        app.database.connect = counted  # type: ignore[method-assign]
         for _ in range(20):
             quick.enqueue().wait(timeout=10)
+        assert opened == []  # the old code opened (and closed) one per wait
         assert _backends(db) <= settled
 
 

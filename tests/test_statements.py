@@ -48,5 +48,7 @@ def test_draining_costs_statements_per_batch_not_per_job(app: pgqueue.App) -> No
     # (measured: 160 for 3,000 jobs at 20); start-up, heartbeat and shutdown add a handful.
     # Successes written on their own would double that; one statement per job is >= n.
     assert claims <= 1.25 * n / concurrency + 10, counts
+    # ...and at least the claims a full buffer each time would need: the counting seam saw
+    # the statements (a broken hook would count nothing and pass the bounds above).
+    assert claims >= n / (2 * concurrency), counts
     assert other <= 10, counts
-    assert counts["job_fail_many"] == 0, counts

@@ -156,7 +156,7 @@ def test_every_sync_method_has_an_async_twin_with_the_same_parameters(cls: type)
             assert name.removesuffix("_async") in methods, f"{cls.__name__}.{name} has no sync twin"
 
 
-def test_public_surface_is_unchanged() -> None:
+def test_public_surface_keeps_its_names() -> None:
     assert set(pgqueue.__all__) >= {
         "App", "EnqueueOptions", "Job", "JobContext", "Task", "TaskCall", "Worker",
         "RetryPolicy", "JsonFormatter", "configure_logging", "current_job", "JobInfo",
