@@ -5,8 +5,8 @@
 -- default of 3 attempts, its own rule for the first state, no default queue (a NULL queue
 -- failed the NOT NULL constraint) and a separate NOTIFY statement sent by the client.
 --
--- Every statement here can run again without harm (CREATE OR REPLACE, SET DEFAULT), for
--- teams that apply the printed SQL with their own tool.
+-- Every statement here can run again without harm (CREATE OR REPLACE, SET DEFAULT, CREATE
+-- TABLE IF NOT EXISTS), for teams that apply the printed SQL with their own tool.
 
 -- What a NULL option means, defined once: the enqueue functions and the column defaults of
 -- `jobs` call these. They name no table, so unlike the other functions they do not pin a
@@ -38,6 +38,71 @@ ALTER TABLE jobs
 -- the name rules (jobs_task_check, jobs_queue_check, see 004), an object for args,
 -- max_attempts >= 1, timeout > 0; both paths insert into the same table, so both raise the
 -- same errors.
+
+-- The task catalog and the redaction keys, kept in the database so that every client agrees
+-- (in this migration with the one enqueue path, whose functions read the catalog).
+--
+-- A task's defaults (queue, priority, max_attempts, timeout) were known only to the Python
+-- processes that import it: `pgqueue.enqueue('send_welcome', ...)` from SQL, or
+-- `app.enqueue('send_welcome')` in a process without the task, put the job on the `default`
+-- queue with 3 attempts, whatever the task declared. Workers and apps now write what they
+-- register here, and both enqueue functions take a default they were not given from the
+-- catalog first, then from the built-in defaults, so SQL and Python enqueue the same job.
+CREATE TABLE IF NOT EXISTS tasks (
+    name          text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$'),
+    queue         text CHECK (queue ~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$'),
+    priority      integer,
+    max_attempts  integer CHECK (max_attempts >= 1),
+    timeout       double precision CHECK (timeout > 0),
+    registered_by text,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Argument keys whose values every reader (the CLI, `top`, dashboards, workers' logs) shows
+-- as ***: the union of what every App was configured with. Stored lower-case.
+CREATE TABLE IF NOT EXISTS redact_keys (
+    key      text PRIMARY KEY CHECK (key <> '' AND key = lower(key)),
+    added_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The checks Python makes before a job is written, made again here for SQL clients: the
+-- payload limit (1 MiB of JSON text) and a unique_key that is not empty. The limit is tested
+-- only for a payload whose stored size is already large (pg_column_size costs nothing, a
+-- text rendering does), so typical payloads are never serialized again.
+CREATE OR REPLACE FUNCTION payload_ok(p_args jsonb) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    v_bytes integer := pg_catalog.octet_length(p_args::text);
+BEGIN
+    IF v_bytes > 1048576 THEN
+        RAISE EXCEPTION 'task arguments are % bytes encoded; the limit is 1048576', v_bytes
+              USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- What a job of this task gets for the options its enqueue left out (NULL): the task's
+-- catalog entry, then the queue's built-in default (the rest default at the INSERT). Both
+-- enqueue functions read it, so they cannot disagree. Plain SQL, one row always (a LEFT
+-- JOIN), so the planner inlines it into the caller's query: no function call per enqueue.
+-- Internal: it relies on its caller's search_path.
+CREATE OR REPLACE FUNCTION task_defaults(
+    p_task text,
+    p_queue text,
+    p_priority integer,
+    p_max_attempts integer,
+    p_timeout double precision
+) RETURNS TABLE (queue text, priority integer, max_attempts integer, timeout double precision)
+    LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(p_queue, t.queue, default_queue()), coalesce(p_priority, t.priority),
+           coalesce(p_max_attempts, t.max_attempts), coalesce(p_timeout, t.timeout)
+      FROM (SELECT) AS one
+      LEFT JOIN tasks AS t ON t.name = p_task
+$$;
+
 CREATE OR REPLACE FUNCTION enqueue_job(
     p_task text,
     p_args jsonb,
@@ -51,18 +116,31 @@ CREATE OR REPLACE FUNCTION enqueue_job(
     LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_id    bigint;
-    v_queue text := coalesce(p_queue, default_queue());
-    v_state text := initial_state(p_run_at);
+    v_id           bigint;
+    v_queue        text;
+    v_priority     integer;
+    v_max_attempts integer;
+    v_timeout      double precision;
+    v_state        text := initial_state(p_run_at);
 BEGIN
+    IF pg_column_size(p_args) > 262144 THEN
+        PERFORM payload_ok(p_args);
+    END IF;
+    IF p_unique_key = '' THEN
+        RAISE EXCEPTION 'unique_key must be a non-empty string'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT d.queue, d.priority, d.max_attempts, d.timeout
+      INTO v_queue, v_priority, v_max_attempts, v_timeout
+      FROM task_defaults(p_task, p_queue, p_priority, p_max_attempts, p_timeout) AS d;
     LOOP
         -- ON CONFLICT waits for a concurrent inserter of the same key to commit or roll back,
         -- so two racing enqueues can never both create a job.
         INSERT INTO jobs AS j (task, args, queue, priority, run_at, unique_key, max_attempts,
                                timeout, state)
-        VALUES (p_task, coalesce(p_args, '{}'), v_queue, coalesce(p_priority, 0),
+        VALUES (p_task, coalesce(p_args, '{}'), v_queue, coalesce(v_priority, 0),
                 coalesce(p_run_at, now()), p_unique_key,
-                coalesce(p_max_attempts, default_max_attempts()), p_timeout, v_state)
+                coalesce(v_max_attempts, default_max_attempts()), v_timeout, v_state)
         ON CONFLICT (unique_key)
             WHERE unique_key IS NOT NULL
               AND state IN ('scheduled', 'available', 'running', 'retrying')
@@ -70,8 +148,7 @@ BEGIN
         RETURNING j.id INTO v_id;
 
         IF v_id IS NOT NULL THEN
-            -- Delivered only at commit, and PostgreSQL folds identical notifications of one
-            -- transaction into one, so a transaction that enqueues many jobs wakes once.
+            -- Delivered only at commit; identical notifications of one transaction fold.
             IF v_state = 'available' THEN
                 PERFORM pg_notify(notify_channel(), v_queue);
             END IF;
@@ -114,20 +191,28 @@ CREATE OR REPLACE FUNCTION enqueue_many(
     LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_queue text := coalesce(p_queue, default_queue());
-    v_state text := initial_state(p_run_at);
+    v_queue        text;
+    v_priority     integer;
+    v_max_attempts integer;
+    v_timeout      double precision;
+    v_state        text := initial_state(p_run_at);
 BEGIN
     IF jsonb_typeof(p_args) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'enqueue_many takes a JSON array of argument objects, not %',
                         coalesce(jsonb_typeof(p_args), 'NULL')
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    SELECT d.queue, d.priority, d.max_attempts, d.timeout
+      INTO v_queue, v_priority, v_max_attempts, v_timeout
+      FROM task_defaults(p_task, p_queue, p_priority, p_max_attempts, p_timeout) AS d;
 
     RETURN QUERY
     INSERT INTO jobs AS j (task, args, queue, priority, run_at, max_attempts, timeout, state)
-    SELECT p_task, a.args, v_queue, coalesce(p_priority, 0), coalesce(p_run_at, now()),
-           coalesce(p_max_attempts, default_max_attempts()), p_timeout, v_state
+    SELECT p_task, a.args, v_queue, coalesce(v_priority, 0), coalesce(p_run_at, now()),
+           coalesce(v_max_attempts, default_max_attempts()), v_timeout, v_state
       FROM jsonb_array_elements(p_args) WITH ORDINALITY AS a(args, ord)
+     -- the payload limit per job (CASE fixes the order: the cheap test first)
+     WHERE CASE WHEN pg_column_size(a.args) > 262144 THEN payload_ok(a.args) ELSE true END
      ORDER BY a.ord
     RETURNING j.id;
 
@@ -137,13 +222,13 @@ BEGIN
 END
 $$;
 
--- The public entry point: a NULL queue now means the default queue (as it already did when
--- passed explicitly), with the default itself defined above rather than repeated here.
+-- The public entry point: every option not given comes from the task's catalog entry, then
+-- from the built-in defaults (priority too: it defaulted to 0 here before).
 CREATE OR REPLACE FUNCTION enqueue(
     task text,
     args jsonb DEFAULT '{}',
     queue text DEFAULT NULL,
-    priority integer DEFAULT 0,
+    priority integer DEFAULT NULL,
     run_at timestamptz DEFAULT NULL,
     unique_key text DEFAULT NULL,
     max_attempts integer DEFAULT NULL
