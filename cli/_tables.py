@@ -83,7 +83,8 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
             name,
             str(s.scheduled),
             str(s.available),
-            str(s.running),
+            # Claimed ahead into a worker's buffer, not started: after the running count.
+            f"{s.running} [dim]+{s.claimed}[/]" if s.claimed else str(s.running),
             str(s.retrying),
             f"[green]{s.completed}[/]",
             f"[red]{s.failed}[/]" if s.failed else "0",
@@ -147,7 +148,8 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
         table.add_row(
             f"{w['hostname']}:{w['pid']}",
             ",".join(w["queues"] or ["all"]),
-            f"{w['running']}/{w['concurrency']}",
+            f"{w['running']}/{w['concurrency']}"
+            + (f" [dim]+{w['claimed']} claimed[/]" if w.get("claimed") else ""),
             heartbeat if w["alive"] else f"[red]{heartbeat} (dead?)[/]",
             "leader" if w["leader"] else "",
         )

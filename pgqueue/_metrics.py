@@ -89,7 +89,7 @@ class Metrics:
 
     def queues(self, stats: list[Any]) -> None:
         for s in stats:
-            for state in ("scheduled", "available", "running", "retrying"):
+            for state in ("scheduled", "available", "claimed", "running", "retrying"):
                 self.depth.labels(s.queue, state).set(getattr(s, state))
             self.lag.labels(s.queue).set(s.lag_seconds)
 

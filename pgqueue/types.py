@@ -15,8 +15,11 @@ class JobState(str, enum.Enum):
     SCHEDULED = "scheduled"
     #: Ready to be claimed by a worker.
     AVAILABLE = "available"
-    #: Claimed by a worker under a lease; only that lease may change the row.
+    #: Started by a worker, under a lease; only that lease may change the row.
     RUNNING = "running"
+    #: Claimed by a worker ahead of a free slot, waiting in its buffer: leased like a running
+    #: job, but not started, so no attempt is spent yet and a crash costs it nothing.
+    CLAIMED = "claimed"
     #: An attempt failed; the next one waits for its backoff `run_at`.
     RETRYING = "retrying"
     #: The task returned; `result` holds its JSON return value.
@@ -77,3 +80,5 @@ class QueueStats:
     failed_last_hour: int
     completed_last_minute: int
     paused: bool
+    #: Claimed by a worker ahead of a free slot and not started yet (in its buffer).
+    claimed: int = 0

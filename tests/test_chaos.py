@@ -352,7 +352,12 @@ def test_poison_mixed_into_normal_work(chaos_dsn: str, n: int) -> None:
         stop_all(procs)
     info = app.get_job(poison)
     assert info.state is pgqueue.JobState.FAILED and "poison job" in info.errors[-1]["message"]
-    assert restarts == 3
+    assert info.rescue_count == 3
+    # Three charged deaths (max_rescues 2, failed on the third), plus at most one that was
+    # not: claimed into a buffer behind the backlog, the poison may start and kill its
+    # process before its start is recorded; its rescue then charges nothing but marks it
+    # maybe_started, so every later claim records its start at once.
+    assert 3 <= restarts <= 4
     damage = check(chaos_dsn, ids)
     assert (damage.lost, damage.duplicate_successes, damage.running) == (0, 0, 0)
 

@@ -108,6 +108,8 @@ def claim(
             "ids": "{}",
             "leases": "{}",
             "results": "[]",
+            "began": "{}",
+            "start": len(JOBS),
             "done_channel": "pgqueue_done",
             **params,
         },
@@ -127,7 +129,7 @@ def test_claim_statement_returns_rows_in_claim_order(
     assert all(row[0] for row in rows)
     assert [jobs[row[1]] for row in rows] == EXPECTED
     # The columns the worker's cursor reads (priority, run_at, id) sort the same way.
-    keys = [(-row[9], row[10], row[1]) for row in rows]
+    keys = [(-row[10], row[11], row[1]) for row in rows]  # priority, run_at, id
     assert keys == sorted(keys)
 
 
@@ -160,4 +162,4 @@ def test_claimed_rows_come_first_then_the_recorded_successes(
     )
     assert [(r[0], jobs[r[1]]) for r in rows[:3]] == [(True, 5), (True, 2), (True, 7)]
     assert sorted((r[0], r[1]) for r in rows[3:]) == sorted([(False, by_n[9]), (False, by_n[4])])
-    assert all(r[2:] == (None,) * 9 for r in rows[3:])
+    assert all(r[2:] == (None,) * 10 for r in rows[3:])

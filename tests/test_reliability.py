@@ -379,7 +379,7 @@ def test_lost_claim_reply_leaves_no_orphan(app: pgqueue.App, db: Any, listen: bo
         job = work.options(delay=3600).enqueue()  # not claimable by the normal path
         db.execute(
             "UPDATE pgqueue.jobs SET state = 'running', attempt = 1, worker_id = %s,"
-            " lease = gen_random_uuid(), run_at = now() WHERE id = %s",
+            " lease = gen_random_uuid(), run_at = now(), started_at = now() WHERE id = %s",
             [worker.id, job.id],
         )
         worker.producer.orphans_possible = True

@@ -80,6 +80,8 @@ def test_claim_queries_use_their_partial_index(
         "ids": [],
         "leases": [],
         "results": [],
+        "began": [],
+        "start": 10,
         "done_channel": "pgqueue_done",
         "after_priority": 0,
         "after_run_at": datetime(2000, 1, 1, tzinfo=timezone.utc),
@@ -129,13 +131,15 @@ def test_outcomes_find_their_rows_by_primary_key(
         "ids": "{" + ",".join(map(str, ids)) + "}",
         "leases": "{" + ",".join(leases) + "}",
         "results": "[" + ",".join(["null"] * len(ids)) + "]",
+        "began": "{}",
+        "start": 0,
         "done_channel": "pgqueue_done",
         "states": ["failed"] * len(ids),
         "delays": [0.0] * len(ids),
         "errors": ["{}"] * len(ids),
     }
     if query == "job_fail_many":
-        params["ids"], params["leases"] = ids, leases
+        params["ids"], params["leases"], params["began"] = ids, leases, []
     args = ", ".join(f"%({n})s" for n in names)
     with db.transaction(force_rollback=True):
         cur = psycopg.ClientCursor(db)
@@ -172,6 +176,8 @@ def test_claims_that_record_nothing_commit_asynchronously(
         "ids": "{" + ",".join(str(r[0]) for r in done) + "}",
         "leases": "{" + ",".join(r[1] for r in done) + "}",
         "results": "[" + ",".join("null" for _ in done) + "]",
+        "began": "{}",
+        "start": 1,
         "done_channel": "pgqueue_done",
     }
     with db.transaction(force_rollback=True):

@@ -34,6 +34,10 @@ class ClaimedJob(NamedTuple):
     max_attempts: int
     lease: str  # text: it only travels back to the database
     timeout: float | None
+    #: The claim recorded the start (the job took a free slot at once). False for a job
+    #: claimed ahead into the buffer: its start is recorded when it happens, and `attempt`
+    #: already counts the run it will be.
+    started: bool = True
 
     @property
     def log_extra(self) -> dict[str, Any]:
@@ -100,6 +104,15 @@ class Ledger:
         """Refill before the buffer runs dry, so a claim's round trip overlaps with running
         jobs; with prefetch 0, claim only for free slots."""
         return len(self.buffer) <= self.prefetch // 2
+
+    def startable(self) -> int:
+        """How many jobs a claim made now would start at once: the claim records the start
+        of these (the first ones in claim order), the rest wait in the buffer, unstarted."""
+        slots = min(
+            self.concurrency - len(self.running),
+            2 * self.concurrency - (len(self.claimed) - len(self.buffer)),
+        )
+        return max(0, slots - len(self.buffer))
 
     def idle(self) -> bool:
         return not self.running and not self.buffer

@@ -5,7 +5,8 @@ its row layout. The one place that names claim variants and decodes claim rows; 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -14,10 +15,10 @@ from .._core.outcome import Outcome
 from .queries import Queries
 
 #: Row layout of job_claim.sql: column 0 says claimed (true) or completed (false); columns
-#: 1-8 are ClaimedJob's fields in order; 9 and 10 the priority and run_at of a claimed row
+#: 1-9 are ClaimedJob's fields in order; 10 and 11 the priority and run_at of a claimed row
 #: (with its id, the continuation cursor).
-_JOB = slice(1, 9)
-_PRIORITY, _RUN_AT = 9, 10
+_JOB = slice(1, 10)
+_PRIORITY, _RUN_AT = 10, 11
 
 
 class ClaimResult(NamedTuple):
@@ -71,18 +72,25 @@ class ClaimStatement:
         limit: int,
         done: Sequence[Outcome],
         *,
+        start: int = 0,
+        began: Mapping[int, float] | None = None,
         suspects: bool = False,
         after: Cursor | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """The statement and parameters: record `done`, then claim up to `limit` jobs
-        (suspects only, or after the cursor `after`, in claim order). Array parameters are
-        built as literals by one string join: adapting lists element by element cost more
-        than running the jobs."""
+        (suspects only, or after the cursor `after`, in claim order), the first `start` of
+        them started at once. `began` gives, for jobs of `done` that started from the
+        buffer with their start not yet recorded, their start (`time.monotonic()`). Array
+        parameters are built as literals by one string join: adapting lists element by
+        element cost more than running the jobs."""
         params = dict(self._base)
         params["limit"] = limit
+        params["start"] = start
         params["ids"] = "{" + ",".join([str(o.job.id) for o in done]) + "}"
         params["leases"] = "{" + ",".join([o.job.lease for o in done]) + "}"
         params["results"] = "[" + ",".join([o.result or "null" for o in done]) + "]"
+        # Shorter than `ids` when no buffered start is pending (unnest pads it with NULL).
+        params["began"] = began_literal(done, began) if began else "{}"
         if suspects:
             return self._suspect, params
         if after is not None and self._after is not None:
@@ -102,3 +110,14 @@ class ClaimStatement:
             else:
                 accepted.add(row[1])
         return ClaimResult(jobs, positions, accepted)
+
+
+def seconds_since(done: Sequence[Outcome], began: Mapping[int, float]) -> list[float | None]:
+    """Per outcome: seconds since its run started, where its start is not recorded yet."""
+    now = time.monotonic()
+    return [None if (t := began.get(o.job.id)) is None else now - t for o in done]
+
+
+def began_literal(done: Sequence[Outcome], began: Mapping[int, float]) -> str:
+    agos = seconds_since(done, began)
+    return "{" + ",".join(["NULL" if ago is None else repr(ago) for ago in agos]) + "}"

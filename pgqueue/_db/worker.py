@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -83,11 +83,15 @@ class WorkerDb:
         limit: int,
         done: Sequence[Outcome],
         *,
+        start: int = 0,
+        began: Mapping[int, float] | None = None,
         suspects: bool = False,
         after: Cursor | None = None,
     ) -> ClaimResult:
-        """One job_claim statement: record `done`, claim up to `limit`."""
-        query, params = statement.build(limit, done, suspects=suspects, after=after)
+        """One job_claim statement: record `done`, claim up to `limit`, start `start`."""
+        query, params = statement.build(
+            limit, done, start=start, began=began, suspects=suspects, after=after
+        )
         async with self.pool.connection() as conn:
             cur = await conn.execute(query, params)
             return statement.decode(await cur.fetchall())

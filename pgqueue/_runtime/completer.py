@@ -5,6 +5,12 @@ commit for both: `job_claim.sql`); otherwise the same statement with a limit of 
 them alone. Failures go through `job_fail_many`. A write that fails keeps its batch for the
 next try; at shutdown, claimed jobs without an outcome are released without spending an
 attempt.
+
+It also records when jobs claimed ahead into the buffer start (the claim recorded only the
+start of those that took a free slot at once). A start goes with the job's outcome when the
+job is over by the next write, which costs nothing extra; a job still running after
+START_REPORT_DELAY has its start written on its own (`job_start_many`), so that it reads
+`running` with its real start time and a crash from then on is charged to it.
 """
 
 from __future__ import annotations
@@ -12,17 +18,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from .._core.claiming import ClaimedJob, Ledger
 from .._core.outcome import Outcome
-from .._db.claim import ClaimStatement
+from .._db.claim import ClaimStatement, seconds_since
 from .._db.errors import DatabaseError
 from .._db.worker import WorkerDb
 from ..types import JobState
 from .events import Events, OutcomesWritten, Released
 
 log = logging.getLogger("pgqueue.worker")
+
+#: Seconds a job that started from the buffer runs before its start is written on its own.
+#: Shorter jobs have their start written with their outcome, at no cost; for this long, a
+#: started job reads `claimed` and a kill -9 would not charge it (its row is then marked
+#: maybe_started, so its next claim records the start at once: see job_rescue.sql).
+START_REPORT_DELAY = 0.5
 
 
 class Completer:
@@ -48,11 +61,29 @@ class Completer:
         self.claim_in_flight = False
         self.closing = False
         self._task: asyncio.Task[None] | None = None
+        #: Jobs that started from the buffer and whose start the database has not recorded
+        #: yet: id -> start (`time.monotonic()`).
+        self.began: dict[int, float] = {}
+        self._report_timer: asyncio.TimerHandle | None = None
+        self._report_due = False
 
     # --- the buffer -----------------------------------------------------------------------
 
     def record(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
+        self.ready.set()
+
+    def started(self, job: ClaimedJob) -> None:
+        """A job the claim did not record as started has just started."""
+        self.began[job.id] = time.monotonic()
+        if self._report_timer is None:
+            self._report_timer = asyncio.get_running_loop().call_later(
+                START_REPORT_DELAY, self._report_now
+            )
+
+    def _report_now(self) -> None:
+        self._report_timer = None
+        self._report_due = True
         self.ready.set()
 
     def take_successes(self) -> list[Outcome]:
@@ -85,6 +116,9 @@ class Completer:
             # must not overwrite the newer one.
             log.warning("ignored outcomes of jobs no longer leased to this worker: %s", stale)
         self.ledger.written(o.job.id for o in written)
+        if self.began:  # their starts, if still pending, were written with them
+            for o in written:
+                self.began.pop(o.job.id, None)
         self._written()  # their slots are free now
 
     # --- the loop -------------------------------------------------------------------------
@@ -100,9 +134,13 @@ class Completer:
             # A claim about to start (woken by the same finished jobs) takes the successes
             # along; while one is under way, only failures are worth a statement of their own.
             await asyncio.sleep(0)
-            if self.claim_in_flight and all(o.state is JobState.COMPLETED for o in self.outcomes):
-                continue  # the claim wakes us again if anything is left when it returns
             try:
+                if self._report_due:
+                    await self.report_starts()
+                if self.claim_in_flight and all(
+                    o.state is JobState.COMPLETED for o in self.outcomes
+                ):
+                    continue  # the claim wakes us again if anything is left when it returns
                 await self.flush()
             except DatabaseError:
                 self.ready.set()  # the batch was kept; try again after the pause
@@ -112,6 +150,9 @@ class Completer:
         self.closing = True
         self.ready.set()
         task, self._task = self._task, None
+        if self._report_timer is not None:
+            self._report_timer.cancel()
+            self._report_timer = None
         if task is None:
             return
         await asyncio.wait([task], timeout=timeout)
@@ -138,7 +179,7 @@ class Completer:
         failed = [o for o in batch if o.state is not JobState.COMPLETED]
         if done:
             # The claim statement with a limit of 0 records successes and claims nothing.
-            result = await self.db.claim(self.statement, 0, done)
+            result = await self.db.claim(self.statement, 0, done, began=self.began)
             self.accepted(done, result.accepted)
         if failed:
             rows = await self.db.fetch(
@@ -149,10 +190,43 @@ class Completer:
                     "states": [o.state.value for o in failed],
                     "delays": [o.delay for o in failed],
                     "errors": [json.dumps(o.error) for o in failed],
+                    "began": seconds_since(failed, self.began),
                     "done_channel": self.db.queries.done_channel,
                 },
             )
             self.accepted(failed, {r[0] for r in rows})
+
+    async def report_starts(self) -> None:
+        """Write the starts of buffered jobs that have run for START_REPORT_DELAY. Those
+        whose run is over are left to their outcome's write, which records the start too."""
+        self._report_due = False
+        now = time.monotonic()
+        running, claimed = self.ledger.running, self.ledger.claimed
+        due = [
+            (claimed[job_id], now - t)
+            for job_id, t in self.began.items()
+            if job_id in running and now - t >= START_REPORT_DELAY * 0.9
+        ]
+        if due:
+            try:
+                await self.db.fetch(
+                    "job_start_many",
+                    {
+                        "ids": [job.id for job, _ in due],
+                        "leases": [job.lease for job, _ in due],
+                        "agos": [ago for _, ago in due],
+                    },
+                )
+            except DatabaseError:
+                self._report_due = True
+                await asyncio.sleep(0.5)
+                raise
+            for job, _ in due:
+                self.began.pop(job.id, None)
+        pending = [t for job_id, t in self.began.items() if job_id in running]
+        if pending and self._report_timer is None and not self.closing:
+            wait = max(0.0, min(pending) + START_REPORT_DELAY - time.monotonic())
+            self._report_timer = asyncio.get_running_loop().call_later(wait, self._report_now)
 
     # --- shutdown -------------------------------------------------------------------------
 
@@ -178,5 +252,7 @@ class Completer:
             {"ids": [j.id for j in jobs], "leases": [j.lease for j in jobs]},
         )
         self.ledger.written(j.id for j in jobs)
+        for job in jobs:
+            self.began.pop(job.id, None)
         self.events.emit(Released(len(rows)))
         log.info("released %d unfinished jobs", len(rows))

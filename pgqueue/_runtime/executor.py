@@ -115,6 +115,7 @@ class Executor:
         *,
         record: Callable[[Outcome], None],
         slot_freed: Callable[[int], None],
+        began: Callable[[ClaimedJob], None],
         worker_name: str,
         redact_keys: frozenset[str],
         concurrency: int,
@@ -124,6 +125,7 @@ class Executor:
         self.events = events
         self.record = record
         self.slot_freed = slot_freed
+        self.began = began  # a start the claim did not record, for the completer to write
         self.worker_name = worker_name
         self.redact_keys = redact_keys
         #: Each running job's asyncio Task (async tasks) or thread future (sync tasks).
@@ -152,6 +154,8 @@ class Executor:
     # --- starting -------------------------------------------------------------------------
 
     def start(self, job: ClaimedJob) -> None:
+        if not job.started:
+            self.began(job)
         task = self.tasks.get(job.task)
         if task is not None and not task.is_async:
             self._start_sync(job, task)

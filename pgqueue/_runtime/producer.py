@@ -169,17 +169,22 @@ class Producer:
         for their write ride along with an ordinary claim: one round trip and one commit."""
         completer = self.completer
         done = [] if suspects else completer.take_successes()
+        # The rows that will take a free slot as soon as the claim returns: the claim
+        # records their start; the rest wait in the buffer, claimed but not started.
+        start = self.ledger.startable()
         completer.claim_in_flight = True
         try:
             if suspects or not self.statement.continues or not self.cursor.fresh(self.clock.now()):
-                return await self._statement(limit, done, suspects=suspects)
-            jobs = await self._statement(limit, done, after=True)
+                return await self._statement(limit, done, start, suspects=suspects)
+            jobs = await self._statement(limit, done, start, after=True)
             if len(jobs) < limit:
                 # The continuation ran dry, or what is left sorts before it: from the front.
-                # Those rows sort before the continuation's, so they start first.
+                # Those rows sort before the continuation's, so they start first (and may
+                # push a continuation row recorded as started back into the buffer: rare,
+                # and it only makes that row's start look earlier than it was).
                 self.cursor.reset()
                 done = []
-                jobs = await self._statement(limit - len(jobs), []) + jobs
+                jobs = await self._statement(limit - len(jobs), [], start) + jobs
             return jobs
         except BaseException:
             completer.restore(done)
@@ -188,10 +193,24 @@ class Producer:
             completer.claim_finished()
 
     async def _statement(
-        self, limit: int, done: list[Outcome], *, suspects: bool = False, after: bool = False
+        self,
+        limit: int,
+        done: list[Outcome],
+        start: int,
+        *,
+        suspects: bool = False,
+        after: bool = False,
     ) -> list[ClaimedJob]:
         position = self.cursor.position if after else None
-        result = await self.db.claim(self.statement, limit, done, suspects=suspects, after=position)
+        result = await self.db.claim(
+            self.statement,
+            limit,
+            done,
+            start=start,
+            began=self.completer.began,
+            suspects=suspects,
+            after=position,
+        )
         if not suspects and self.statement.continues:
             self.cursor.advance(
                 last_in_claim_order(result.positions),

@@ -98,6 +98,7 @@ class Worker:
             self.events,
             record=self.completer.record,
             slot_freed=lambda job_id: None,  # the Producer's own, once it exists (below)
+            began=self.completer.started,
             worker_name=f"{socket.gethostname()}:{os.getpid()}",
             redact_keys=app.redact_keys,
             concurrency=s.concurrency,

@@ -49,8 +49,14 @@ WITH done AS (
        SET state = 'completed',
            lease = NULL,
            result = %(results)s::jsonb -> (c.n::integer - 1),
-           finished_at = now()
-      FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[]) WITH ORDINALITY AS c(id, lease, n)
+           finished_at = now(),
+           -- A job that started from the buffer has its start recorded here, with its
+           -- outcome: `began` holds its seconds since the start (NULL when the claim or a
+           -- start report recorded it; the array may be shorter than `ids`, unnest pads it).
+           attempt = j.attempt + (j.started_at IS NULL)::integer,
+           started_at = coalesce(j.started_at, now() - make_interval(secs => c.began), now())
+      FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[], %(began)s::double precision[])
+           WITH ORDINALITY AS c(id, lease, began, n)
      WHERE j.id = c.id
        -- The guard. A lease exists only while its claim runs (every way out of `running`
        -- clears it), so a match means the row is still running under this very claim. The
@@ -62,7 +68,7 @@ WITH done AS (
     RETURNING j.id
 ),
 candidates AS MATERIALIZED (
-    SELECT id
+    SELECT id, priority, run_at
       FROM {schema}.jobs
      WHERE state IN ('scheduled', 'available', 'retrying')
        AND run_at <= now()
@@ -77,17 +83,33 @@ candidates AS MATERIALIZED (
      LIMIT %(limit)s::integer
        FOR UPDATE SKIP LOCKED
 ),
+-- Claimed is not started: only the first `start` rows in claim order take a free slot at
+-- once, and only they get started_at and spend their attempt now. The rest wait in the
+-- worker's buffer, started_at NULL (shown as `claimed`), attempt unspent: their start is
+-- recorded when it happens (see `done` above and job_start_many.sql), so a kill -9 charges
+-- them nothing. A job rescued before, or one whose dead worker may have started it without
+-- recording so (maybe_started), has its start recorded at claim whatever its place, so a
+-- job that kills its worker is always charged for it.
+starting AS (
+    SELECT ARRAY(SELECT id FROM candidates ORDER BY priority DESC, run_at, id
+                  LIMIT %(start)s::integer) AS ids
+),
 claimed AS (
     UPDATE {schema}.jobs AS j
        SET state = 'running',
-           attempt = j.attempt + 1,
+           attempt = j.attempt + (j.id = ANY ((SELECT ids FROM starting)::bigint[])
+                                  OR j.maybe_started OR j.rescue_count > 0)::integer,
            lease = gen_random_uuid(),
            worker_id = %(worker_id)s::uuid,
            cancel_requested = false,
-           started_at = now()
+           maybe_started = false,
+           started_at = CASE WHEN j.id = ANY ((SELECT ids FROM starting)::bigint[])
+                                  OR j.maybe_started OR j.rescue_count > 0 THEN now() END
      WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
-    RETURNING j.id, j.task, j.queue, j.args, j.attempt, j.max_attempts, j.lease::text,
-              j.timeout, j.priority, j.run_at
+    -- `attempt` is the attempt the run will be, whether it starts now or from the buffer.
+    RETURNING j.id, j.task, j.queue, j.args, j.attempt + (j.started_at IS NULL)::integer
+              AS attempt, j.max_attempts, j.lease::text AS lease, j.timeout,
+              j.started_at IS NOT NULL AS started, j.priority, j.run_at
 ),
 -- Read at COMMIT, so a transaction-local setting made during the statement decides how this
 -- one commits. Scanned (and so evaluated) whenever a row was claimed; with nothing claimed
@@ -109,11 +131,10 @@ commit_mode AS (
 -- most `limit` rows plus the recorded ids) costs about 15 us for 20 rows, against hundreds
 -- for the statement; a drain showed no difference. Priority and run_at are the claimed rows'
 -- own values, which the claim does not change.
-SELECT true AS claimed, id, task, queue, args, attempt, max_attempts, lease, timeout,
-       priority, run_at
+SELECT true AS claimed, claimed.*
   FROM claimed CROSS JOIN commit_mode
 UNION ALL
 SELECT false, id, NULL::text, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
-       NULL::text, NULL::double precision, NULL::integer, NULL::timestamptz
+       NULL::text, NULL::double precision, NULL::boolean, NULL::integer, NULL::timestamptz
   FROM done, LATERAL (SELECT pg_notify(%(done_channel)s, '')) AS wake
  ORDER BY claimed DESC, priority DESC, run_at, id

@@ -9,10 +9,16 @@ WITH failed AS (
                          ELSE j.run_at END,
            finished_at = CASE WHEN c.state IN ('failed', 'cancelled') THEN now() END,
            errors = j.errors || jsonb_build_array(
-               c.error || jsonb_build_object('at', now(), 'attempt', j.attempt))
+               c.error || jsonb_build_object(
+                   'at', now(), 'attempt', j.attempt + (j.started_at IS NULL)::integer)),
+           -- A run that started from the buffer: its start is recorded with its outcome
+           -- (see the completion in job_claim.sql).
+           attempt = j.attempt + (j.started_at IS NULL)::integer,
+           started_at = coalesce(j.started_at, now() - make_interval(secs => c.began), now())
       FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[], %(states)s::text[],
-                  %(delays)s::double precision[], %(errors)s::jsonb[])
-           AS c(id, lease, state, delay, error)
+                  %(delays)s::double precision[], %(errors)s::jsonb[],
+                  %(began)s::double precision[])
+           AS c(id, lease, state, delay, error, began)
      WHERE j.id = c.id
        AND j.lease = c.lease  -- held only while running: see the completion in job_claim.sql
     RETURNING j.id

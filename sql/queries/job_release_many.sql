@@ -3,7 +3,7 @@
 WITH released AS (
     UPDATE {schema}.jobs AS j
        SET state = 'available',
-           attempt = greatest(j.attempt - 1, 0),
+           attempt = greatest(j.attempt - (j.started_at IS NOT NULL)::integer, 0),
            lease = NULL,
            worker_id = NULL,
            started_at = NULL

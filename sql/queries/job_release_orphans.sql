@@ -2,7 +2,7 @@
 -- `running` under this worker that it never heard of. Give them back, attempt unspent.
 UPDATE {schema}.jobs
    SET state = 'available',
-       attempt = greatest(attempt - 1, 0),
+       attempt = greatest(attempt - (started_at IS NOT NULL)::integer, 0),
        lease = NULL,
        worker_id = NULL,
        started_at = NULL

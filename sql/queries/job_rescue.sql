@@ -7,6 +7,12 @@
 -- claim bumping `attempt`; a job that only shared a process with a poison job is not failed
 -- for attempts it never got to finish. The new state
 -- clears the lease, so the lost worker's late outcome (if it was only cut off) changes nothing.
+--
+-- A job the dead worker had claimed but not started (started_at NULL: it waited in the
+-- buffer) is charged nothing: it goes back `available` at its place in line, attempt and
+-- rescue count as they were, with no error entry. Its start may have happened within the
+-- worker's report delay, though, so it is marked maybe_started: its next claim records the
+-- start at once, and if it was the killer, the next death is charged.
 WITH dead AS (
     SELECT j.id
       FROM {schema}.jobs AS j
@@ -21,13 +27,19 @@ WITH dead AS (
        FOR UPDATE OF j SKIP LOCKED
 )
 UPDATE {schema}.jobs AS j
-   SET state = CASE WHEN j.rescue_count + 1 > %(max_rescues)s::int THEN 'failed'
+   SET state = CASE WHEN j.started_at IS NULL THEN 'available'
+                    WHEN j.rescue_count + 1 > %(max_rescues)s::int THEN 'failed'
                     ELSE 'retrying' END,
-       rescue_count = j.rescue_count + 1,
-       run_at = now() + make_interval(secs => least(power(2, j.rescue_count), 60)),
-       finished_at = CASE WHEN j.rescue_count + 1 > %(max_rescues)s::int THEN now() END,
+       rescue_count = j.rescue_count + (j.started_at IS NOT NULL)::integer,
+       maybe_started = j.started_at IS NULL,
+       run_at = CASE WHEN j.started_at IS NULL THEN j.run_at
+                     ELSE now() + make_interval(secs => least(power(2, j.rescue_count), 60))
+                END,
+       finished_at = CASE WHEN j.started_at IS NOT NULL
+                           AND j.rescue_count + 1 > %(max_rescues)s::int THEN now() END,
        lease = NULL,
-       errors = j.errors || jsonb_build_array(jsonb_build_object(
+       errors = CASE WHEN j.started_at IS NULL THEN j.errors
+                     ELSE j.errors || jsonb_build_array(jsonb_build_object(
            'type', 'WorkerLost',
            'message', CASE WHEN j.rescue_count + 1 > %(max_rescues)s::int
                            THEN format('poison job: its worker died %%s times while running it',
@@ -36,7 +48,7 @@ UPDATE {schema}.jobs AS j
            'kind', 'rescue',
            'worker', j.worker_id,
            'attempt', j.attempt,
-           'at', now()))
+           'at', now())) END
   FROM dead
  WHERE j.id = dead.id
 RETURNING j.id, j.state, j.queue
