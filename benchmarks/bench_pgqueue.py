@@ -239,6 +239,11 @@ def drain_run(admin_dsn: str, jobs: int, concurrency: int, profile: Path | None 
         )
     span = (last_finish - first_start).total_seconds()
     found = _STOPPED.search(proc.stderr)
+    stats = ast.literal_eval(found[1]) if found else {}
+    # The worker counts its claim statements; distinct start times count them only where
+    # every start is recorded at claim time (before jobs claimed into the buffer read
+    # `claimed`, their starts recorded when they happen).
+    claims = stats.get("claims", claims)
     worker_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
         cpu_after.ru_stime - cpu_before.ru_stime
     )
@@ -259,7 +264,7 @@ def drain_run(admin_dsn: str, jobs: int, concurrency: int, profile: Path | None 
             "completion_flushes": flushes,
             "jobs_per_flush": jobs / flushes,
             "worker_cpu_s": worker_cpu,
-            "worker_stats": ast.literal_eval(found[1]) if found else None,
+            "worker_stats": stats or None,
         },
     )
 

@@ -62,6 +62,7 @@ Event = (
 
 STAT_KEYS = (
     "claimed",
+    "claims",  # claim statements that claimed something: claimed / claims is the batch size
     "completed",
     "failed",
     "retried",
@@ -105,6 +106,7 @@ class Stats(dict[str, int]):
                     self["retried"] += 1
         elif isinstance(event, Claimed):
             self["claimed"] += event.n
+            self["claims"] += event.n > 0
         elif isinstance(event, Released):
             self["released"] += event.n
         elif isinstance(event, Rescued):
