@@ -10,9 +10,10 @@ from datetime import datetime
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from ._client import Client
-from ._core import admin
+from ._core import admin, workflow
 from ._core.catalog import TaskDefaults
 from ._core.enqueue import enqueue_many, enqueue_one
+from ._core.plan import Plan
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
 from ._core.spec import JobSpec
 from ._core.validate import check_int, check_name, check_seconds, encode_args
@@ -45,6 +46,8 @@ class EnqueueOptions:
     run_at: datetime | None = None
     unique_key: str | None = None
     max_attempts: int | None = None
+    #: Jobs (or job ids) this one waits for: `waiting` until every one has completed.
+    after: Any = None
     conn: Any = None
     session: Any = None
 
@@ -72,6 +75,8 @@ class EnqueueOptions:
             check_int("max_attempts", self.max_attempts, minimum=1)
         if self.conn is not None and self.session is not None:
             raise ValidationError("pass conn or session, not both")
+        if self.after is not None and not isinstance(self.after, tuple):
+            return replace(self, after=workflow.parent_ids(self.after) or None)
         return self
 
     @property
@@ -256,6 +261,9 @@ class TaskCall(Generic[P, R]):
         client = self.task.app.client
         if client.inline is not None:
             return client.inline(spec)  # type: ignore[no-any-return]
+        if self.opts.after:
+            plan = workflow.enqueue_after(spec, self.opts.after)
+            return self._job(client.run(plan, self.opts.target, atomic=True))
         return self._job(client.run(enqueue_one(spec), self.opts.target))
 
     async def enqueue_async(self, *args: Any, **kwargs: Any) -> Job:
@@ -263,6 +271,9 @@ class TaskCall(Generic[P, R]):
         client = self.task.app.client
         if client.inline is not None:
             return client.inline(spec)  # type: ignore[no-any-return]
+        if self.opts.after:
+            plan = workflow.enqueue_after(spec, self.opts.after)
+            return self._job(await client.run_async(plan, self.opts.target, atomic=True))
         return self._job(await client.run_async(enqueue_one(spec), self.opts.target))
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
@@ -272,15 +283,20 @@ class TaskCall(Generic[P, R]):
         client = self.task.app.client
         if client.inline is not None:
             return [client.inline(spec) for spec in specs]
-        ids = client.run(enqueue_many(specs), self.opts.target, atomic=True)
+        ids = client.run(self._many_plan(specs), self.opts.target, atomic=True)
         return [self._job((i, False)) for i in ids]
+
+    def _many_plan(self, specs: list[JobSpec]) -> Plan[list[int]]:
+        if self.opts.after:
+            return workflow.enqueue_many_after(specs, self.opts.after)
+        return enqueue_many(specs)
 
     async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
         specs = self._many(items)
         client = self.task.app.client
         if client.inline is not None:
             return [client.inline(spec) for spec in specs]
-        ids = await client.run_async(enqueue_many(specs), self.opts.target, atomic=True)
+        ids = await client.run_async(self._many_plan(specs), self.opts.target, atomic=True)
         return [self._job((i, False)) for i in ids]
 
 

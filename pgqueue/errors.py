@@ -71,16 +71,45 @@ class Fail(PgQueueError):
     """Raised by a task: this job fails now, for good; no retry however many attempts remain."""
 
 
+class Snooze(PgQueueError):
+    """Raised by a task: run this job again in `seconds`, without spending an attempt (the
+    work is not due yet: a resource is busy, a file has not arrived)."""
+
+    #: The longest snooze: a job parked for longer is better enqueued with `run_at`.
+    MAX_SECONDS = 366 * 86400.0
+
+    def __init__(self, seconds: float) -> None:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not 0 <= seconds <= self.MAX_SECONDS
+        ):
+            raise ValueError(
+                f"Snooze(seconds) takes 0 to {self.MAX_SECONDS:g} seconds, not {seconds!r}"
+            )
+        self.seconds = float(seconds)
+        super().__init__(f"snoozed for {seconds:g} s")
+
+
+class LeaseLost(PgQueueError):
+    """This run no longer holds its job: it was rescued and claimed again (the worker was
+    cut off or stalled past its heartbeat timeout). Raised by `ctx.complete(conn=...)` and
+    by durable steps, so the caller's transaction rolls back and its effect is not written
+    twice."""
+
+
 __all__ = [
     "ConfigurationError",
     "Fail",
     "JobFailed",
     "JobNotFound",
     "JobTimeout",
+    "LeaseLost",
     "PgQueueError",
     "QueueFull",
     "Retry",
     "SchemaNotMigrated",
+    "Snooze",
     "UnknownTask",
     "ValidationError",
 ]

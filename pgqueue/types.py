@@ -20,6 +20,9 @@ class JobState(str, enum.Enum):
     #: Claimed by a worker ahead of a free slot, waiting in its buffer: leased like a running
     #: job, but not started, so no attempt is spent yet and a crash costs it nothing.
     CLAIMED = "claimed"
+    #: A workflow job waiting for the jobs it depends on (`after=`) or, suspended, for the
+    #: children it gathers; it holds no slot and has spent no attempt on the wait.
+    WAITING = "waiting"
     #: An attempt failed; the next one waits for its backoff `run_at`.
     RETRYING = "retrying"
     #: The task returned; `result` holds its JSON return value.
@@ -82,3 +85,5 @@ class QueueStats:
     paused: bool
     #: Claimed by a worker ahead of a free slot and not started yet (in its buffer).
     claimed: int = 0
+    #: Workflow jobs waiting for their dependencies or for the children they gather.
+    waiting: int = 0

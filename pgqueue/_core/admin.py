@@ -49,7 +49,7 @@ def retry_failed(queue: str | None, fresh: bool = False) -> Plan[int]:
 
 
 #: States a bulk cancel may name: the unfinished ones.
-CANCELLABLE = ("scheduled", "available", "retrying", "running")
+CANCELLABLE = ("scheduled", "available", "retrying", "running", "waiting")
 
 
 def _bulk_filters(queue: str | None, task: str | None, state: str | None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, NamedTuple
 
-from ..errors import Fail, JobTimeout, Retry, ValidationError
+from ..errors import Fail, JobTimeout, Retry, Snooze, ValidationError
 from ..types import JobState
 from .claiming import ClaimedJob
 from .retry import RetryPolicy, decide_failure
@@ -24,7 +24,12 @@ class Outcome(NamedTuple):
     error: dict[str, Any] | None = None
     state: JobState = JobState.COMPLETED  # completed | retrying | failed | cancelled
     duration: float = 0.0
-    delay: float = 0.0
+    #: Seconds until a retry, or until a sleeping / snoozed job runs again; None for a
+    #: suspended job waiting for its children.
+    delay: float | None = 0.0
+    #: The task completed its job itself (`ctx.complete`): the worker's own write is then
+    #: a no-op by design, not a stale outcome worth a warning.
+    quiet: bool = False
 
 
 def storable(text: str) -> str:
@@ -55,7 +60,10 @@ def failure(
     """The outcome of a failed attempt: retried after a backoff, or failed for good.
 
     `Fail`, and the exceptions a task lists in `fail_on`, are never retried; `Retry(after=)`
-    sets the delay itself (and still spends the attempt)."""
+    sets the delay itself (and still spends the attempt). `Snooze` is no failure: the job
+    runs again after its delay without spending an attempt."""
+    if isinstance(exc, Snooze):
+        return suspended(job, exc.seconds)
     final = isinstance(exc, Fail) or (bool(fail_on) and isinstance(exc, fail_on))
     delay = exc.after if isinstance(exc, Retry) else None
     decision = decide_failure(
@@ -75,8 +83,26 @@ def failure(
     )
 
 
+def suspended(job: ClaimedJob, delay: float | None) -> Outcome:
+    """The run stopped without ending the job: it waits for its children (delay None) or
+    sleeps `delay` seconds; either way it spends no attempt."""
+    return Outcome(
+        job, state=JobState.WAITING if delay is None else JobState.SCHEDULED, delay=delay
+    )
+
+
+#: Outcome states that suspend a job rather than end or retry it.
+SUSPENDED = (JobState.WAITING, JobState.SCHEDULED)
+
+
 def success(
-    job: ClaimedJob, result: Any, duration: float, policy: RetryPolicy, worker: str
+    job: ClaimedJob,
+    result: Any,
+    duration: float,
+    policy: RetryPolicy,
+    worker: str,
+    *,
+    quiet: bool = False,
 ) -> Outcome:
     try:
         encoded = encode_result(result)
@@ -84,7 +110,7 @@ def success(
         # The task ran but returned something that cannot be stored: running it again
         # would repeat its effects for the same outcome.
         return failure(job, exc, policy, worker, retryable=False)
-    return Outcome(job, result=encoded, duration=duration)
+    return Outcome(job, result=encoded, duration=duration, quiet=quiet)
 
 
 def cancelled(job: ClaimedJob, exc: BaseException, worker: str) -> Outcome:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .._core.claiming import ClaimedJob, Ledger
-from .._core.outcome import Outcome
+from .._core.outcome import SUSPENDED, Outcome
 from .._db.claim import ClaimStatement, seconds_since
 from .._db.errors import DatabaseError
 from .._db.worker import WorkerDb
@@ -111,10 +111,11 @@ class Completer:
         this runs for every batch of successes."""
         self.events.emit(OutcomesWritten(written, accepted))
         if len(accepted) < len(written):
-            stale = [o.job.id for o in written if o.job.id not in accepted]
+            stale = [o.job.id for o in written if o.job.id not in accepted and not o.quiet]
             # The lease moved on (the job was rescued and claimed again): this run's outcome
             # must not overwrite the newer one.
-            log.warning("ignored outcomes of jobs no longer leased to this worker: %s", stale)
+            if stale:
+                log.warning("ignored outcomes of jobs no longer leased to this worker: %s", stale)
         self.ledger.written(o.job.id for o in written)
         if self.began:  # their starts, if still pending, were written with them
             for o in written:
@@ -177,6 +178,11 @@ class Completer:
         """Write one batch (a seam: tests hold writes back here)."""
         done = [o for o in batch if o.state is JobState.COMPLETED]
         failed = [o for o in batch if o.state is not JobState.COMPLETED]
+        if failed:
+            suspended = [o for o in failed if o.state in SUSPENDED]
+            if suspended:
+                failed = [o for o in failed if o.state not in SUSPENDED]
+                await self.suspend(suspended)
         if done:
             # The claim statement with a limit of 0 records successes and claims nothing.
             result = await self.db.claim(self.statement, 0, done, began=self.began)
@@ -195,6 +201,18 @@ class Completer:
                 },
             )
             self.accepted(failed, {r[0] for r in rows})
+
+    async def suspend(self, batch: list[Outcome]) -> None:
+        """Runs that stopped without ending their job: waiting for children, or asleep."""
+        rows = await self.db.fetch(
+            "job_suspend_many",
+            {
+                "ids": [o.job.id for o in batch],
+                "leases": [o.job.lease for o in batch],
+                "delays": [o.delay for o in batch],
+            },
+        )
+        self.accepted(batch, {r[0] for r in rows})
 
     async def report_starts(self) -> None:
         """Write the starts of buffered jobs that have run for START_REPORT_DELAY. Those

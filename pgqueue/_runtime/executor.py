@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._context import current
+from .._context import Suspended, completed_by_task, current, current_host
 from .._core import outcome as outcomes
 from .._core.claiming import ClaimedJob, Ledger
 from .._core.outcome import Outcome
@@ -119,6 +119,7 @@ class Executor:
         worker_name: str,
         redact_keys: frozenset[str],
         concurrency: int,
+        host: Any = None,
     ) -> None:
         self.tasks = tasks
         self.ledger = ledger
@@ -134,6 +135,8 @@ class Executor:
         #: From a stop on, a cancelled run is released (unspent), not failed.
         self.releasing = False
         self.concurrency = concurrency
+        #: The App, for the workflow tools of current_job() (steps, spawn, gather, ...).
+        self.host = host
         self._threads: DaemonThreads | None = None
 
     @property
@@ -190,11 +193,14 @@ class Executor:
     def _run_sync(self, job: ClaimedJob, task: Task[Any, Any]) -> Outcome:
         """Runs on a task thread; touches no worker state, only builds the Outcome."""
         current.set(job)
+        current_host.set(self.host)
         debug = self._log_start(job)
         started = time.monotonic()
         try:
             task.check_argument_names(job.args)
             result = task.fn(**job.args)
+        except Suspended as exc:
+            return outcomes.suspended(job, exc.delay)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             return self._failure(job, exc, task.retry)
         return self._success(job, result, started, task.retry, debug)
@@ -246,6 +252,8 @@ class Executor:
         started = time.monotonic()
         try:
             result = await self._invoke(task, job)
+        except Suspended as exc:
+            self.record(outcomes.suspended(job, exc.delay))
         except asyncio.CancelledError:
             outcome = self._cancelled(job, policy)
             if outcome is None:
@@ -264,6 +272,7 @@ class Executor:
         timeout = job.timeout if job.timeout is not None else task.timeout
         # Each job task has its own context copy, so this is visible to exactly this job.
         current.set(job)
+        current_host.set(self.host)
         if timeout is None:
             return await task.fn(**kwargs)
         try:
@@ -295,7 +304,9 @@ class Executor:
         self, job: ClaimedJob, result: Any, started: float, policy: RetryPolicy, debug: bool
     ) -> Outcome:
         duration = time.monotonic() - started
-        outcome = outcomes.success(job, result, duration, policy, self.worker_name)
+        outcome = outcomes.success(
+            job, result, duration, policy, self.worker_name, quiet=completed_by_task(job)
+        )
         if outcome.error is not None:
             self._log_failure(outcome, f"{outcome.error['type']}: {outcome.error['message']}")
         elif debug:

@@ -102,6 +102,7 @@ class Worker:
             worker_name=f"{socket.gethostname()}:{os.getpid()}",
             redact_keys=app.redact_keys,
             concurrency=s.concurrency,
+            host=app,
         )
         self.producer = Producer(
             self.db,

@@ -6,7 +6,7 @@ UPDATE {schema}.jobs
    SET state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
        finished_at = CASE WHEN state = 'running' THEN finished_at ELSE now() END,
        cancel_requested = true
- WHERE state IN ('scheduled', 'available', 'retrying', 'running')
+ WHERE state IN ('scheduled', 'available', 'retrying', 'running', 'waiting')
    AND (%(state)s::text IS NULL OR state = %(state)s::text)
    AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
    AND (%(task)s::text IS NULL OR task = %(task)s::text)

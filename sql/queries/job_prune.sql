@@ -8,6 +8,12 @@ WITH doomed AS (
      WHERE j.state IN ('completed', 'failed', 'cancelled')
        AND j.finished_at < now() - coalesce(make_interval(secs => %(older_than)s::float8),
                                             r.keep_for, interval '7 days')
+       -- Never a job whose result an unfinished dependent still needs (parent_results).
+       AND NOT (j.in_workflow AND EXISTS (
+               SELECT 1 FROM {schema}.job_edges AS e
+                 JOIN {schema}.jobs AS c ON c.id = e.job_id
+                WHERE e.depends_on = j.id
+                  AND c.state NOT IN ('completed', 'failed', 'cancelled')))
      ORDER BY j.finished_at
      LIMIT %(batch)s::integer
        FOR UPDATE OF j SKIP LOCKED

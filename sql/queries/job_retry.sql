@@ -2,7 +2,8 @@
 -- in the same statement (the NOTIFY is delivered at commit).
 WITH retried AS (
     UPDATE {schema}.jobs
-       SET state = 'available',
+       -- A workflow job whose dependencies are not all settled waits for them again.
+       SET state = CASE WHEN waits_for > 0 THEN 'waiting' ELSE 'available' END,
            run_at = now(),
            max_attempts = greatest(max_attempts, attempt + 1),
            finished_at = NULL,

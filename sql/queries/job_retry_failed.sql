@@ -2,7 +2,7 @@
 -- notifications into one per queue at commit.
 WITH retried AS (
     UPDATE {schema}.jobs
-       SET state = 'available',
+       SET state = CASE WHEN waits_for > 0 THEN 'waiting' ELSE 'available' END,
            run_at = now(),
            -- fresh: a full attempt budget again (after an outage that failed them all);
            -- otherwise one more attempt than they have had.

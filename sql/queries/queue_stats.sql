@@ -1,5 +1,5 @@
 SELECT queue, scheduled, available, running, retrying, completed, failed, cancelled,
        lag_seconds, failed_last_hour, completed_last_minute, paused,
-       claimed
+       claimed, waiting
   FROM {schema}.queue_stats
  ORDER BY queue

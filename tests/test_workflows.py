@@ -1,0 +1,324 @@
+"""Workflows with real worker processes: dependencies, fan-out/fan-in, durable steps that
+never run twice, suspension that holds no slot, durable sleep and snooze, exactly-once
+effects through `ctx.complete(conn)`. What ran is read from a ledger the tasks write outside
+pgqueue (tests/apps/flows.py)."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from tests.helpers import spawn_worker, wait_until
+
+APP = "tests.apps.flows:app"
+LEDGER = (  # as in tests/apps/flows.py, which needs PGQUEUE_DSN to import
+    "CREATE TABLE flow_ledger (job_id bigint NOT NULL, what text NOT NULL,"
+    " pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+)
+FAST = ["--poll-interval", "0.1", "--heartbeat-interval", "0.2", "--heartbeat-timeout", "1.5"]
+
+
+def ledger(db: psycopg.Connection[Any], what: str | None = None) -> list[tuple[Any, ...]]:
+    if what is None:
+        return db.execute("SELECT job_id, what, at FROM flow_ledger ORDER BY at").fetchall()
+    return db.execute(
+        "SELECT job_id, what, at FROM flow_ledger WHERE what = %s ORDER BY at", [what]
+    ).fetchall()
+
+
+def stop(*procs: Any) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def flow_app(dsn: str, db: psycopg.Connection[Any]) -> pgqueue.App:
+    db.execute(LEDGER)
+    return pgqueue.App(dsn)
+
+
+def task(app: pgqueue.App, name: str) -> Any:
+    return app._by_name(name, {})
+
+
+def test_a_dag_of_1_50_1_runs_in_order_and_the_join_sees_every_result(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    with psycopg.connect(dsn) as conn:  # the whole DAG in one caller transaction
+        root = task(app, "flows.root").options(conn=conn).enqueue(day="2026-12-01")
+        parts = (
+            task(app, "flows.part")
+            .options(after=[root], conn=conn)
+            .enqueue_many([{"n": n} for n in range(50)])
+        )
+        join = task(app, "flows.join").options(after=parts, conn=conn).enqueue()
+        conn.commit()
+    assert app.get_job(parts[0].id).state is pgqueue.JobState.WAITING
+    assert app.get_job(join.id).state is pgqueue.JobState.WAITING
+    workers = [spawn_worker(APP, dsn, "-c", "8", *FAST) for _ in range(2)]
+    try:
+        assert join.wait(timeout=60) == sum(n * n for n in range(50))
+    finally:
+        stop(*workers)
+    rows = ledger(db)
+    at = {what: when for _, what, when in rows}
+    assert len(rows) == 52
+    assert all(at["root"] < at[f"part:{n}"] < at["join"] for n in range(50))
+    deps = db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE depends_on_state = 'completed')"
+        " FROM pgqueue.job_dependencies WHERE job_id = %s",
+        [join.id],
+    ).fetchone()
+    assert deps == (50, 50)
+
+
+def test_a_rolled_back_dag_leaves_nothing(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    with psycopg.connect(app.dsn) as conn:
+        root = task(app, "flows.root").options(conn=conn).enqueue(day="x")
+        task(app, "flows.join").options(after=[root], conn=conn).enqueue()
+        conn.rollback()
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM pgqueue.job_edges").fetchone() == (0,)
+
+
+def test_a_failed_parent_cancels_its_descendants_and_a_retry_revives_them(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    bad = task(app, "flows.broken").enqueue()
+    child = task(app, "flows.part").options(after=[bad]).enqueue(n=2)
+    grandchild = task(app, "flows.join").options(after=[child]).enqueue()
+    worker = spawn_worker(APP, dsn, *FAST)
+    try:
+        wait_until(lambda: app.unfinished([grandchild.id]) == 0, 30, "the cascade")
+        for job in (child, grandchild):
+            info = app.get_job(job.id)
+            assert info.state is pgqueue.JobState.CANCELLED
+            assert info.last_error is not None and info.last_error["type"] == "DependencyFailed"
+        assert str(bad.id) in str(app.get_job(child.id).last_error)
+        assert str(child.id) in str(app.get_job(grandchild.id).last_error)
+        # The operator fixes the source and retries the failed job: the workflow goes on
+        # (the retried job fails again here, so the dependents are cancelled again).
+        assert app.retry(bad.id)
+        assert app.get_job(child.id).state is pgqueue.JobState.WAITING
+        assert app.get_job(grandchild.id).state is pgqueue.JobState.WAITING
+        wait_until(lambda: app.unfinished([grandchild.id]) == 0, 30, "the second cascade")
+    finally:
+        stop(worker)
+    assert len(ledger(db, "broken")) == 2
+    assert ledger(db, "part:2") == []
+
+
+def test_dependencies_refuse_missing_jobs_and_write_nothing(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    with pytest.raises(pgqueue.ValidationError, match="do not exist"):
+        task(app, "flows.join").options(after=[123456]).enqueue()
+    with pytest.raises(pgqueue.ValidationError, match="after="):
+        task(app, "flows.join").options(after="7")
+    with pytest.raises(pgqueue.ValidationError, match="after="):
+        task(app, "flows.join").options(after=[True])
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (0,)
+
+
+def test_a_step_never_runs_twice_when_its_worker_is_killed(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    job = task(app, "flows.stepped").enqueue(hang=30)
+    victim = spawn_worker(APP, dsn, *FAST)
+    survivor = None
+    try:
+        wait_until(lambda: len(ledger(db, "hang")) == 1, 30, "the run to reach its third step")
+        victim.kill()
+        victim.wait(10)
+        # The third step had not finished, so it runs again (briefly this time).
+        db.execute("UPDATE pgqueue.jobs SET args = '{\"hang\": 0}' WHERE id = %s", [job.id])
+        survivor = spawn_worker(APP, dsn, *FAST)
+        assert job.wait(timeout=40) == 6
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        if survivor is not None:
+            stop(survivor)
+    assert [len(ledger(db, w)) for w in ("fetch", "render", "hang")] == [1, 1, 2]
+    info = app.get_job(job.id)
+    assert (info.rescue_count, info.attempt) == (1, 2)
+    steps = db.execute(
+        "SELECT name, result FROM pgqueue.job_steps WHERE job_id = %s ORDER BY name", [job.id]
+    ).fetchall()
+    assert steps == [("fetch", [1, 2, 3]), ("hang", 0), ("render", 6)]
+
+
+def test_a_suspended_parent_holds_no_slot(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """With concurrency 1, a parent that gathers three children cannot hold the only slot
+    while they wait: it suspends, they run, it resumes."""
+    app = flow_app
+    parent = task(app, "flows.fan").enqueue(n=3)
+    worker = spawn_worker(APP, dsn, "-c", "1", "--prefetch", "0", *FAST)
+    try:
+        assert parent.wait(timeout=40) == 0 + 1 + 4
+    finally:
+        stop(worker)
+    runs = [w for _, w, _ in ledger(db) if w in ("fan", "joined")]
+    assert runs == ["fan", "fan", "joined"]  # spawned once, resumed once
+    info = app.get_job(parent.id)
+    assert info.attempt == 1  # the suspension cost no attempt
+    assert len(ledger(db, "square:0")) == 1
+    assert db.execute(
+        "SELECT count(*) FROM pgqueue.jobs WHERE task = 'flows.square'"
+    ).fetchone() == (3,)
+
+
+def test_a_worker_killed_while_its_parent_is_suspended_loses_nothing(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    parent = task(app, "flows.fan").enqueue(n=4, pause=1.5)
+    victim = spawn_worker(APP, dsn, "-c", "4", *FAST)
+    survivor = None
+    try:
+        wait_until(
+            lambda: app.get_job(parent.id).state is pgqueue.JobState.WAITING, 30, "suspension"
+        )
+        wait_until(lambda: len(ledger(db)) >= 3, 30, "children running")
+        victim.kill()
+        victim.wait(10)
+        survivor = spawn_worker(APP, dsn, "-c", "4", *FAST)
+        assert parent.wait(timeout=60) == 0 + 1 + 4 + 9
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        if survivor is not None:
+            stop(survivor)
+    assert len(ledger(db, "fan")) == 2  # the first run and the resume; no children respawned
+    assert db.execute(
+        "SELECT count(*) FROM pgqueue.jobs WHERE task = 'flows.square'"
+    ).fetchone() == (4,)
+
+
+def test_gather_raises_job_failed_for_a_failed_child(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    parent = task(app, "flows.fan_fails").enqueue()
+    worker = spawn_worker(APP, dsn, *FAST)
+    try:
+        result = parent.wait(timeout=30)
+    finally:
+        stop(worker)
+    assert result.endswith("failed") and len(ledger(db, "caught")) == 1
+
+
+def test_async_fan_out_and_in(flow_app: pgqueue.App, dsn: str) -> None:
+    parent = task(flow_app, "flows.fan_async").enqueue(n=5)
+    worker = spawn_worker(APP, dsn, *FAST)
+    try:
+        assert parent.wait(timeout=30) == sum(n * n for n in range(5))
+    finally:
+        stop(worker)
+
+
+def test_cancelling_a_waiting_parent_cancels_its_children(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    parent = task(app, "flows.fan").enqueue(n=3, pause=20)
+    worker = spawn_worker(APP, dsn, "-c", "1", "--prefetch", "0", *FAST)
+    try:
+        wait_until(
+            lambda: app.get_job(parent.id).state is pgqueue.JobState.WAITING, 30, "suspension"
+        )
+        wait_until(lambda: len(ledger(db, "square:0")) == 1, 30, "a child running")
+        assert app.cancel(parent.id)
+        children = [
+            r[0]
+            for r in db.execute(
+                "SELECT depends_on FROM pgqueue.job_edges WHERE job_id = %s", [parent.id]
+            ).fetchall()
+        ]
+        wait_until(lambda: app.unfinished(children) == 0, 30, "the children to end")
+    finally:
+        stop(worker)
+    states = {app.get_job(c).state for c in children}
+    assert states == {pgqueue.JobState.CANCELLED}
+
+
+def test_durable_sleep_and_snooze_cost_no_attempt(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    sleeper = task(app, "flows.sleeper").enqueue(seconds=1.0)
+    snoozer = task(app, "flows.snoozer").enqueue(times=3)
+    worker = spawn_worker(APP, dsn, "-c", "1", "--prefetch", "0", *FAST)
+    try:
+        wait_until(lambda: app.get_job(sleeper.id).state is pgqueue.JobState.SCHEDULED, 20, "sleep")
+        assert sleeper.wait(timeout=30) == "rested"
+        assert snoozer.wait(timeout=30) == 4  # max_attempts=1, yet four runs
+    finally:
+        stop(worker)
+    assert [w for j, w, _ in ledger(db) if j == sleeper.id] == ["run:1", "run:1", "woke"]
+    assert app.get_job(sleeper.id).attempt == 1
+    assert app.get_job(snoozer.id).attempt == 1
+
+
+def test_complete_in_the_callers_transaction_is_exactly_once(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    db.execute("CREATE TABLE payments (order_id int NOT NULL)")
+    ok = task(app, "flows.pay").enqueue(order=1)
+    task(app, "flows.pay").enqueue(order=2, lose_lease=True)
+    worker = spawn_worker(APP, dsn, *FAST)
+    try:
+        assert ok.wait(timeout=30) == {"paid": 1}  # the result given to complete()
+        wait_until(lambda: len(ledger(db, "lease lost")) == 1, 30, "the lost lease")
+    finally:
+        stop(worker)
+    paid = [r[0] for r in db.execute("SELECT order_id FROM payments").fetchall()]
+    assert paid == [1]
+    out, _ = worker.communicate(timeout=1)
+    stale = [line for line in out.decode().splitlines() if "no longer leased" in line]
+    # The lost run's failure is stale (the lease moved on); the completed one's own write
+    # after complete() is a quiet no-op, not a warning.
+    assert stale and all(str(ok.id) not in line.split(":")[-1] for line in stale), stale
+
+
+def test_step_misuse_is_a_clear_error(flow_app: pgqueue.App) -> None:
+    with pytest.raises(LookupError, match="inside a running task"):
+        pgqueue.current_job()
+    with pytest.raises(ValueError, match="Snooze"):
+        pgqueue.Snooze(-1)
+    with pytest.raises(ValueError, match="Snooze"):
+        pgqueue.Snooze(10**9)
+
+
+def test_prune_keeps_a_parent_that_a_waiting_child_needs(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    first = task(app, "flows.root").enqueue(day="a")
+    second = task(app, "flows.root").enqueue(day="b")
+    child = task(app, "flows.join").options(after=[first, second]).enqueue()
+    db.execute(
+        "UPDATE pgqueue.jobs SET state = 'completed', finished_at = now() - interval '30 days'"
+        " WHERE id = %s",
+        [first.id],
+    )
+    assert app.get_job(child.id).state is pgqueue.JobState.WAITING
+    app.prune(older_than=0)
+    assert app.get_job(first.id).state is pgqueue.JobState.COMPLETED
