@@ -23,3 +23,11 @@ def noop(n: int) -> None:
 def stamp(n: int) -> float:
     """The wall-clock time the task started: the latency workload's only measurement point."""
     return time.time()
+
+
+@app.task(name="bench.fan")
+def fan(n: int) -> int:
+    """Fan out `n` no-op children and join them: the workflow workload."""
+    ctx = pgqueue.current_job()
+    children = ctx.map(noop, [{"n": i} for i in range(n)])
+    return len(ctx.gather(children))

@@ -50,7 +50,7 @@ WORKER_APP = "benchmarks.bench_app:app"
 #: Bound on every subprocess, so that a hung worker fails the run instead of the session.
 SUBPROCESS_TIMEOUT = 300.0
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-WORKLOADS = ("drain", "enqueue-single", "enqueue-bulk")
+WORKLOADS = ("drain", "enqueue-single", "enqueue-bulk", "fanout")
 SOURCE_DIRS = ("pgqueue", "sql", "cli")
 #: Server settings that change the numbers by integer factors; recorded with every result.
 SETTINGS = (
@@ -336,6 +336,54 @@ def enqueue_bulk_run(admin_dsn: str, jobs: int) -> Run:
     return Run(metrics={"jobs_per_s": jobs / elapsed}, details={"elapsed_s": elapsed})
 
 
+FANOUT_TIMES = """
+SELECT p.created_at, p.finished_at, p.state, p.result,
+       min(c.created_at), min(c.started_at), max(c.finished_at), count(*),
+       count(*) FILTER (WHERE c.state = 'completed')
+  FROM {jobs} AS p, {jobs} AS c
+ WHERE p.task = 'bench.fan' AND c.task = 'bench.noop'
+ GROUP BY p.id
+"""
+
+
+def fanout_run(admin_dsn: str, children: int, concurrency: int) -> Run:
+    """A workflow 1 -> `children` -> 1: one parent maps no-op children and gathers them,
+    suspending (no slot held) until the last one ends; one burst worker process."""
+    with scratch_database(admin_dsn) as dsn:
+        app, _task = migrated_app(dsn)
+        try:
+            app.enqueue("bench.fan", {"n": children})
+        finally:
+            app.close()
+        command = [
+            sys.executable, "-m", "pgqueue.cli", "worker", "benchmarks.bench_app:app",
+            "-c", str(concurrency), "--burst",
+        ]  # fmt: skip
+        env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=SUBPROCESS_TIMEOUT, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            return Run(error=f"worker exited with {proc.returncode}: {proc.stderr[-500:]}")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = fetch_one(conn, sql.SQL(FANOUT_TIMES).format(jobs=jobs_table(app)))
+    (created, finished, state, result, spawned, first_start, last_child, n, done) = row
+    if state != "completed" or result != children or n != children or done != children:
+        return Run(error=f"parent {state} with {result!r}; {done}/{n} children completed")
+    span = (finished - spawned).total_seconds()
+    return Run(
+        metrics={
+            # From the spawn (the parent's first run) to the join's end: worker start-up,
+            # which the drain reports separately, is not part of the workflow.
+            "jobs_per_s": (children + 1) / span,
+            "children_per_s": children / (last_child - first_start).total_seconds(),
+            "join_ms": (finished - last_child).total_seconds() * 1000,
+        },
+        details={"spawn_to_join_s": span, "total_s": (finished - created).total_seconds()},
+    )
+
+
 # --- reporting ---------------------------------------------------------------------------
 
 
@@ -571,6 +619,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--bulk-jobs", type=int, default=100_000, help="jobs per enqueue-bulk run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per workload")
+    parser.add_argument(
+        "--fanout-children", type=int, default=1000, help="children of the fanout workflow"
+    )
     parser.add_argument("--only", choices=WORKLOADS, help="run just this workload")
     parser.add_argument(
         "--profile-drain",
@@ -614,6 +665,18 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
                 Metric("enqueue-single pgqueue/raw", "ratio_to_raw", "ratio"),
             ],
             {"transaction": "one per job", "client": "App pool, one thread"},
+        ),
+        Workload(
+            "fanout",
+            args.fanout_children,
+            min(args.fanout_children, 100),
+            lambda n: fanout_run(dsn, n, args.concurrency),
+            [
+                Metric("fanout 1->N->1 (whole workflow)", "jobs_per_s", "jobs/s"),
+                Metric("fanout children", "children_per_s", "jobs/s"),
+                Metric("fanout last child -> join done", "join_ms", "ms"),
+            ],
+            {"concurrency": args.concurrency, "worker": "subprocess --burst"},
         ),
         Workload(
             "enqueue-bulk",

@@ -23,7 +23,14 @@ from ._output import (
     out,
     print_json,
 )
-from ._tables import job_table, jobs_table, queue_table, status_warnings, tasks_table
+from ._tables import (
+    job_table,
+    jobs_table,
+    queue_table,
+    status_warnings,
+    tasks_table,
+    workflow_tree,
+)
 
 #: How many stuck jobs `status` lists to break its warning down (the count is exact).
 STUCK_SAMPLE = 1000
@@ -131,10 +138,14 @@ def job(
         info = qapp.get_job(job_id)
         keys = qapp.stored_redact_keys()  # every App's keys, not only this process's
         info = dataclasses.replace(info, args=redact(info.args, keys))
+        graph = qapp.job_graph(job_id)
     if as_json:
-        print_json(info)
+        print_json({**dataclasses.asdict(info), "workflow": graph})
         return
     out.print(job_table(info))
+    tree = workflow_tree(info, graph)
+    if tree is not None:
+        out.print(tree)
     for error in info.errors:
         out.print(
             f"[red]attempt {error.get('attempt')}[/] {error.get('at')}: "

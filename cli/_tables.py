@@ -12,6 +12,7 @@ from typing import Any
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from rich.tree import Tree
 
 import pgqueue
 
@@ -69,6 +70,7 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
         "avail",
         "run",
         "retry",
+        "wait",
         "done",
         "failed",
         "cancel",
@@ -86,6 +88,7 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
             # Claimed ahead into a worker's buffer, not started: after the running count.
             f"{s.running} [dim]+{s.claimed}[/]" if s.claimed else str(s.running),
             str(s.retrying),
+            str(s.waiting),
             f"[green]{s.completed}[/]",
             f"[red]{s.failed}[/]" if s.failed else "0",
             str(s.cancelled),
@@ -217,3 +220,33 @@ def tasks_table(tasks: list[dict[str, Any]]) -> Table:
             t["updated_at"].strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table
+
+
+_RELATIONS = (
+    ("after", "runs after"),
+    ("spawned", "spawned"),
+    ("needed_by", "needed by"),
+    ("spawned_by", "spawned by"),
+)
+
+
+def workflow_tree(info: pgqueue.JobInfo, graph: dict[str, Any]) -> Tree | None:
+    """A job's workflow as a tree: who it waits for, who it spawned, who needs it, and its
+    finished steps; None for a job outside any workflow."""
+    if not any(graph[key] for key, _ in _RELATIONS) and not graph["steps"]:
+        return None
+    head = f"workflow of job {info.id} ({escape(info.task)}, {info.state.value})"
+    if graph["waiting_on"]:
+        head += f": waiting for {len(graph['waiting_on'])} job(s)"
+    tree = Tree(head)
+    for key, label in _RELATIONS:
+        if graph[key]:
+            branch = tree.add(label)
+            for j in graph[key]:
+                mark = " [yellow]<- waiting for it[/]" if j["id"] in graph["waiting_on"] else ""
+                branch.add(f"job {j['id']} {escape(j['task'])} ({j['state']}){mark}")
+    if graph["steps"]:
+        steps = tree.add("steps")
+        for step in graph["steps"]:
+            steps.add(f"{escape(step['name'])} (finished {step['finished_at']:%Y-%m-%d %H:%M:%S})")
+    return tree

@@ -71,6 +71,25 @@ def demo_app(dsn: str) -> pgqueue.App:
     def charge_card(order: int) -> None:
         raise ValueError(f"card declined for order {order}")
 
+    # A workflow: fetch once (a durable step), fan out one job per page, join, upload.
+    @app.task(name="demo.render_page", queue="reports")
+    def render_page(page: int) -> str:
+        time.sleep(random.uniform(0.05, 0.3))
+        return f"page-{page}.pdf"
+
+    @app.task(name="demo.export", queue="reports")
+    def export(customer: int) -> dict[str, Any]:
+        ctx = pgqueue.current_job()
+        pages = ctx.step("fetch", lambda: list(range(8)))
+        parts = ctx.map(render_page, [{"page": p} for p in pages])
+        pdfs = ctx.gather(parts)  # suspends (no slot held) until every page is done
+        return {"customer": customer, "bundle": ctx.step("upload", lambda: len(pdfs))}
+
+    @app.task(name="demo.notify", queue="emails")
+    def notify(customer: int) -> str:
+        bundle = next(iter(pgqueue.current_job().parent_results.values()))
+        return f"told customer {customer} about {bundle}"
+
     return app
 
 
@@ -89,6 +108,8 @@ def enqueue_examples(app: pgqueue.App, quick_jobs: int) -> list[int]:
         tasks["demo.send_email"].options(delay=3 + i).enqueue(to=f"later{i}@example.com")
         for i in range(3)
     ]
+    export = tasks["demo.export"].enqueue(customer=42)
+    jobs += [export, tasks["demo.notify"].options(after=[export]).enqueue(customer=42)]
     return [j.id for j in jobs]
 
 
@@ -146,7 +167,8 @@ def _run_demo(
         ids = enqueue_examples(app, quick_jobs)
         console.print(
             f"enqueued {len(ids)} jobs: quick emails, slow reports, flaky webhooks, "
-            "a failing charge and a few scheduled emails"
+            "a failing charge, a few scheduled emails and a workflow (an export that fans out"
+            " over pages and joins, then a notification that waits for it)"
         )
         try:
             with worker_thread(app, concurrency=8, poll_interval=0.5) as worker:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._client import Client
-from ._core import admin, catalog
+from ._core import admin, catalog, workflow
 from ._core.plan import Plan
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
 from ._core.validate import check_schema
@@ -417,6 +417,15 @@ class App:
                 limit=limit,
             )
         )
+
+    def job_graph(self, job_id: int) -> dict[str, Any]:
+        """A job's workflow: the jobs it runs after (`after`), spawned (`spawned`), is needed
+        by (`needed_by`) or was spawned by (`spawned_by`), each with its state; its finished
+        `steps`; and the ids it is still `waiting_on`."""
+        return self.client.run(workflow.graph(job_id))
+
+    async def job_graph_async(self, job_id: int) -> dict[str, Any]:
+        return await self.client.run_async(workflow.graph(job_id))
 
     def stuck_jobs(self, limit: int = 50) -> list[dict[str, Any]]:
         """Rows of the `stuck_jobs` view: long-running, rescued or often-retried jobs."""

@@ -298,7 +298,29 @@ def test_complete_in_the_callers_transaction_is_exactly_once(
     assert stale and all(str(ok.id) not in line.split(":")[-1] for line in stale), stale
 
 
-def test_step_misuse_is_a_clear_error(flow_app: pgqueue.App) -> None:
+def test_misusing_the_workflow_tools_is_a_clear_error(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    stranger = task(flow_app, "flows.root").enqueue(day="x")
+    job = task(flow_app, "flows.misuse").enqueue(stranger=stranger.id)
+    worker = spawn_worker(APP, dsn, *FAST)
+    try:
+        errors = job.wait(timeout=30)
+    finally:
+        stop(worker)
+    assert len(errors) == 4, errors
+    assert "already ran in this run" in errors[0]
+    assert "gather takes jobs this job spawned" in errors[1]
+    assert "JSON" in errors[2] or "json" in errors[2]
+    assert "non-negative" in errors[3]
+    # Nothing half-written: the refused step stored nothing.
+    steps = db.execute(
+        "SELECT name FROM pgqueue.job_steps WHERE job_id = %s ORDER BY name", [job.id]
+    ).fetchall()
+    assert steps == [("once",)]
+
+
+def test_snooze_and_context_outside_a_task_are_clear_errors(flow_app: pgqueue.App) -> None:
     with pytest.raises(LookupError, match="inside a running task"):
         pgqueue.current_job()
     with pytest.raises(ValueError, match="Snooze"):

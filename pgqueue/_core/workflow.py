@@ -117,3 +117,23 @@ def complete_in(job_id: int, lease: str, result: str, done_channel: str) -> Plan
             f"job {job_id} is no longer leased to this run (it was rescued and claimed"
             " again): not completed, roll the transaction back"
         )
+
+
+def graph(job_id: int) -> Plan[dict[str, Any]]:
+    """A job's workflow neighbourhood: what it runs after, spawned, is needed by or was
+    spawned by (each with its state), its finished steps, and how many it still waits for."""
+    edges = yield Query("job_graph", {"id": job_id})
+    steps = yield Query("step_times", {"id": job_id})
+    labels = {
+        ("depends_on", "after"): "after",
+        ("depends_on", "gather"): "spawned",
+        ("dependent", "after"): "needed_by",
+        ("dependent", "gather"): "spawned_by",
+    }
+    out: dict[str, Any] = {label: [] for label in labels.values()}
+    for relation, kind, other, task, state in edges:
+        out[labels[(relation, kind)]].append({"id": other, "task": task, "state": state})
+    out["steps"] = [{"name": name, "finished_at": at} for name, at in steps]
+    waiting_on = [j for j in out["after"] + out["spawned"] if j["state"] not in ENDED]
+    out["waiting_on"] = [j["id"] for j in waiting_on]
+    return out

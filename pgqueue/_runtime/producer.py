@@ -88,6 +88,7 @@ class Producer:
         #: recent commits: check for rows claimed under our id that we do not know of.
         self.orphans_possible = False
         self.quarantined: int | None = None  # a suspect job running alone
+        self.recorded = False  # the last claim recorded outcomes too
         self._next_suspect_probe = 0.0
 
     def nudge(self) -> None:
@@ -133,7 +134,16 @@ class Producer:
                 )
                 ledger.add(jobs)
                 self.start_buffered()
-                if not jobs and settings.burst and idle:
+                # Only once every outcome is written, and the last claim recorded none: an
+                # outcome may make more work claimable (a workflow job whose last dependency
+                # it settles), which a claim in the same statement cannot see yet.
+                if (
+                    not jobs
+                    and settings.burst
+                    and idle
+                    and not self.recorded
+                    and not ledger.claimed
+                ):
                     log.info("burst: nothing left to do")
                     return
                 if wakeup.maybe_more and ledger.low():
@@ -169,6 +179,7 @@ class Producer:
         for their write ride along with an ordinary claim: one round trip and one commit."""
         completer = self.completer
         done = [] if suspects else completer.take_successes()
+        self.recorded = bool(done)
         # The rows that will take a free slot as soon as the claim returns: the claim
         # records their start; the rest wait in the buffer, claimed but not started.
         start = self.ledger.startable()

@@ -171,3 +171,22 @@ def pay(order: int, lose_lease: bool = False) -> str:
             note("lease lost")
             raise
     return "done"
+
+
+@app.task(name="flows.misuse", max_attempts=1)
+def misuse(stranger: int) -> list[str]:
+    """Each misuse of the workflow tools is a clear, typed error raised inside the task."""
+    ctx = pgqueue.current_job()
+    errors = []
+    ctx.step("once", lambda: 1)
+    for attempt in (
+        lambda: ctx.step("once", lambda: 2),
+        lambda: ctx.gather([stranger]),
+        lambda: ctx.step("not json", lambda: {1, 2}),
+        lambda: ctx.sleep(-1),
+    ):
+        try:
+            attempt()
+        except pgqueue.ValidationError as exc:
+            errors.append(str(exc))
+    return errors
