@@ -5,16 +5,15 @@ independently of pgqueue's own bookkeeping."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Any
 
 import psycopg
 
 import pgqueue
+from tests.apps._conn import ledger_conn
 
 app = pgqueue.App()  # PGQUEUE_DSN, set by the test
-_local = threading.local()
 
 LEDGER = (
     "CREATE TABLE flow_ledger (job_id bigint NOT NULL, what text NOT NULL,"
@@ -23,11 +22,7 @@ LEDGER = (
 
 
 def _conn() -> psycopg.Connection[tuple[object, ...]]:
-    conn = getattr(_local, "conn", None)
-    if conn is None or conn.closed or conn.broken:
-        conn = psycopg.connect(app.dsn, autocommit=True)
-        _local.conn = conn
-    return conn
+    return ledger_conn(app.dsn)
 
 
 def note(what: str) -> None:

@@ -4,23 +4,18 @@ pgqueue's schema, so a checker can count runs per job independently of pgqueue's
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import psycopg
 
 import pgqueue
+from tests.apps._conn import forget, ledger_conn
 
 app = pgqueue.App()  # PGQUEUE_DSN, set by the test
-_local = threading.local()
 
 
 def _conn() -> psycopg.Connection[tuple[object, ...]]:
-    conn = getattr(_local, "conn", None)
-    if conn is None or conn.closed or conn.broken:
-        conn = psycopg.connect(app.dsn, autocommit=True)
-        _local.conn = conn
-    return conn
+    return ledger_conn(app.dsn)
 
 
 def _write(job_id: int, n: int) -> None:
@@ -31,7 +26,7 @@ def _write(job_id: int, n: int) -> None:
             "INSERT INTO ledger (job_id, n, pid) VALUES (%s, %s, %s)", [job_id, n, os.getpid()]
         )
     except psycopg.OperationalError:
-        _local.conn = None
+        forget()
         _conn().execute(
             "INSERT INTO ledger (job_id, n, pid) VALUES (%s, %s, %s)", [job_id, n, os.getpid()]
         )
