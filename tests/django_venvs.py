@@ -2,12 +2,14 @@
 
 `python tests/django_venvs.py` (run by `.ci/run`) makes each venv under `.venvs/` with its
 pinned Django and this checkout installed (editable, so a venv built once stays current); a
-venv whose pins are unchanged is kept. The Python for each comes from pyenv, or from PATH
-(`python3.12`, `python3.10`). It exits non-zero, naming the venv, when one cannot be built.
+venv whose pins and pyproject.toml are unchanged is kept. The Python for each comes from
+pyenv, or from PATH (`python3.12`, `python3.10`). It exits non-zero, naming the venv, when
+one cannot be built.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -49,7 +51,9 @@ def build(venv: str) -> None:
     version, requirements = VENVS[venv]
     target = HOME / venv
     stamp = target / ".pgqueue-requirements"
-    wanted = "\n".join(requirements) + "\n"
+    # pgqueue's own dependencies come from pyproject.toml: a change there rebuilds too.
+    pyproject = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = "\n".join([*requirements, pyproject]) + "\n"
     if python_of(venv).exists() and stamp.exists() and stamp.read_text() == wanted:
         return
     python = find_python(version)

@@ -49,6 +49,7 @@ SCENARIOS = [
     "several_workers_each_job_once",
     "signals",
     "validation",
+    "backend_options_and_checks",
     "only_installed_app_tasks_run",
     "constructor_touches_no_database",
 ]

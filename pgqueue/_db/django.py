@@ -119,14 +119,6 @@ def drop_schema(alias: str, schema: str) -> None:
         cur.execute(MigrationSql.for_schema(schema).drop)
 
 
-def schema_version(alias: str, schema: str) -> int | None:
-    """The applied version, or None without the schema (asked of the catalog first)."""
-    runner = DjangoTarget(alias, Queries(schema))
-    if not runner.run(Query("schema_exists", {"schema": schema}))[0][0]:
-        return None
-    return int(runner.run(Query("schema_version"))[0][0] or 0)
-
-
 def _libpq_keywords() -> frozenset[str]:
     """What libpq accepts: Django's connection parameters also hold its cursor class, its
     adapters and its pool settings, which a DSN must leave out."""

@@ -250,11 +250,12 @@ def transaction_visibility():
         other.start()
         other.join()
         assert seen_elsewhere == [False], "another connection saw an uncommitted job"
-        try:
-            default_task_backend.get_result("987654321")
-            raise AssertionError("an unknown id must not be found")
-        except TaskResultDoesNotExist:
-            pass
+        for missing in ("987654321", "not-an-id", "9" * 25):  # unknown, no id, out of range
+            try:
+                default_task_backend.get_result(missing)
+                raise AssertionError(f"{missing!r} must not be found")
+            except TaskResultDoesNotExist:
+                pass
         with connection.cursor() as cur:  # the transaction is not aborted
             cur.execute("SELECT 1")
             assert cur.fetchone() == (1,)
@@ -399,10 +400,40 @@ def validation():
         pass
 
 
+def backend_options_and_checks():
+    """OPTIONS are checked when the backend is built (without a database), and `manage.py
+    check` reports a backend on a database that does not exist or is not PostgreSQL."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pgqueue.contrib.django import PgQueueBackend
+
+    base = {"BACKEND": "pgqueue.contrib.django.PgQueueBackend"}
+    for options in ({"MAX_ATTEMPTS": 0}, {"SCHEMA": "Not A Schema"}, {"TIMEOUT": 3}):
+        try:
+            PgQueueBackend("bad", {**base, "OPTIONS": options})
+            raise AssertionError(f"OPTIONS {options} were accepted")
+        except ImproperlyConfigured:
+            pass
+    backend = PgQueueBackend("ok", {**base, "OPTIONS": {"MAX_ATTEMPTS": 3, "SCHEMA": "jobs"}})
+    assert (backend.max_attempts, backend.schema, backend.database) == (3, "jobs", "default")
+    assert backend.check() == []
+    missing = PgQueueBackend("missing", {**base, "OPTIONS": {"DATABASE": "absent"}})
+    assert [m.id for m in missing.check()] == ["pgqueue.E002"]
+    from django.core.management import call_command
+
+    call_command("check")  # the project's own backends pass
+
+
 def only_installed_app_tasks_run():
     """Rows naming anything but a Django task of an installed app fail without running it,
     whoever wrote them (here: SQL, the interface any client has)."""
-    names = ["os.system", "djapp.tasks.not_a_task", "djapp.tasks.Boom", "djapp.nothing.here"]
+    names = [
+        "os.system",
+        "outside.tasks.sneaky",  # a real Django task, in a package that is no installed app
+        "djapp.tasks.not_a_task",
+        "djapp.tasks.Boom",
+        "djapp.nothing.here",
+    ]
     ids = []
     with connection.cursor() as cur:
         for name in names:
@@ -420,6 +451,7 @@ def only_installed_app_tasks_run():
         rows = cur.fetchall()
         assert rows == [("failed", "UnknownTask")] * len(names), rows
     assert not os.path.exists("/tmp/pgqueue-owned")
+    assert not any(r["kind"] == "imported" for r in lines()), "a worker imported outside.tasks"
     assert not any(r["kind"] == "ran" and r["tag"] == "touch /tmp/pgqueue-owned" for r in lines())
     for job_id in ids:
         try:
@@ -462,6 +494,7 @@ SCENARIOS = {
         several_workers_each_job_once,
         signals,
         validation,
+        backend_options_and_checks,
         only_installed_app_tasks_run,
         constructor_touches_no_database,
     )

@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import logging
 import sys
-import threading
 from typing import Any
 
 from django.apps import apps
@@ -36,8 +35,6 @@ STATUS = {
     JobState.CANCELLED: TaskResultStatus.FAILED,
 }
 
-_lock = threading.Lock()
-
 
 def _installed_packages() -> list[str]:
     return [config.name for config in apps.get_app_configs()]
@@ -58,8 +55,7 @@ def resolve(name: str) -> Any:
     if not any(module == p or module.startswith(p + ".") for p in _installed_packages()):
         return None
     try:
-        with _lock:
-            found = importlib.import_module(module)
+        found = importlib.import_module(module)
     except Exception:
         log.warning("cannot import %s for task %s", module, name, exc_info=True)
         return None
