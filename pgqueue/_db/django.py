@@ -20,6 +20,7 @@ from django.db import IntegrityError, close_old_connections, connections, transa
 
 from .._core.plan import DuplicateKey, Plan, Query, Step
 from .._core.schema import check_schema
+from ..errors import SchemaNotMigrated
 from .migrate import MigrationSql, latest_version, migrations
 from .queries import Queries
 from .targets import _as_dicts, _no_listen, drive
@@ -43,7 +44,9 @@ class DjangoTarget:
             return _no_listen(step)
         with connections[self.alias].cursor() as cur:
             try:
-                cur.execute(self.queries[step.name], dict(step.params or {}))
+                # No parameters, no placeholder parsing: as on pgqueue's own connections.
+                params = None if step.params is None else dict(step.params)
+                cur.execute(self.queries[step.name], params)
             except IntegrityError as exc:
                 if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
                     raise DuplicateKey(str(exc.__cause__)) from exc
@@ -92,6 +95,8 @@ def migrate(alias: str, schema: str) -> list[int]:
     transaction-level advisory lock. The migration's `SET LOCAL search_path` is put back
     afterwards, since inside a savepoint it would outlive the migration.
     """
+    if up_to_date(alias, schema):  # `post_migrate` asks after every migrate and flush
+        return []
     statements = MigrationSql.for_schema(schema)
     applied: list[int] = []
     connection = connections[alias]
@@ -111,6 +116,16 @@ def migrate(alias: str, schema: str) -> list[int]:
             cur.execute("SELECT set_config('search_path', %s, true)", [saved])
         applied.append(migration.version)
     return applied
+
+
+def up_to_date(alias: str, schema: str) -> bool:
+    """Whether the schema is at this pgqueue's latest version (two catalog reads)."""
+    check = check_schema(schema, latest_version())
+    try:
+        drive(check, DjangoTarget(alias, Queries(schema)), next(check))
+    except SchemaNotMigrated:
+        return False
+    return True
 
 
 def drop_schema(alias: str, schema: str) -> None:

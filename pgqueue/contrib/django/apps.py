@@ -30,7 +30,6 @@ class PgQueueConfig(AppConfig):  # type: ignore[misc]
     name = "pgqueue.contrib.django"
     label = "pgqueue"
     verbose_name = "pgqueue"
-    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         post_migrate.connect(_catch_up, sender=self, dispatch_uid="pgqueue.catch_up")
