@@ -134,7 +134,11 @@ def results_and_fields():
 def errors_and_tracebacks():
     sync = tasks.fail.enqueue("boom")
     coro = tasks.async_fail.enqueue(message="async boom")
-    yield "errors"  # the shared worker run
+    exits = tasks.exits.enqueue()
+    yield "errors"  # the shared worker run (which must not exit with the task)
+    exited = refreshed(exits)
+    assert exited.status == FAILED
+    assert [e.exception_class_path for e in exited.errors] == ["builtins.SystemExit"]
     for result, message in ((sync, "boom"), (coro, "async boom")):
         failed = refreshed(result)
         assert failed.status == FAILED and failed.is_finished
@@ -340,8 +344,9 @@ def several_workers_each_job_once():
     procs = [worker("many", concurrency=2, background=True) for _ in range(3)]
     for proc in procs:
         finish(proc)
-    runs = sorted(r["n"] for r in lines() if r["kind"] == "once")
-    assert runs == list(range(60)), f"each job once, got {len(runs)} runs"
+    runs = [r for r in lines() if r["kind"] == "once"]
+    assert sorted(r["n"] for r in runs) == list(range(60)), f"each job once: {len(runs)} runs"
+    assert len({r["pid"] for r in runs}) >= 2, "only one worker process ran jobs"
     assert all(refreshed(r).status == SUCCESSFUL and r.attempts == 1 for r in results)
 
 

@@ -36,6 +36,12 @@ async def async_fail(message):
     raise Boom(message)
 
 
+@task(queue_name="errors")
+def exits():
+    """SystemExit is a task failure (as in Django's own backends), not the worker's exit."""
+    raise SystemExit(3)
+
+
 @task
 def returns_tuple():
     return (1, "two", b"three")
@@ -91,7 +97,14 @@ def rendezvous(tag, peers):
 
 @task(queue_name="many")
 def once(n):
+    """Records its run; until two worker processes have run one, it waits for that, so every
+    worker started is kept busy and takes part."""
     record("once", n=n)
+    wait_for(
+        lambda: len({r["pid"] for r in lines() if r["kind"] == "once"}) >= 2,
+        timeout=30,
+        what="a second worker process",
+    )
     return n
 
 
