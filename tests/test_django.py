@@ -24,12 +24,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgqueue.cli import app as cli
 from psycopg import conninfo
+from typer.testing import CliRunner
 
 from pgqueue._db.migrate import MigrationSql, migrations
 from tests.conftest import _fresh_db
 from tests.django_venvs import VENVS, python_of
 
+runner = CliRunner()
 PROJECT = Path(__file__).resolve().parent / "django_project"
 ROOT = PROJECT.parent.parent
 
@@ -129,7 +132,6 @@ def project(
                 reports[report["scenario"]] = report
         with psycopg.connect(dsn, autocommit=True) as conn:
             tasks = {r[0] for r in conn.execute("SELECT DISTINCT task FROM pgqueue.job_status")}
-            catalog = {r[0] for r in conn.execute("SELECT name FROM pgqueue.tasks")}
         yield {
             "venv": venv,
             "python": python,
@@ -138,7 +140,6 @@ def project(
             "reports": reports,
             "output": out.stdout + out.stderr,
             "job_tasks": tasks,
-            "catalog": catalog,
         }
 
 
@@ -151,12 +152,20 @@ def test_scenario(project: dict[str, Any], scenario: str) -> None:
 
 
 def test_django_jobs_show_their_task_paths_to_pgqueue_tools(project: dict[str, Any]) -> None:
-    """pgqueue's views (and so `pgqueue status`, `top`, the CLI) name Django jobs by their
-    task path, and the worker wrote the Django tasks it found into the catalog."""
+    """pgqueue's views and CLI name Django jobs by their task path, and the worker wrote the
+    Django tasks it found into the catalog with the backend's attempts (1, or MAX_ATTEMPTS)."""
     assert {"djapp.tasks.add", "djapp.tasks.fail", "djapp.other.double"} <= project["job_tasks"]
-    assert {"djapp.tasks.add", "djapp.tasks.with_context", "djapp.tasks.flaky"} <= project[
-        "catalog"
-    ]
+    dsn = project["dsn"]
+    listed = runner.invoke(cli, ["jobs", "--dsn", dsn, "--task", "djapp.tasks.fail", "--json"])
+    assert listed.exit_code == 0, listed.output
+    jobs = json.loads(listed.output)
+    assert jobs and {j["task"] for j in jobs} == {"djapp.tasks.fail"}
+    assert {j["state"] for j in jobs} == {"failed"}
+    catalog = runner.invoke(cli, ["tasks", "--dsn", dsn, "--json"])
+    assert catalog.exit_code == 0, catalog.output
+    attempts = {t["name"]: t["max_attempts"] for t in json.loads(catalog.output)["tasks"]}
+    assert attempts["djapp.tasks.add"] == 1 and attempts["djapp.tasks.with_context"] == 1
+    assert attempts["djapp.tasks.flaky"] == 2  # the "retrying" backend: MAX_ATTEMPTS 2
 
 
 def test_migrate_is_reversible_and_catches_up(

@@ -134,9 +134,9 @@ def _async_runner(run: _Run) -> Any:
 
 class DjangoTasks(Mapping[str, PgTask[Any, Any]]):
     """The worker's task registry: pgqueue Tasks made from Django tasks, found at start in
-    the installed apps and, for a row naming one not seen yet, resolved then (only inside an
-    installed app's modules: `resolve`). A name that does not resolve is missing, so the
-    worker fails that job as an unknown task."""
+    the installed apps (those declared for this backend) and, for a row naming one not seen
+    yet, resolved then (only inside an installed app's modules: `resolve`). A name that does
+    not resolve is missing, so the worker fails that job as an unknown task."""
 
     def __init__(self, host: DjangoWorkerHost, backend: Any) -> None:
         self.host = host
@@ -144,8 +144,12 @@ class DjangoTasks(Mapping[str, PgTask[Any, Any]]):
         self._tasks: dict[str, PgTask[Any, Any]] = {}
         self._missing: set[str] = set()
         self._lock = threading.Lock()
+        # At start, the tasks declared for this backend: they go to the catalog with its
+        # MAX_ATTEMPTS (another backend's tasks carry that backend's). A job of a task
+        # declared elsewhere but enqueued here (`.using(backend=...)`) resolves when it comes.
         for task in discover():
-            self._add(task)
+            if task.backend == backend.alias:
+                self._add(task)
 
     def _add(self, task: Any) -> PgTask[Any, Any]:
         run = _Run(self.backend, task)
