@@ -33,6 +33,11 @@ class JobNotFound(PgQueueError, LookupError):
     """No job has this id (it may have been pruned)."""
 
 
+class WorkerLost(PgQueueError):
+    """Recorded (never raised) for an attempt whose worker stopped heartbeating while running
+    it; the job was rescued. It names that error's class for readers that want one."""
+
+
 class JobFailed(PgQueueError):
     """The awaited job ended `failed` or `cancelled`; `last_error` says why."""
 
@@ -112,4 +117,5 @@ __all__ = [
     "Snooze",
     "UnknownTask",
     "ValidationError",
+    "WorkerLost",
 ]

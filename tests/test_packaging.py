@@ -1,4 +1,5 @@
-"""The wheel carries the SQL and the CLI, so an installed pgqueue can migrate and run."""
+"""The wheel carries the SQL, the CLI and the Django app, so an installed pgqueue can migrate
+and run."""
 
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def test_wheel_contains_sql_and_cli(tmp_path: Path) -> None:
         "pgqueue/cli/main.py",
         "pgqueue/cli/demo.py",
         "pgqueue/py.typed",
+        # The Django app: its migration and its command are found by path, not imported.
+        "pgqueue/contrib/django/__init__.py",
+        "pgqueue/contrib/django/apps.py",
+        "pgqueue/contrib/django/models.py",
+        "pgqueue/contrib/django/migrations/0001_initial.py",
+        "pgqueue/contrib/django/management/commands/pgqueue_worker.py",
     ):
         assert name in names
     assert not any(n.startswith(("cli/", "sql/", "tests/")) for n in names)

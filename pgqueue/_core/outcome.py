@@ -38,9 +38,14 @@ def storable(text: str) -> str:
 
 
 def error_record(exc: BaseException, worker: str, kind: str = "error") -> dict[str, Any]:
+    """One failed attempt as the job's `errors` keep it. `path` is the exception class's
+    import path (`module.QualName`): `type` alone cannot tell two `Error` classes apart, and
+    Django's `TaskError.exception_class_path` is exactly this."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    cls = type(exc)
     return {
-        "type": storable(type(exc).__name__),
+        "type": storable(cls.__name__),
+        "path": storable(f"{cls.__module__}.{cls.__qualname__}"),
         "message": storable(str(exc)[:2000]),
         "traceback": storable(tb[-TRACEBACK_LIMIT:]),
         "kind": kind,

@@ -39,6 +39,46 @@ def latest_version() -> int:
     return migrations()[-1].version
 
 
+@dataclass(frozen=True)
+class MigrationSql:
+    """The statements that apply one schema's migrations, rendered once: pgqueue's own
+    connection (`migrate`) and Django's (`pgqueue._db.django.migrate`) run the same ones."""
+
+    lock: str
+    create_schema: str
+    create_table: str
+    #: Parameter: the version. A row means it is applied.
+    applied: str
+    #: Parameters: the version and the name; inserted before the migration's own text.
+    record: str
+    set_search_path: str
+    drop: str
+
+    @classmethod
+    def for_schema(cls, schema: str) -> MigrationSql:
+        ident = sql.Identifier(schema)
+
+        def render(template: str) -> str:
+            return sql.SQL(template).format(ident).as_string()
+
+        return cls(
+            lock=sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))")
+            .format(sql.Literal(f"pgqueue.migrate:{schema}"))
+            .as_string(),
+            create_schema=render("CREATE SCHEMA IF NOT EXISTS {}"),
+            create_table=render(
+                "CREATE TABLE IF NOT EXISTS {}.migrations ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            ),
+            applied=render("SELECT 1 FROM {}.migrations WHERE version = %s"),
+            record=render("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)"),
+            set_search_path=render("SET LOCAL search_path TO {}"),
+            drop=render("DROP SCHEMA IF EXISTS {} CASCADE"),
+        )
+
+
 def migrate(database: Database, schema: str) -> list[int]:
     """Apply pending migrations in order; return the versions applied by this call.
 
@@ -50,37 +90,18 @@ def migrate(database: Database, schema: str) -> list[int]:
     row is inserted first, so a migrator that somehow raced past the lock fails on the
     primary key instead of applying a migration twice.
     """
-    ident = sql.Identifier(schema)
-    lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(
-        sql.Literal(f"pgqueue.migrate:{schema}")
-    )
+    statements = MigrationSql.for_schema(schema)
     applied: list[int] = []
     with database.connect() as conn:
         for migration in migrations():
             with conn.transaction():
-                conn.execute(lock)
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
-                conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {}.migrations ("
-                        " version integer PRIMARY KEY,"
-                        " name text NOT NULL,"
-                        " applied_at timestamptz NOT NULL DEFAULT now())"
-                    ).format(ident)
-                )
-                done = conn.execute(
-                    sql.SQL("SELECT 1 FROM {}.migrations WHERE version = %s").format(ident),
-                    [migration.version],
-                ).fetchone()
-                if done:
+                conn.execute(statements.lock)
+                conn.execute(statements.create_schema)
+                conn.execute(statements.create_table)
+                if conn.execute(statements.applied, [migration.version]).fetchone():
                     continue
-                conn.execute(
-                    sql.SQL("INSERT INTO {}.migrations (version, name) VALUES (%s, %s)").format(
-                        ident
-                    ),
-                    [migration.version, migration.name],
-                )
-                conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
+                conn.execute(statements.record, [migration.version, migration.name])
+                conn.execute(statements.set_search_path)
                 conn.execute(migration.text.encode())
             applied.append(migration.version)
     return applied
@@ -89,4 +110,4 @@ def migrate(database: Database, schema: str) -> list[int]:
 def drop_schema(database: Database, schema: str) -> None:
     """Drop a schema and everything in it (the testing helpers' throwaway schemas)."""
     with database.connect() as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute(MigrationSql.for_schema(schema).drop)

@@ -1,0 +1,2 @@
+"""Integrations with frameworks; each imports its framework and is imported only by users who
+chose it (`pgqueue.contrib.django`)."""

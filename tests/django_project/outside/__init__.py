@@ -1,0 +1,1 @@
+"""A package on the path that is not an installed app."""
