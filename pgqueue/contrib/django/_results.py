@@ -23,12 +23,15 @@ from ._compat import InvalidTask, Task, TaskError, TaskResult, TaskResultStatus
 
 log = logging.getLogger("pgqueue.django")
 
-#: pgqueue's states as Django's four: waiting to run (now, later, or again after a failed
-#: attempt) is READY; a cancelled job never finished successfully, so it is FAILED.
+#: pgqueue's states as Django's four: waiting to run (now, later, again after a failed
+#: attempt, claimed into a worker's buffer but not started, or waiting for the jobs it
+#: depends on) is READY; a cancelled job never finished successfully, so it is FAILED.
 STATUS = {
     JobState.SCHEDULED: TaskResultStatus.READY,
     JobState.AVAILABLE: TaskResultStatus.READY,
     JobState.RETRYING: TaskResultStatus.READY,
+    JobState.CLAIMED: TaskResultStatus.READY,
+    JobState.WAITING: TaskResultStatus.READY,
     JobState.RUNNING: TaskResultStatus.RUNNING,
     JobState.COMPLETED: TaskResultStatus.SUCCESSFUL,
     JobState.FAILED: TaskResultStatus.FAILED,
@@ -153,14 +156,14 @@ def replaced(result: Any, **changes: Any) -> Any:
         id=result.id,
         status=changes.get("status", result.status),
         enqueued_at=result.enqueued_at,
-        started_at=result.started_at,
-        last_attempted_at=result.last_attempted_at,
+        started_at=changes.get("started_at", result.started_at),
+        last_attempted_at=changes.get("last_attempted_at", result.last_attempted_at),
         finished_at=changes.get("finished_at", result.finished_at),
         args=result.args,
         kwargs=result.kwargs,
         backend=result.backend,
         errors=list(changes.get("errors", result.errors)),
-        worker_ids=list(result.worker_ids),
+        worker_ids=list(changes.get("worker_ids", result.worker_ids)),
     )
     object.__setattr__(copy, "_return_value", changes.get("return_value"))
     return copy

@@ -4,6 +4,8 @@ pgqueue's, unchanged: batched claims, LISTEN wake-ups, heartbeats, rescue, retri
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import traceback
 from collections.abc import Iterator, Mapping
@@ -47,8 +49,25 @@ class _Run:
 
     def started(self) -> Any:
         """The attempt's TaskResult as the database has it now: RUNNING, this attempt
-        counted in `worker_ids`, so `context.attempt` is 1 on the first run."""
-        return self.backend.get_result(str(current_job().id))
+        counted in `worker_ids`, so `context.attempt` is 1 on the first run.
+
+        A job that started from the worker's prefetch buffer reads `claimed` until its start
+        is recorded (with its outcome, or after half a second): the run itself knows it has
+        started, so it says so."""
+        job = current_job()
+        result = self.backend.get_result(str(job.id))
+        if result.status == TaskResultStatus.RUNNING:
+            return result
+        now = timezone.now()
+        workers = list(result.worker_ids)[: job.attempt - 1]
+        workers += [f"{socket.gethostname()}:{os.getpid()}"] * (job.attempt - len(workers))
+        return replaced(
+            result,
+            status=TaskResultStatus.RUNNING,
+            started_at=now,
+            last_attempted_at=now,
+            worker_ids=workers,
+        )
 
     def started_fresh(self) -> Any:
         """`started`, for an async task: run on asgiref's thread, whose Django connection
