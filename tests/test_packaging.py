@@ -40,6 +40,10 @@ def test_wheel_contains_sql_and_cli(tmp_path: Path) -> None:
         "pgqueue/cli/main.py",
         "pgqueue/cli/demo.py",
         "pgqueue/py.typed",
+        "pgqueue/web/__init__.py",
+        "pgqueue/web/templates/base.html",
+        "pgqueue/web/static/pgqueue.js",
+        "pgqueue/web/static/pgqueue.css",
     ):
         assert name in names
     assert not any(n.startswith(("cli/", "sql/", "tests/")) for n in names)
