@@ -34,6 +34,8 @@ class ClaimedJob(NamedTuple):
     max_attempts: int
     lease: str  # text: it only travels back to the database
     timeout: float | None
+    #: The enqueuer's trace context (OpenTelemetry carrier), when one was recorded.
+    trace: dict[str, str] | None = None
 
     @property
     def log_extra(self) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from .._core.outcome import Outcome
 from .queries import Queries
 
 #: Row layout of job_claim.sql: column 0 says claimed (true) or completed (false); columns
-#: 1-8 are ClaimedJob's fields in order; 9 and 10 the priority and run_at of a claimed row
+#: 1-9 are ClaimedJob's fields in order; 10 and 11 the priority and run_at of a claimed row
 #: (with its id, the continuation cursor).
-_JOB = slice(1, 9)
-_PRIORITY, _RUN_AT = 9, 10
+_JOB = slice(1, 10)
+_PRIORITY, _RUN_AT = 10, 11
 
 
 class ClaimResult(NamedTuple):

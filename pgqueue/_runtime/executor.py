@@ -22,6 +22,8 @@ from .._core.outcome import Outcome
 from .._core.retry import DEFAULT_RETRY, RetryPolicy
 from .._logging import redact
 from .._task import Task
+from .._tracing import ENABLED as TRACING
+from .._tracing import job_span
 from ..errors import ConfigurationError, JobTimeout, UnknownTask
 from .events import CancelledByRequest, Events, Overdue
 
@@ -190,7 +192,11 @@ class Executor:
         started = time.monotonic()
         try:
             task.check_argument_names(job.args)
-            result = task.fn(**job.args)
+            if TRACING:
+                with job_span(job.id, job.task, job.queue, job.attempt, job.trace):
+                    result = task.fn(**job.args)
+            else:
+                result = task.fn(**job.args)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             return self._failure(job, exc, task.retry)
         return self._success(job, result, started, task.retry, debug)
@@ -260,6 +266,15 @@ class Executor:
         timeout = job.timeout if job.timeout is not None else task.timeout
         # Each job task has its own context copy, so this is visible to exactly this job.
         current.set(job)
+        if TRACING:
+            with job_span(job.id, job.task, job.queue, job.attempt, job.trace):
+                return await self._await(task, kwargs, timeout, job)
+        return await self._await(task, kwargs, timeout, job)
+
+    @staticmethod
+    async def _await(
+        task: Task[Any, Any], kwargs: dict[str, Any], timeout: float | None, job: ClaimedJob
+    ) -> Any:
         if timeout is None:
             return await task.fn(**kwargs)
         try:

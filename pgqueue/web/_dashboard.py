@@ -277,7 +277,7 @@ class Dashboard:
             can_retry=info.state
             in (JobState.FAILED, JobState.CANCELLED, JobState.RETRYING, JobState.SCHEDULED),
             can_cancel=not info.state.finished,
-            trace=getattr(info, "trace", None),
+            trace=(info.trace or {}).get("traceparent"),
         )
 
     async def _workers_context(self) -> dict[str, Any]:

@@ -87,7 +87,7 @@ claimed AS (
            started_at = now()
      WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
     RETURNING j.id, j.task, j.queue, j.args, j.attempt, j.max_attempts, j.lease::text,
-              j.timeout, j.priority, j.run_at
+              j.timeout, j.trace, j.priority, j.run_at
 ),
 -- Read at COMMIT, so a transaction-local setting made during the statement decides how this
 -- one commits. Scanned (and so evaluated) whenever a row was claimed; with nothing claimed
@@ -109,11 +109,13 @@ commit_mode AS (
 -- most `limit` rows plus the recorded ids) costs about 15 us for 20 rows, against hundreds
 -- for the statement; a drain showed no difference. Priority and run_at are the claimed rows'
 -- own values, which the claim does not change.
+--
+-- `trace` is the enqueuer's trace context (007), NULL unless one was recorded.
 SELECT true AS claimed, id, task, queue, args, attempt, max_attempts, lease, timeout,
-       priority, run_at
+       trace, priority, run_at
   FROM claimed CROSS JOIN commit_mode
 UNION ALL
 SELECT false, id, NULL::text, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
-       NULL::text, NULL::double precision, NULL::integer, NULL::timestamptz
+       NULL::text, NULL::double precision, NULL::jsonb, NULL::integer, NULL::timestamptz
   FROM done, LATERAL (SELECT pg_notify(%(done_channel)s, '')) AS wake
  ORDER BY claimed DESC, priority DESC, run_at, id
