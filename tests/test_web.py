@@ -315,3 +315,39 @@ def test_read_only_mode_has_no_actions(qapp: pgqueue.App, dash_app: pgqueue.App,
             urllib.request.urlopen(f"{url}/bulk-retry", timeout=10)
         assert missing.value.code == 404
     assert qapp.get_job(job_id).state == pgqueue.JobState.FAILED
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_mounted_under_a_prefix_behind_the_host_apps_auth(dash_app: pgqueue.App) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    async def only_ops(request: Any) -> bool:  # an async hook, as a host's session check is
+        return bool(request.headers.get("x-user") == "ops")
+
+    host = Starlette(routes=[Mount("/ops/queue", create_app(dash_app, auth=only_ops))])
+    with serve(host) as url:
+        assert _get(f"{url}/ops/queue/")[0] == 403
+        status, html = _get(f"{url}/ops/queue/", {"x-user": "ops"})
+        assert status == 200
+        assert 'href="/ops/queue/jobs"' in html and 'src="/ops/queue/static/pgqueue.js"' in html
+        assert _get(f"{url}/ops/queue/static/pgqueue.js", {"x-user": "ops"})[0] == 200
+        assert _get(f"{url}/ops/queue/job/1", {"x-user": "someone"})[0] == 403
+
+    def never(request: Any) -> bool:
+        return False
+
+    with serve(create_app(dash_app, base_path="/jobs")) as url:
+        status, html = _get(f"{url}/jobs/workers")
+        assert status == 200 and 'href="/jobs/"' in html
+        assert _get(f"{url}/workers")[0] == 404
+    with serve(create_app(dash_app, auth=never)) as url:
+        assert _get(f"{url}/")[0] == 403
