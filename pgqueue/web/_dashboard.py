@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._app import App
 from ..errors import JobNotFound, ValidationError
-from ..types import JobState
+from ..types import JobState, QueueStats
 from . import _csrf, _views
 
 #: `auth(request)` -> allow (truthy) or deny; may be async. For mounting behind the host
@@ -215,6 +215,7 @@ class Dashboard:
         else:
             rows = rows[:PAGE_SIZE]
             has_newer, has_older = before is not None, more
+        stats = await self.app.queue_stats_async()  # once: the counts and the queue names
         failed = None
         if filters["state"] == "failed" and not self.read_only:
             failed = await self.app.count_failed_async(filters["queue"], filters["task"])
@@ -230,12 +231,12 @@ class Dashboard:
             if rows and has_older
             else None,
             failed_count=failed,
-            counts=await self._counts(filters),
-            queue_names=[q.queue for q in await self.app.queue_stats_async()],
+            counts=self._counts(filters, stats),
+            queue_names=[q.queue for q in stats],
         )
 
-    async def _counts(self, filters: Mapping[str, str | None]) -> dict[str, int]:
-        stats = await self.app.queue_stats_async()
+    @staticmethod
+    def _counts(filters: Mapping[str, str | None], stats: list[QueueStats]) -> dict[str, int]:
         if filters.get("queue"):
             stats = [q for q in stats if q.queue == filters["queue"]]
         return _views.totals(stats)
@@ -248,7 +249,7 @@ class Dashboard:
         return self.render(
             request,
             "_counts.html",
-            counts=await self._counts(filters),
+            counts=self._counts(filters, await self.app.queue_stats_async()),
             filters=filters,
             qs=_views.query_string,
         )
