@@ -351,3 +351,44 @@ def test_mounted_under_a_prefix_behind_the_host_apps_auth(dash_app: pgqueue.App)
         assert _get(f"{url}/workers")[0] == 404
     with serve(create_app(dash_app, auth=never)) as url:
         assert _get(f"{url}/")[0] == 403
+
+
+def _free_port() -> int:
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_pgqueue_web_binds_loopback_and_says_so(dsn: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    port = _free_port()
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue.cli", "web", "--port", str(port), "--read-only"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # printed before it listens
+        assert f"http://127.0.0.1:{port}/" in line and "this machine only" in line, line
+        assert "(read-only)" in line and "@" not in line  # no DSN, so no password
+        wait_until(lambda: _reachable(f"http://127.0.0.1:{port}/"), 20, "pgqueue web")
+        status, html = _get(f"http://127.0.0.1:{port}/")
+        assert status == 200 and "read-only" in html
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def _reachable(url: str) -> bool:
+    try:
+        return _get(url)[0] == 200
+    except OSError:
+        return False
