@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
@@ -89,6 +90,30 @@ def _static(name: str) -> bytes:
 STATIC_TYPES = {"pgqueue.js": "text/javascript", "pgqueue.css": "text/css"}
 
 
+class _Shared:
+    """Reads every viewer shares for `ttl` seconds (queue statistics, throughput, workers).
+
+    Each open tab polls its live fragments; without sharing, the database would run the
+    statistics once per tab per refresh, and `queue_stats` counts the last hour's finished
+    jobs, which costs with the throughput. Shared, the load stays one read per `ttl` however
+    many people watch. Actions clear it, so the page an action redirects to is fresh."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.values: dict[str, tuple[float, Any]] = {}
+
+    async def get(self, key: str, read: Callable[[], Awaitable[Any]]) -> Any:
+        hit = self.values.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        value = await read()
+        self.values[key] = (time.monotonic(), value)
+        return value
+
+    def clear(self) -> None:
+        self.values.clear()
+
+
 class Dashboard:
     """The handlers, bound to one App and one configuration."""
 
@@ -104,6 +129,7 @@ class Dashboard:
         self.read_only = read_only
         self.secret = secret
         self.refresh = refresh
+        self.shared = _Shared(min(1.0, refresh / 2))
         self.env = _environment()
         self.static = {name: _static(name) for name in STATIC_TYPES}
         self.optional = [
@@ -148,17 +174,25 @@ class Dashboard:
 
     # --- pages ----------------------------------------------------------------------------
 
+    async def _stats(self) -> list[QueueStats]:
+        stats: list[QueueStats] = await self.shared.get("stats", self.app.queue_stats_async)
+        return stats
+
+    async def _workers(self) -> list[dict[str, Any]]:
+        workers: list[dict[str, Any]] = await self.shared.get("workers", self.app.workers_async)
+        return workers
+
     async def _overview_context(self) -> dict[str, Any]:
-        stats = await self.app.queue_stats_async()
-        series = await self.app.throughput_async(60.0, 60)
-        workers = await self.app.workers_async()
+        stats = await self._stats()
+        series = await self.shared.get("throughput", lambda: self.app.throughput_async(60.0, 60))
+        workers = await self._workers()
         return {
             "queues": stats,
             "totals": _views.totals(stats),
             "chart": _views.chart(series),
             "workers": workers,
             "leader": next((w for w in workers if w["leader"]), None),
-            "stuck": await self.app.count_stuck_async(),
+            "stuck": await self.shared.get("stuck", self.app.count_stuck_async),
         }
 
     async def overview(self, request: Request) -> Response:
@@ -215,7 +249,7 @@ class Dashboard:
         else:
             rows = rows[:PAGE_SIZE]
             has_newer, has_older = before is not None, more
-        stats = await self.app.queue_stats_async()  # once: the counts and the queue names
+        stats = await self._stats()  # once: the counts and the queue names
         failed = None
         if filters["state"] == "failed" and not self.read_only:
             failed = await self.app.count_failed_async(filters["queue"], filters["task"])
@@ -249,7 +283,7 @@ class Dashboard:
         return self.render(
             request,
             "_counts.html",
-            counts=self._counts(filters, await self.app.queue_stats_async()),
+            counts=self._counts(filters, await self._stats()),
             filters=filters,
             qs=_views.query_string,
         )
@@ -282,8 +316,8 @@ class Dashboard:
         )
 
     async def _workers_context(self) -> dict[str, Any]:
-        workers = await self.app.workers_async()
-        running = await self.app.running_jobs_async()
+        workers = await self._workers()
+        running = await self.shared.get("running", self.app.running_jobs_async)
         by_worker: dict[str, list[dict[str, Any]]] = {}
         for job in running:
             by_worker.setdefault(str(job["worker_id"]), []).append(job)
@@ -362,6 +396,8 @@ class Dashboard:
         )
 
     def _back(self, request: Request, path: str, notice: str, query: str = "") -> Response:
+        """After an action: the page to show, read afresh (not from the shared reads)."""
+        self.shared.clear()
         prefix = request.scope.get("root_path", "")
         sep = "&" if query else ""
         return RedirectResponse(f"{prefix}{path}?{query}{sep}notice={notice}", status_code=303)
