@@ -236,6 +236,17 @@ def test_bulk_retry_of_a_filtered_set_asks_first(qapp: pgqueue.App, site: str, p
         )
 
 
+def test_cancel_from_the_job_page(qapp: pgqueue.App, site: str, page: Any) -> None:
+    job = qapp.tasks["web.work"].options(delay=3600).enqueue(n=1)
+    page.goto(f"{site}/job/{job.id}")
+    expect(page.locator("h1 .state")).to_have_text("scheduled")
+    page.click("button.cancel")
+    expect(page.locator(".notice")).to_contain_text("Job cancelled")
+    expect(page.locator("h1 .state")).to_have_text("cancelled")
+    assert page.locator("button.cancel").count() == 0
+    assert qapp.get_job(job.id).state == pgqueue.JobState.CANCELLED
+
+
 def test_workers_page_shows_heartbeat_leader_and_running_jobs(
     qapp: pgqueue.App, site: str, page: Any
 ) -> None:
