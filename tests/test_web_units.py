@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,42 @@ def test_filters_go_in_the_url_without_the_empty_ones() -> None:
     filters = {"state": "failed", "queue": None, "task": "a b&c"}
     assert _views.query_string(filters, before=10) == "state=failed&task=a+b%26c&before=10"
     assert _views.ago(0.25) == "250 ms" and _views.ago(75) == "75 s" and _views.ago(600) == "10 min"
+
+
+FILL = """
+INSERT INTO pgqueue.jobs (task, state, attempt, finished_at)
+SELECT 't', CASE WHEN i % 1000 = 0 THEN 'failed' ELSE 'completed' END, 1, now()
+  FROM generate_series(1, 20000) AS i
+"""
+LIST_PARAMS = {
+    "queue": None,
+    "task": None,
+    "older_than": None,
+    "newer_than": None,
+    "limit": 51,
+    "before": 15000,
+    "after": None,
+}
+
+
+def _plan(db: Any, app: Any, name: str) -> str:
+    db.execute("SET plan_cache_mode = force_generic_plan")  # as a prepared statement runs
+    rows = db.execute("EXPLAIN (COSTS OFF) " + app.queries[name], LIST_PARAMS).fetchall()
+    return "\n".join(r[0] for r in rows)
+
+
+def test_job_pages_read_one_index_page_under_a_generic_plan(app: Any, db: Any) -> None:
+    """A keyset page starts at its bound in the primary key; a failed-jobs page reads the
+    partial index of failed jobs instead of walking every newer finished one."""
+    db.execute(FILL)
+    db.execute("VACUUM ANALYZE pgqueue.jobs")
+    plain = _plan(db, app, "job_list")
+    assert "Index Scan Backward using jobs_pkey" in plain
+    assert "Index Cond: ((id < " in plain  # the bound is where the scan starts
+    assert "jobs_failed_idx" in _plan(db, app, "job_list_failed")
+    assert "jobs_failed_idx" in _plan(db, app, "job_list_cancelled")
+    rows = app.list_jobs(state="failed", before=15000, limit=5)
+    assert [r["id"] for r in rows] == [14000, 13000, 12000, 11000, 10000]
+    assert all(r["state"] == "failed" for r in rows)
+    newer = app.list_jobs(state="failed", after=10000, limit=2)
+    assert [r["id"] for r in newer] == [12000, 11000]

@@ -160,11 +160,15 @@ def list_jobs(
         "before": None if before is None else check_int("before", before, bits=64),
         "after": None if after is None else check_int("after", after, bits=64),
     }
+    # One statement per state (a literal filter, so a rare state is read through its
+    # partial index); the state is in the statement's name, not a parameter.
+    del params["state"]
+    suffix = f"_{state}" if state is not None else ""
     if after is not None and before is None:
         # Upwards from the bound, then newest first like every other page.
-        newer: list[dict[str, Any]] = yield Query("job_list_newer", params, columns=True)
+        newer: list[dict[str, Any]] = yield Query(f"job_list_newer{suffix}", params, columns=True)
         return newer[::-1]
-    rows: list[dict[str, Any]] = yield Query("job_list", params, columns=True)
+    rows: list[dict[str, Any]] = yield Query(f"job_list{suffix}", params, columns=True)
     return rows
 
 

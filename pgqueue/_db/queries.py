@@ -62,7 +62,20 @@ _CURSOR_FILTER = (
     "priority = %(after_priority)s::integer"
     " AND (run_at, id) > (%(after_run_at)s::timestamptz, %(after_id)s::bigint)"
 )
+#: The job listing's state filter per state, literal (see job_list.sql); the state is the one
+#: `job_status` shows, where a scheduled job whose time has come reads as available.
+_LIST_STATES = {
+    "": "true",
+    "_scheduled": "j.state = 'scheduled' AND j.run_at > now()",
+    "_available": "(j.state = 'available' OR (j.state = 'scheduled' AND j.run_at <= now()))",
+    **{
+        f"_{state}": f"j.state = '{state}'"
+        for state in ("running", "retrying", "completed", "failed", "cancelled")
+    },
+}
 _VARIANTS = {
+    "job_list": {f"job_list{s}": {"state_filter": f} for s, f in _LIST_STATES.items()},
+    "job_list_newer": {f"job_list_newer{s}": {"state_filter": f} for s, f in _LIST_STATES.items()},
     "job_claim": {
         f"job_claim{suspect}{queues}": {
             "queue_filter": qf,
