@@ -68,12 +68,12 @@ def ttfb(url: str) -> float:
     return first
 
 
-def explain(dsn: str, app: pgqueue.App, params: dict[str, Any], generic: bool) -> str:
+def explain(dsn: str, app: pgqueue.App, name: str, params: dict[str, Any], generic: bool) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         if generic:
             conn.execute("SET plan_cache_mode = force_generic_plan")
         rows = conn.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + app.queries["job_list"], params
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + app.queries[name], params
         ).fetchall()
     return "\n".join(r[0] for r in rows)
 
@@ -143,7 +143,6 @@ def main() -> None:
                         f" {min(times):.1f} | {max(times):.1f} |"
                     )
         base_params = {
-            "state": None,
             "queue": None,
             "task": None,
             "older_than": None,
@@ -152,14 +151,15 @@ def main() -> None:
             "before": None,
             "after": None,
         }
-        for label, extra, generic in (
-            ("first page, generic plan", {}, True),
-            ("deep page before=500000, generic plan", {"before": 500000}, True),
-            ("deep page before=500000, custom plan", {"before": 500000}, False),
-            ("state=failed, generic plan", {"state": "failed"}, True),
+        for label, name, extra, generic in (
+            ("first page, generic plan", "job_list", {}, True),
+            ("deep page before=500000, generic plan", "job_list", {"before": 500000}, True),
+            ("deep page before=500000, custom plan", "job_list", {"before": 500000}, False),
+            ("state=failed, generic plan", "job_list_failed", {}, True),
+            ("state=failed, before=500000, generic", "job_list_failed", {"before": 500000}, True),
         ):
-            print(f"\n### {label}\n```")
-            print(explain(dsn, app, {**base_params, **extra}, generic))
+            print(f"\n### {label} ({name})\n```")
+            print(explain(dsn, app, name, {**base_params, **extra}, generic))
             print("```")
         app.close()
     finally:
