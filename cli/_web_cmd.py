@@ -61,6 +61,7 @@ def web(
         f"pgqueue dashboard{mode} on http://{shown}:{port}{base_path}/ , listening on"
         f" {host} for {where}",
         highlight=False,
+        markup=False,  # an IPv6 host is written in brackets
         soft_wrap=True,
     )
     uvicorn.run(asgi, host=host, port=port, log_level="warning", server_header=False)

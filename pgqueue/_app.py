@@ -398,7 +398,7 @@ class App:
         before: int | None = None,
         after: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Jobs from the `job_status` view, newest first; every filter is optional.
+        """Jobs as the `job_status` view shows them, newest first; every filter is optional.
 
         Keyset pagination: `before=<smallest id shown>` is the next (older) page,
         `after=<largest id shown>` the previous (newer) one; either costs what the first page
