@@ -101,7 +101,8 @@ def _failed_job(qapp: pgqueue.App, order: int = 7) -> int:
 
 
 def test_overview_counts_move_while_jobs_drain(qapp: pgqueue.App, site: str, page: Any) -> None:
-    qapp.tasks["web.work"].enqueue_many([{"n": i, "pause": 0.01} for i in range(300)])
+    # 300 jobs of 20 ms on 4 slots: at least 1.5 s of drain, several refreshes of 0.3 s.
+    qapp.tasks["web.work"].enqueue_many([{"n": i, "pause": 0.02} for i in range(300)])
     page.goto(site + "/")
     available = page.locator("#live-overview [data-count=available]")
     expect(available).to_have_text("300")
