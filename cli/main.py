@@ -23,6 +23,7 @@ from ._output import (
 )
 from ._retry_cancel import cancel, retry
 from ._steer import demo, migrate, pause, prune, resume
+from ._web_cmd import web
 from ._worker_cmd import worker_command
 
 
@@ -94,6 +95,7 @@ app.command()(job)
 app.command()(retry)
 app.command()(cancel)
 app.command()(demo)
+app.command()(web)
 
 
 def main() -> None:

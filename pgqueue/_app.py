@@ -297,15 +297,26 @@ class App:
     async def retry_async(self, job_id: int) -> bool:
         return await self.client.run_async(admin.retry(job_id))
 
-    def retry_failed(self, queue: str | None = None, fresh: bool = False) -> int:
-        """Put every failed job (of one queue) back in line; return how many.
+    def retry_failed(
+        self, queue: str | None = None, fresh: bool = False, task: str | None = None
+    ) -> int:
+        """Put every failed job (of one queue, of one task) back in line; return how many.
 
         `fresh` gives them a full attempt budget again (with backoff between attempts), for
         jobs that an outage failed; otherwise each gets one more attempt."""
-        return self.client.run(admin.retry_failed(queue, fresh))
+        return self.client.run(admin.retry_failed(queue, fresh, task))
 
-    async def retry_failed_async(self, queue: str | None = None, fresh: bool = False) -> int:
-        return await self.client.run_async(admin.retry_failed(queue, fresh))
+    async def retry_failed_async(
+        self, queue: str | None = None, fresh: bool = False, task: str | None = None
+    ) -> int:
+        return await self.client.run_async(admin.retry_failed(queue, fresh, task))
+
+    def count_failed(self, queue: str | None = None, task: str | None = None) -> int:
+        """How many failed jobs match: what `retry_failed` with these filters would retry."""
+        return self.client.run(admin.count_failed(queue, task))
+
+    async def count_failed_async(self, queue: str | None = None, task: str | None = None) -> int:
+        return await self.client.run_async(admin.count_failed(queue, task))
 
     def count_unfinished(
         self, queue: str | None = None, task: str | None = None, state: str | None = None
@@ -384,8 +395,14 @@ class App:
         older_than: float | None = None,
         newer_than: float | None = None,
         limit: int = 50,
+        before: int | None = None,
+        after: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Jobs from the `job_status` view, newest first; every filter is optional."""
+        """Jobs as the `job_status` view shows them, newest first; every filter is optional.
+
+        Keyset pagination: `before=<smallest id shown>` is the next (older) page,
+        `after=<largest id shown>` the previous (newer) one; either costs what the first page
+        does however deep it is."""
         return self.client.run(
             admin.list_jobs(
                 state=state,
@@ -394,6 +411,8 @@ class App:
                 older_than=older_than,
                 newer_than=newer_than,
                 limit=limit,
+                before=before,
+                after=after,
             )
         )
 
@@ -406,6 +425,8 @@ class App:
         older_than: float | None = None,
         newer_than: float | None = None,
         limit: int = 50,
+        before: int | None = None,
+        after: int | None = None,
     ) -> list[dict[str, Any]]:
         return await self.client.run_async(
             admin.list_jobs(
@@ -415,6 +436,8 @@ class App:
                 older_than=older_than,
                 newer_than=newer_than,
                 limit=limit,
+                before=before,
+                after=after,
             )
         )
 
@@ -447,6 +470,13 @@ class App:
 
     async def workers_async(self) -> list[dict[str, Any]]:
         return await self.client.run_async(admin.listing("worker_list"))
+
+    def running_jobs(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Running jobs, longest-running first, each with its `worker_id` (see `workers`)."""
+        return self.client.run(admin.running_jobs(limit))
+
+    async def running_jobs_async(self, limit: int = 200) -> list[dict[str, Any]]:
+        return await self.client.run_async(admin.running_jobs(limit))
 
     def throughput(self, bucket: float = 10.0, buckets: int = 30) -> list[tuple[int, int]]:
         """(completed, failed) per bucket of `bucket` seconds, oldest first."""

@@ -17,6 +17,7 @@ from ._core.plan import Plan
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
 from ._core.spec import JobSpec
 from ._core.validate import check_int, check_name, check_seconds, encode_args
+from ._tracing import current_context
 from .errors import UnknownTask, ValidationError
 from .types import JobInfo
 
@@ -190,8 +191,11 @@ class Task(Generic[P, R]):
             self.timeout,
         )
 
-    def spec(self, kwargs: Mapping[str, Any], opts: EnqueueOptions) -> JobSpec:
-        """The row to insert for one call: per-call options over the task's defaults."""
+    def spec(
+        self, kwargs: Mapping[str, Any], opts: EnqueueOptions, trace: str | None = None
+    ) -> JobSpec:
+        """The row to insert for one call: per-call options over the task's defaults, and
+        the enqueuer's trace context (`pgqueue._tracing.current_context()`), if any."""
         defaults = self.defaults
         return JobSpec(
             task=self.name,
@@ -203,6 +207,7 @@ class Task(Generic[P, R]):
             unique_key=opts.unique_key,
             max_attempts=opts.max_attempts or defaults.max_attempts,
             timeout=self.timeout,
+            trace=trace,
         )
 
     def options(self, **options: Any) -> TaskCall[P, R]:
@@ -236,7 +241,7 @@ class TaskCall(Generic[P, R]):
 
     def _one(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> JobSpec:
         self.task.check_arguments(args, kwargs)
-        return self.task.spec(kwargs, self.opts)
+        return self.task.spec(kwargs, self.opts, current_context())
 
     def _many(self, items: Iterable[Mapping[str, Any]]) -> list[JobSpec]:
         if self.opts.unique_key is not None:
@@ -244,13 +249,14 @@ class TaskCall(Generic[P, R]):
                 "unique_key applies to one job; it cannot be used with enqueue_many"
             )
         specs = []
+        trace = current_context()  # one context for the whole call
         for kwargs in items:
             if not isinstance(kwargs, Mapping):
                 raise ValidationError(
                     f"enqueue_many takes mappings of keyword arguments, not {kwargs!r}"
                 )
             self.task.check_arguments((), kwargs)
-            specs.append(self.task.spec(kwargs, self.opts))
+            specs.append(self.task.spec(kwargs, self.opts, trace))
         return specs
 
     def _job(self, ref: tuple[int, bool]) -> Job:

@@ -61,6 +61,9 @@ class JobInfo:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None
+    #: The trace context of the enqueuing request (OpenTelemetry carrier: `traceparent`,
+    #: maybe `tracestate`), when it was traced.
+    trace: dict[str, str] | None = None
 
     @property
     def last_error(self) -> dict[str, Any] | None:

@@ -47,6 +47,10 @@ def test_wheel_contains_sql_and_cli(tmp_path: Path) -> None:
         "pgqueue/contrib/django/models.py",
         "pgqueue/contrib/django/migrations/0001_initial.py",
         "pgqueue/contrib/django/management/commands/pgqueue_worker.py",
+        "pgqueue/web/__init__.py",
+        "pgqueue/web/templates/base.html",
+        "pgqueue/web/static/pgqueue.js",
+        "pgqueue/web/static/pgqueue.css",
     ):
         assert name in names
     assert not any(n.startswith(("cli/", "sql/", "tests/")) for n in names)

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue._db.claim import _PRIORITY, _RUN_AT
 from tests.helpers import worker_thread
 
 WORKER_ID = "00000000-0000-0000-0000-000000000000"
@@ -129,7 +130,7 @@ def test_claim_statement_returns_rows_in_claim_order(
     assert all(row[0] for row in rows)
     assert [jobs[row[1]] for row in rows] == EXPECTED
     # The columns the worker's cursor reads (priority, run_at, id) sort the same way.
-    keys = [(-row[10], row[11], row[1]) for row in rows]  # priority, run_at, id
+    keys = [(-row[_PRIORITY], row[_RUN_AT], row[1]) for row in rows]
     assert keys == sorted(keys)
 
 
@@ -162,4 +163,4 @@ def test_claimed_rows_come_first_then_the_recorded_successes(
     )
     assert [(r[0], jobs[r[1]]) for r in rows[:3]] == [(True, 5), (True, 2), (True, 7)]
     assert sorted((r[0], r[1]) for r in rows[3:]) == sorted([(False, by_n[9]), (False, by_n[4])])
-    assert all(r[2:] == (None,) * 10 for r in rows[3:])
+    assert all(r[2:] == (None,) * (_RUN_AT - 1) for r in rows[3:])

@@ -42,10 +42,22 @@ def retry(job_id: int) -> Plan[bool]:
     return bool(rows)
 
 
-def retry_failed(queue: str | None, fresh: bool = False) -> Plan[int]:
-    if queue is not None:
-        check_name("queue", queue)
-    return len((yield Query("job_retry_failed", {"queue": queue, "fresh": bool(fresh)})))
+def _failed_filters(queue: str | None, task: str | None) -> dict[str, Any]:
+    for kind, name in (("queue", queue), ("task", task)):
+        if name is not None:
+            check_name(kind, name)
+    return {"queue": queue, "task": task}
+
+
+def retry_failed(queue: str | None, fresh: bool = False, task: str | None = None) -> Plan[int]:
+    params = {**_failed_filters(queue, task), "fresh": bool(fresh)}
+    return len((yield Query("job_retry_failed", params)))
+
+
+def count_failed(queue: str | None, task: str | None) -> Plan[int]:
+    """How many failed jobs match: what `retry_failed` with these filters would retry."""
+    rows = yield Query("job_count_failed", _failed_filters(queue, task))
+    return int(rows[0][0])
 
 
 #: States a bulk cancel may name: the unfinished ones.
@@ -128,7 +140,11 @@ def list_jobs(
     older_than: float | None,
     newer_than: float | None,
     limit: int,
+    before: int | None = None,
+    after: int | None = None,
 ) -> Plan[list[dict[str, Any]]]:
+    """Newest first. `before` / `after` are keyset bounds (ids): the page below the smallest
+    id of the page shown, or the page just above its largest, each as cheap as the first."""
     if state is not None:
         JobState(state)  # ValueError names the bad state
     for kind, name in (("queue", queue), ("task", task)):
@@ -141,8 +157,25 @@ def list_jobs(
         "older_than": older_than,
         "newer_than": newer_than,
         "limit": check_int("limit", limit, minimum=1),
+        "before": None if before is None else check_int("before", before, bits=64),
+        "after": None if after is None else check_int("after", after, bits=64),
     }
-    rows: list[dict[str, Any]] = yield Query("job_list", params, columns=True)
+    # One statement per state (a literal filter, so a rare state is read through its
+    # partial index); the state is in the statement's name, not a parameter.
+    del params["state"]
+    suffix = f"_{state}" if state is not None else ""
+    if after is not None and before is None:
+        # Upwards from the bound, then newest first like every other page.
+        newer: list[dict[str, Any]] = yield Query(f"job_list_newer{suffix}", params, columns=True)
+        return newer[::-1]
+    rows: list[dict[str, Any]] = yield Query(f"job_list{suffix}", params, columns=True)
+    return rows
+
+
+def running_jobs(limit: int) -> Plan[list[dict[str, Any]]]:
+    """Running jobs, longest-running first, with the id of the worker running each."""
+    params = {"limit": check_int("limit", limit, minimum=1)}
+    rows: list[dict[str, Any]] = yield Query("job_running_list", params, columns=True)
     return rows
 
 

@@ -38,6 +38,8 @@ class ClaimedJob(NamedTuple):
     #: claimed ahead into the buffer: its start is recorded when it happens, and `attempt`
     #: already counts the run it will be.
     started: bool = True
+    #: The enqueuer's trace context (OpenTelemetry carrier), when one was recorded.
+    trace: dict[str, str] | None = None
 
     @property
     def log_extra(self) -> dict[str, Any]:

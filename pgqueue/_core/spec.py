@@ -29,10 +29,12 @@ class JobSpec(NamedTuple):
     unique_key: str | None = None
     max_attempts: int | None = None
     timeout: float | None = None
+    #: The enqueuer's trace context as JSON (OpenTelemetry), or None: not traced.
+    trace: str | None = None
 
     def params(self) -> dict[str, Any]:
-        """The parameters of `job_enqueue`."""
-        return {
+        """The parameters of `job_enqueue` (and of `job_enqueue_traced`, with `trace`)."""
+        params = {
             "task": self.task,
             "args": self.args,
             "queue": self.queue,
@@ -43,6 +45,9 @@ class JobSpec(NamedTuple):
             "max_attempts": self.max_attempts,
             "timeout": self.timeout,
         }
+        if self.trace is not None:
+            params["trace"] = self.trace
+        return params
 
 
 def chunks(specs: Sequence[JobSpec], size: int = ENQUEUE_CHUNK) -> Iterator[Sequence[JobSpec]]:
@@ -63,4 +68,5 @@ def chunk_params(chunk: Sequence[JobSpec]) -> dict[str, Any]:
         "max_attempts": first.max_attempts,
         "timeout": first.timeout,
         "args": "[" + ",".join([s.args for s in chunk]) + "]",
+        "trace": first.trace,
     }

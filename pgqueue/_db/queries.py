@@ -62,7 +62,23 @@ _CURSOR_FILTER = (
     "priority = %(after_priority)s::integer"
     " AND (run_at, id) > (%(after_run_at)s::timestamptz, %(after_id)s::bigint)"
 )
+#: The job listing's state filter per state, literal (see job_list.sql); the state is the one
+#: `job_status` shows, where a scheduled job whose time has come reads as available.
+_LIST_STATES = {
+    "": "true",
+    "_scheduled": "j.state = 'scheduled' AND j.run_at > now()",
+    "_available": "(j.state = 'available' OR (j.state = 'scheduled' AND j.run_at <= now()))",
+    # Claimed (in a worker's buffer) and running are both `running` in the table.
+    "_claimed": "j.state = 'running' AND j.started_at IS NULL",
+    "_running": "j.state = 'running' AND j.started_at IS NOT NULL",
+    **{
+        f"_{state}": f"j.state = '{state}'"
+        for state in ("retrying", "completed", "failed", "cancelled", "waiting")
+    },
+}
 _VARIANTS = {
+    "job_list": {f"job_list{s}": {"state_filter": f} for s, f in _LIST_STATES.items()},
+    "job_list_newer": {f"job_list_newer{s}": {"state_filter": f} for s, f in _LIST_STATES.items()},
     "job_claim": {
         f"job_claim{suspect}{queues}": {
             "queue_filter": qf,

@@ -22,6 +22,8 @@ from .._core.outcome import Outcome
 from .._core.retry import DEFAULT_RETRY, RetryPolicy
 from .._logging import redact
 from .._task import Task
+from .._tracing import ENABLED as TRACING
+from .._tracing import job_span
 from ..errors import ConfigurationError, JobTimeout, UnknownTask
 from .events import CancelledByRequest, Events, Overdue
 
@@ -198,7 +200,11 @@ class Executor:
         started = time.monotonic()
         try:
             task.check_argument_names(job.args)
-            result = task.fn(**job.args)
+            if TRACING:
+                with job_span(job.id, job.task, job.queue, job.attempt, job.trace):
+                    result = task.fn(**job.args)
+            else:
+                result = task.fn(**job.args)
         except Suspended as exc:
             return outcomes.suspended(job, exc.delay)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
@@ -273,6 +279,15 @@ class Executor:
         # Each job task has its own context copy, so this is visible to exactly this job.
         current.set(job)
         current_host.set(self.host)
+        if TRACING:
+            with job_span(job.id, job.task, job.queue, job.attempt, job.trace):
+                return await self._await(task, kwargs, timeout, job)
+        return await self._await(task, kwargs, timeout, job)
+
+    @staticmethod
+    async def _await(
+        task: Task[Any, Any], kwargs: dict[str, Any], timeout: float | None, job: ClaimedJob
+    ) -> Any:
         if timeout is None:
             return await task.fn(**kwargs)
         try:

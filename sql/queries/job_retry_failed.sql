@@ -1,4 +1,4 @@
--- Every failed job (of one queue, if given) back in line, now; PostgreSQL folds the
+-- Every failed job (of one queue and one task, each if given) back in line, now; PostgreSQL folds the
 -- notifications into one per queue at commit.
 WITH retried AS (
     UPDATE {schema}.jobs
@@ -15,6 +15,7 @@ WITH retried AS (
            cancel_requested = false
      WHERE state = 'failed'
        AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+       AND (%(task)s::text IS NULL OR task = %(task)s::text)
     RETURNING id, queue
 )
 SELECT id, queue, pg_notify({schema}.notify_channel(), queue) FROM retried
