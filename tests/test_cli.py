@@ -117,8 +117,9 @@ def test_demo_runs_every_kind_of_job_in_its_own_schema(dsn: str, db: Any) -> Non
     assert "--schema pgqueue_demo" in result.stdout  # the next steps point at its schema
     assert _scalar(db, USER_JOBS) == 0  # the user's schema: untouched
     counts = dict(db.execute("SELECT state, count(*) FROM pgqueue_demo.jobs GROUP BY 1").fetchall())
-    # 5 quick + 3 scheduled emails, 4 reports, 6 webhooks complete; the card charge fails.
-    assert counts == {"completed": 18, "failed": 1}
+    # 5 quick + 3 scheduled emails, 4 reports, 6 webhooks complete; the card charge fails;
+    # the workflow: the export, its 8 pages and the notification that waits for it.
+    assert counts == {"completed": 28, "failed": 1}
     retried = db.execute("SELECT count(*) FROM pgqueue_demo.jobs WHERE attempt > 1").fetchone()
     assert retried is not None and retried[0] >= 4
 
