@@ -144,7 +144,7 @@ def test_demo_says_where_its_embedded_server_is(
     where = f"pgqueue demo: schema pgqueue_demo of an embedded PostgreSQL in {data_dir}"
     assert result.stdout.splitlines()[0] == where, result.stdout
     assert "--keep-running" in result.stdout  # how to look around afterwards
-    assert (_scalar(db, USER_JOBS), _scalar(db, DEMO_JOBS)) == (0, 15)
+    assert (_scalar(db, USER_JOBS), _scalar(db, DEMO_JOBS)) == (0, 25)  # 15, and the workflow's 10
 
     waited: list[bool] = []
     monkeypatch.setattr(demo_module, "_wait_for_stop", lambda stop, worker: waited.append(True))
