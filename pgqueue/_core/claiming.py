@@ -34,6 +34,8 @@ class ClaimedJob(NamedTuple):
     max_attempts: int
     lease: str  # text: it only travels back to the database
     timeout: float | None
+    #: The slot a schedule made this job for (`current_job().scheduled_for`), else None.
+    scheduled_for: datetime | None = None
 
     @property
     def log_extra(self) -> dict[str, Any]:

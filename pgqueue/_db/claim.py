@@ -15,9 +15,8 @@ from .queries import Queries
 
 #: Row layout of job_claim.sql: column 0 says claimed (true) or completed (false); columns
 #: 1-8 are ClaimedJob's fields in order; 9 and 10 the priority and run_at of a claimed row
-#: (with its id, the continuation cursor).
-_JOB = slice(1, 9)
-_PRIORITY, _RUN_AT = 9, 10
+#: (with its id, the continuation cursor); 11 the schedule slot (ClaimedJob's last field).
+_PRIORITY, _RUN_AT, _SCHEDULED_FOR = 9, 10, 11
 
 
 class ClaimResult(NamedTuple):
@@ -97,7 +96,12 @@ class ClaimStatement:
         accepted: set[int] = set()
         for row in rows:
             if row[0]:
-                jobs.append(ClaimedJob(*row[_JOB]))
+                jobs.append(
+                    ClaimedJob(
+                        row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+                        row[_SCHEDULED_FOR],
+                    )
+                )  # fmt: skip
                 positions.append((row[_PRIORITY], row[_RUN_AT], row[1]))
             else:
                 accepted.add(row[1])

@@ -87,7 +87,7 @@ claimed AS (
            started_at = now()
      WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
     RETURNING j.id, j.task, j.queue, j.args, j.attempt, j.max_attempts, j.lease::text,
-              j.timeout, j.priority, j.run_at
+              j.timeout, j.priority, j.run_at, j.scheduled_for
 ),
 -- Read at COMMIT, so a transaction-local setting made during the statement decides how this
 -- one commits. Scanned (and so evaluated) whenever a row was claimed; with nothing claimed
@@ -110,10 +110,10 @@ commit_mode AS (
 -- for the statement; a drain showed no difference. Priority and run_at are the claimed rows'
 -- own values, which the claim does not change.
 SELECT true AS claimed, id, task, queue, args, attempt, max_attempts, lease, timeout,
-       priority, run_at
+       priority, run_at, scheduled_for
   FROM claimed CROSS JOIN commit_mode
 UNION ALL
 SELECT false, id, NULL::text, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
-       NULL::text, NULL::double precision, NULL::integer, NULL::timestamptz
+       NULL::text, NULL::double precision, NULL::integer, NULL::timestamptz, NULL::timestamptz
   FROM done, LATERAL (SELECT pg_notify(%(done_channel)s, '')) AS wake
  ORDER BY claimed DESC, priority DESC, run_at, id
