@@ -215,3 +215,55 @@ def tasks_table(tasks: list[dict[str, Any]]) -> Table:
             t["updated_at"].strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table
+
+
+def subscriptions_table(rows: list[dict[str, Any]]) -> Table:
+    """Topic subscriptions (`pgqueue topics`): who receives what, and how much lately."""
+    table = Table(
+        title="subscriptions", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        collapse_padding=True,
+    )  # fmt: skip
+    for col in ("pattern", "task", "queue", "jobs last hour", "since"):
+        table.add_column(col, overflow="fold")
+    for s in rows:
+        table.add_row(
+            escape(s["pattern"]),
+            escape(s["task"]),
+            escape(s["queue"]),
+            str(s["published_last_hour"]),
+            cell(s["created_at"]),
+        )
+    return table
+
+
+def schedules_table(rows: list[dict[str, Any]]) -> Table:
+    """Schedules (`pgqueue schedules`, `top`): when each runs next and what it last made."""
+    table = Table(
+        title="schedules", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        collapse_padding=True,
+    )  # fmt: skip
+    for col in ("name", "task", "cron", "tz", "next run", "last slot", "last job", "status"):
+        table.add_column(col, overflow="fold")
+    for s in rows:
+        if s["paused"]:
+            status = "[yellow]paused[/]"
+        elif not s["declared_by_live_workers"]:
+            status = "[dim]no live worker declares it[/]"
+        else:
+            status = f"[green]active[/] ({s['declared_by_live_workers']} workers)"
+        last_job = (
+            ""
+            if s["last_job_id"] is None
+            else f"{s['last_job_id']} {s['last_job_state'] or 'pruned'}"
+        )
+        table.add_row(
+            escape(s["name"]),
+            escape(s["task"]),
+            escape(s["cron"]),
+            escape(s["tz"]),
+            cell(s["next_run_at"]),
+            cell(s["last_slot"]),
+            escape(last_job),
+            status,
+        )
+    return table
