@@ -29,7 +29,7 @@ from .service import Clock, Service
 log = logging.getLogger("pgqueue.worker")
 
 #: Longest sleep between passes (seconds) when no slot is due sooner.
-MAX_SLEEP = 60.0
+MAX_SLEEP = 300.0
 #: Sleep past the slot a little, so the database's clock has reached it when we look.
 MARGIN = 0.005
 #: After a failed pass (database unreachable), wait this long before the next.
