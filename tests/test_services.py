@@ -4,6 +4,7 @@ an injected clock drives time, canned rows drive plans."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -325,7 +326,7 @@ def test_scheduler_sleeps_until_the_next_slot_and_fires_each_once() -> None:
         assert [s.hour for s in hourly] == [12, 13, 14]
         # every 10-second slot in the three hours (the last one is due a moment after), once
         assert len(fast) == len(set(fast)) == 3 * 360 - 1
-        assert all((b - a).total_seconds() == 10 for a, b in zip(fast, fast[1:]))
+        assert all((b - a).total_seconds() == 10 for a, b in itertools.pairwise(fast))
         # It woke once per slot (the 10-second one), not in a poll loop of its own.
         assert wakes <= len(fast) + 2
         assert db.queries.count("schedule_active") <= len(fast) + 3
