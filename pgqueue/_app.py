@@ -413,7 +413,7 @@ class App:
         bad input fails at once with ValidationError.
         """
         task_name = _task_name(task)
-        if isinstance(task, Task) and args is not None:
+        if isinstance(task, Task):
             task.check_arguments((), _mapping(args))
         schedule = Schedule.build(
             name=task_name if name is None else name,
