@@ -156,8 +156,7 @@ def test_a_schedule_no_live_worker_declares_stops(app: pgqueue.App, db: Conn) ->
         # a worker that declares it but stopped heartbeating (killed) does not count either
         async with declared(app) as crashed:
             db.execute(
-                "UPDATE pgqueue.workers SET heartbeat_at = now() - interval '1 hour'"
-                " WHERE id = %s",
+                "UPDATE pgqueue.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = %s",
                 [crashed.id],
             )
             _back(db, "prices", 10)
@@ -201,7 +200,9 @@ def test_cli_lists_pauses_and_resumes(app: pgqueue.App, dsn: str) -> None:
     asyncio.run(scenario())
     runner = CliRunner()
     result = runner.invoke(cli, ["schedules", "--dsn", dsn])
-    assert result.exit_code == 0 and "prices" in result.output and "Europe/Copenhagen" in result.output
+    assert (
+        result.exit_code == 0 and "prices" in result.output and "Europe/Copenhagen" in result.output
+    )
     result = runner.invoke(cli, ["schedule", "pause", "prices", "--dsn", dsn])
     assert result.exit_code == 0 and "paused" in result.output
     result = runner.invoke(cli, ["schedules", "--json", "--dsn", dsn])
@@ -293,7 +294,9 @@ def _fleet_run(dsn: str, db: Conn, schedules: dict[str, str], seconds: float, mo
     """4 worker processes declaring `schedules` for `seconds`; `moves` times the leader is
     frozen (SIGSTOP) past its lease, so another takes over, and then thawed while it still
     believes it leads (two leaders overlap). Checks one job per slot, no slot missing."""
-    db.execute("CREATE TABLE public.slot_runs (job_id bigint, schedule text, slot timestamptz, pid int)")
+    db.execute(
+        "CREATE TABLE public.slot_runs (job_id bigint, schedule text, slot timestamptz, pid int)"
+    )
     os.environ["PGQUEUE_TEST_SCHEDULES"] = ";".join(f"{n}={c}" for n, c in schedules.items())
     args = ["-c", "4", "--heartbeat-interval", "0.2", "--heartbeat-timeout", "1"]
     try:
