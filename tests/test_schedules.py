@@ -5,6 +5,7 @@ only while a live worker declares it; pause and resume; bad input."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -250,7 +251,7 @@ def test_a_name_clash_across_processes_stops_the_second_worker(app: pgqueue.App,
 
     async def scenario() -> None:
         async with declared(app):
-            with pytest.raises(ValidationError, match="declared for task 'reports.a'"):
+            with pytest.raises(ValidationError, match=r"declared for task 'reports\.a'"):
                 async with declared(rival):
                     pass
         # once no live worker declares it, the new code takes the name over
@@ -329,8 +330,8 @@ def _fleet_run(dsn: str, db: Conn, schedules: dict[str, str], seconds: float, mo
         slots = _slots(db, name)
         assert len(slots) >= 2, name
         assert len(set(slots)) == len(slots), f"{name}: a slot made two jobs"
-        step = min(b - a for a, b in zip(slots, slots[1:], strict=False))
-        assert all(b - a == step for a, b in zip(slots, slots[1:], strict=False)), (
+        step = min(b - a for a, b in itertools.pairwise(slots))
+        assert all(b - a == step for a, b in itertools.pairwise(slots)), (
             f"{name}: a slot was missed: {slots}"
         )
 
