@@ -344,8 +344,9 @@ class App:
         """One job per subscription matching `topic`, all in one transaction (the caller's,
         with `conn` / `session`): all of them or none. Returns the jobs, an empty list when
         nothing subscribes. Each subscriber's queue wakes once, at commit."""
+        # One statement: atomic by itself, so no BEGIN/COMMIT round trips on a pool.
         plan = topics.publish(topic, [encode_args(_mapping(args))])
-        ids = self.client.run(plan, _target(conn, session), atomic=True)
+        ids = self.client.run(plan, _target(conn, session))
         return [Job(i, False, self) for i in ids]
 
     async def publish_async(
@@ -356,7 +357,7 @@ class App:
         session: Any = None,
     ) -> list[Job]:
         plan = topics.publish(topic, [encode_args(_mapping(args))])
-        ids = await self.client.run_async(plan, _target(conn, session), atomic=True)
+        ids = await self.client.run_async(plan, _target(conn, session))
         return [Job(i, False, self) for i in ids]
 
     def publish_many(
@@ -368,8 +369,10 @@ class App:
     ) -> list[Job]:
         """Publish several messages to one topic: one statement per chunk of 1,000, all or
         nothing."""
-        plan = topics.publish(topic, [encode_args(_mapping(a)) for a in items])
-        ids = self.client.run(plan, _target(conn, session), atomic=True)
+        encoded = [encode_args(_mapping(a)) for a in items]
+        plan = topics.publish(topic, encoded)
+        atomic = len(encoded) > topics.PUBLISH_CHUNK  # several statements: one transaction
+        ids = self.client.run(plan, _target(conn, session), atomic=atomic)
         return [Job(i, False, self) for i in ids]
 
     async def publish_many_async(
@@ -379,8 +382,10 @@ class App:
         conn: Any = None,
         session: Any = None,
     ) -> list[Job]:
-        plan = topics.publish(topic, [encode_args(_mapping(a)) for a in items])
-        ids = await self.client.run_async(plan, _target(conn, session), atomic=True)
+        encoded = [encode_args(_mapping(a)) for a in items]
+        plan = topics.publish(topic, encoded)
+        atomic = len(encoded) > topics.PUBLISH_CHUNK
+        ids = await self.client.run_async(plan, _target(conn, session), atomic=atomic)
         return [Job(i, False, self) for i in ids]
 
     def subscriptions(self) -> list[dict[str, Any]]:
