@@ -187,7 +187,9 @@ def jobs_table(rows: list[dict[str, Any]], *, stuck: bool) -> Table:
 def job_table(info: pgqueue.JobInfo) -> Table:
     """One job's fields, with args and result as JSON so they can be pasted back."""
     table = Table(show_header=False, title=f"job {info.id}", title_justify="left")
-    for field in _JOB_FIELDS:
+    # Where the job came from, shown only for jobs a publish or a schedule made.
+    origin = tuple(f for f in ("topic", "schedule", "scheduled_for") if getattr(info, f))
+    for field in _JOB_FIELDS + origin:
         value = getattr(info, field)
         table.add_row(
             field,

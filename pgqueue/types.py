@@ -55,6 +55,11 @@ class JobInfo:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None
+    #: The topic a publish made this job for, else None.
+    topic: str | None = None
+    #: The schedule that made this job, and the slot it is for, else None.
+    schedule: str | None = None
+    scheduled_for: datetime | None = None
 
     @property
     def last_error(self) -> dict[str, Any] | None:

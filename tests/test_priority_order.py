@@ -160,4 +160,4 @@ def test_claimed_rows_come_first_then_the_recorded_successes(
     )
     assert [(r[0], jobs[r[1]]) for r in rows[:3]] == [(True, 5), (True, 2), (True, 7)]
     assert sorted((r[0], r[1]) for r in rows[3:]) == sorted([(False, by_n[9]), (False, by_n[4])])
-    assert all(r[2:] == (None,) * 9 for r in rows[3:])
+    assert all(r[2:] == (None,) * 10 for r in rows[3:])  # 10: with the schedule slot

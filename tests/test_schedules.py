@@ -351,3 +351,14 @@ def test_three_minutes_of_minutely_and_five_second_slots_with_two_leader_changes
         seconds=180,
         moves=2,
     )
+
+
+def test_get_job_and_the_cli_show_where_a_job_came_from(app: pgqueue.App, dsn: str) -> None:
+    app.subscribe("orders.*", "audit.record")
+    [job] = app.publish("orders.created", {"n": 1})
+    info = app.get_job(job.id)
+    assert (info.topic, info.schedule, info.scheduled_for) == ("orders.created", None, None)
+    result = CliRunner().invoke(cli, ["job", str(job.id), "--dsn", dsn])
+    assert result.exit_code == 0 and "orders.created" in result.output
+    plain = app.enqueue("audit.record", {"n": 2})
+    assert "topic" not in CliRunner().invoke(cli, ["job", str(plain.id), "--dsn", dsn]).output
