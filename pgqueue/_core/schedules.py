@@ -82,8 +82,6 @@ def declare(schedules: Sequence[Schedule], worker_id: UUID) -> Plan[None]:
     """Write a worker's schedules and that it declares them. A name another live worker
     declares for a different task is refused (ValidationError), and nothing of that
     schedule is written."""
-    if not schedules:
-        return
     params = {
         "names": [s.name for s in schedules],
         "tasks": [s.task for s in schedules],
