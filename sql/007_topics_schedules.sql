@@ -280,17 +280,14 @@ SELECT c.name,
   FROM cron_schedules AS c
   LEFT JOIN tasks AS t ON t.name = c.task;
 
--- job_status gains where a job came from: the three columns appended at the end (CREATE OR
--- REPLACE VIEW may only add columns after the existing ones). Written from 001's definition
--- (unchanged up to 006) plus the `claimed` branch of the state that main's
--- 007_claimed_jobs.sql adds: on this branch a claim always sets started_at, so that branch
--- never applies here, and this view stays right whichever of the two migrations runs last.
+-- job_status gains where a job came from. Recreated from 001's definition (unchanged until
+-- now), with the three columns appended at the end (CREATE OR REPLACE VIEW may only add
+-- columns after the existing ones).
 CREATE OR REPLACE VIEW job_status AS
 SELECT j.id,
        j.task,
        j.queue,
        CASE WHEN j.state = 'scheduled' AND j.run_at <= now() THEN 'available'
-            WHEN j.state = 'running' AND j.started_at IS NULL THEN 'claimed'
             ELSE j.state END AS state,
        j.priority,
        j.attempt,
