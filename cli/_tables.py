@@ -192,7 +192,9 @@ def jobs_table(rows: list[dict[str, Any]], *, stuck: bool) -> Table:
 def job_table(info: pgqueue.JobInfo) -> Table:
     """One job's fields, with args and result as JSON so they can be pasted back."""
     table = Table(show_header=False, title=f"job {info.id}", title_justify="left")
-    for field in _JOB_FIELDS:
+    # Where the job came from, shown only for jobs a publish or a schedule made.
+    origin = tuple(f for f in ("topic", "schedule", "scheduled_for") if getattr(info, f))
+    for field in _JOB_FIELDS + origin:
         value = getattr(info, field)
         table.add_row(
             field,
@@ -250,3 +252,55 @@ def workflow_tree(info: pgqueue.JobInfo, graph: dict[str, Any]) -> Tree | None:
         for step in graph["steps"]:
             steps.add(f"{escape(step['name'])} (finished {step['finished_at']:%Y-%m-%d %H:%M:%S})")
     return tree
+
+
+def subscriptions_table(rows: list[dict[str, Any]]) -> Table:
+    """Topic subscriptions (`pgqueue topics`): who receives what, and how much lately."""
+    table = Table(
+        title="subscriptions", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        collapse_padding=True,
+    )  # fmt: skip
+    for col in ("pattern", "task", "queue", "jobs last hour", "since"):
+        table.add_column(col, overflow="fold")
+    for s in rows:
+        table.add_row(
+            escape(s["pattern"]),
+            escape(s["task"]),
+            escape(s["queue"]),
+            str(s["published_last_hour"]),
+            cell(s["created_at"]),
+        )
+    return table
+
+
+def schedules_table(rows: list[dict[str, Any]]) -> Table:
+    """Schedules (`pgqueue schedules`, `top`): when each runs next and what it last made."""
+    table = Table(
+        title="schedules", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        collapse_padding=True,
+    )  # fmt: skip
+    for col in ("name", "task", "cron", "tz", "next run", "last slot", "last job", "status"):
+        table.add_column(col, overflow="fold")
+    for s in rows:
+        if s["paused"]:
+            status = "[yellow]paused[/]"
+        elif not s["declared_by_live_workers"]:
+            status = "[dim]no live worker declares it[/]"
+        else:
+            status = f"[green]active[/] ({s['declared_by_live_workers']} workers)"
+        last_job = (
+            ""
+            if s["last_job_id"] is None
+            else f"{s['last_job_id']} {s['last_job_state'] or 'pruned'}"
+        )
+        table.add_row(
+            escape(s["name"]),
+            escape(s["task"]),
+            escape(s["cron"]),
+            escape(s["tz"]),
+            cell(s["next_run_at"]),
+            cell(s["last_slot"]),
+            escape(last_job),
+            status,
+        )
+    return table

@@ -22,7 +22,7 @@ import pgqueue
 from pgqueue.testing import worker_thread
 
 from ._output import fail, redact_dsn
-from ._tables import queue_table
+from ._tables import queue_table, schedules_table, subscriptions_table
 
 #: Retries in the demo wait about a second, so that a flaky job visibly recovers.
 FAST_RETRY = pgqueue.RetryPolicy(base=0.5, factor=2.0, max_delay=2.0, jitter=0.2)
@@ -90,6 +90,23 @@ def demo_app(dsn: str) -> pgqueue.App:
         bundle = next(iter(pgqueue.current_job().parent_results.values()))
         return f"told customer {customer} about {bundle}"
 
+    # Two subscribers to one topic, each on its own queue: one publish, two jobs.
+    @app.task(name="demo.ship_order", queue="shipping", topics=["orders.created"])
+    def ship_order(order_id: int) -> str:
+        return f"order {order_id} shipped"
+
+    @app.task(name="demo.audit", queue="audit", topics=["orders.*"])
+    def audit(order_id: int) -> None:
+        time.sleep(0.01)
+
+    # A schedule every few seconds (cron with a seconds field): each slot makes one job,
+    # which knows the slot it is for.
+    @app.task(name="demo.tick", queue="schedules")
+    def tick() -> str:
+        slot = pgqueue.current_job().scheduled_for
+        return f"slot {slot:%H:%M:%S}" if slot else "no slot"
+
+    app.periodic(tick, "*/3 * * * * *", name="demo.every-3s")
     return app
 
 
@@ -110,6 +127,12 @@ def enqueue_examples(app: pgqueue.App, quick_jobs: int) -> list[int]:
     ]
     export = tasks["demo.export"].enqueue(customer=42)
     jobs += [export, tasks["demo.notify"].options(after=[export]).enqueue(customer=42)]
+    # The worker writes its tasks' subscriptions when it starts; written here too, so that
+    # these first publishes already reach both subscribers.
+    app.subscribe("orders.created", "demo.ship_order")
+    app.subscribe("orders.*", "demo.audit")
+    for order_id in (1001, 1002, 1003):
+        jobs += app.publish("orders.created", {"order_id": order_id})
     return [j.id for j in jobs]
 
 
@@ -167,8 +190,10 @@ def _run_demo(
         ids = enqueue_examples(app, quick_jobs)
         console.print(
             f"enqueued {len(ids)} jobs: quick emails, slow reports, flaky webhooks, "
-            "a failing charge, a few scheduled emails and a workflow (an export that fans out"
-            " over pages and joins, then a notification that waits for it)"
+            "a failing charge, a few scheduled emails, 3 orders published to a topic with two"
+            " subscribers, and a workflow (an export that fans out over pages and joins, then"
+            " a notification that waits for it); a schedule fires every 3 seconds while the"
+            " worker runs"
         )
         try:
             with worker_thread(app, concurrency=8, poll_interval=0.5) as worker:
@@ -176,6 +201,8 @@ def _run_demo(
                 if stop.is_set():
                     return  # run_demo says so
                 console.print(queue_table(app.queue_stats(), "final"))
+                console.print(subscriptions_table(app.subscriptions()))
+                console.print(schedules_table(app.schedules()))
                 _next_steps(app, dsn, data_dir, embedded, keep_running, console)
                 if keep_running:
                     _wait_for_stop(stop, worker)
@@ -231,7 +258,12 @@ def _next_steps(
         )
     else:
         console.print("Next:", highlight=False)
-    lines = [f"pgqueue status {target}", f"pgqueue top {target}"]
+    lines = [
+        f"pgqueue status {target}",
+        f"pgqueue top {target}",
+        f"pgqueue topics {target}",
+        f"pgqueue schedules {target}",
+    ]
     if failed:
         lines.append(f"pgqueue job {failed[0]['id']} {target}   (the failed charge)")
     for line in lines:

@@ -22,6 +22,7 @@ from ._output import (
     json_errors_enabled,
 )
 from ._retry_cancel import cancel, retry
+from ._schedules import schedule, schedules, topics
 from ._steer import demo, migrate, pause, prune, resume
 from ._web_cmd import web
 from ._worker_cmd import worker_command
@@ -94,6 +95,9 @@ app.command()(top)
 app.command()(job)
 app.command()(retry)
 app.command()(cancel)
+app.command()(topics)
+app.command()(schedules)
+app.add_typer(schedule)
 app.command()(demo)
 app.command()(web)
 

@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._client import Client
-from ._core import admin, catalog, workflow
+from ._core import admin, catalog, schedules, topics, workflow
 from ._core.plan import Plan
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
-from ._core.validate import check_schema
+from ._core.schedules import Schedule
+from ._core.validate import check_schema, encode_args
 from ._db.migrate import migrate
 from ._db.pools import ConnectionPool, Database
 from ._db.queries import Queries
@@ -41,6 +42,30 @@ def _mapping(args: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if not isinstance(args, Mapping):
         raise ValidationError(f"task arguments must be a mapping of names to values, not {args!r}")
     return args
+
+
+def _task_name(task: Any) -> str:
+    if isinstance(task, Task):
+        return task.name
+    if isinstance(task, str):
+        return task
+    raise ValidationError(f"expected a Task or a task name, not {task!r}")
+
+
+def _subscription(
+    pattern: str,
+    task: Any,
+    queue: str | None,
+    priority: int | None,
+    max_attempts: int | None,
+) -> topics.Subscription:
+    return topics.Subscription.build(pattern, _task_name(task), queue, priority, max_attempts)
+
+
+def _target(conn: Any, session: Any) -> Any:
+    if conn is not None and session is not None:
+        raise ValidationError("pass conn or session, not both")
+    return conn if conn is not None else session
 
 
 class App:
@@ -75,6 +100,8 @@ class App:
         self.client.registration = self._registration
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._unregistered: dict[str, UnregisteredTask] = {}
+        #: Schedules declared with `periodic`, by name: written when a worker starts.
+        self.declared_schedules: dict[str, Schedule] = {}
         #: Argument keys whose values logs and the CLI show as ***; default: common secrets
         #: (password, token, api_key, ...), or $PGQUEUE_REDACT_KEYS.
         self.redact_keys = (
@@ -123,6 +150,7 @@ class App:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         fail_on: tuple[type[BaseException], ...] = (),
+        topics: Sequence[str] = (),
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -137,13 +165,15 @@ class App:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         fail_on: tuple[type[BaseException], ...] = (),
+        topics: Sequence[str] = (),
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task; usable as `@app.task` or `@app.task(...)`.
 
         The task's name (default `module.function`) is what rows store, so renaming a function
         strands its queued jobs unless `name=` keeps the old one. Options left out take the
         database's defaults (queue `default`, priority 0, 3 attempts). Exceptions in
-        `fail_on` fail the job at once, never retried.
+        `fail_on` fail the job at once, never retried. `topics` subscribes the task to topic
+        patterns (see `subscribe`), written when a worker that has the task starts.
         """
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -163,6 +193,7 @@ class App:
                 timeout=timeout,
                 retry=retry or DEFAULT_RETRY,
                 fail_on=fail_on,
+                topics=topics,
             )
             self.tasks[task_name] = task
             self.client.registered = False  # the catalog learns of it with the next statement
@@ -265,6 +296,164 @@ class App:
             if len(self._unregistered) < MAX_REMEMBERED_SHAPES:
                 self._unregistered[name] = task
         return TaskCall(task, EnqueueOptions(**options).validated() if options else NO_OPTIONS)
+
+    # --- topics -------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        pattern: str,
+        task: Task[Any, Any] | str,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        """Every later publish on a topic matching `pattern` makes a job of `task` (a Task or
+        a task name: the subscriber need not be imported here). Durable (a row) and
+        idempotent; subscribing again updates the options. `queue`, `priority` and
+        `max_attempts` default to the task's. `*` matches one segment, `#` any number."""
+        self.client.run(
+            topics.subscribe([_subscription(pattern, task, queue, priority, max_attempts)])
+        )
+
+    async def subscribe_async(
+        self,
+        pattern: str,
+        task: Task[Any, Any] | str,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        await self.client.run_async(
+            topics.subscribe([_subscription(pattern, task, queue, priority, max_attempts)])
+        )
+
+    def unsubscribe(self, pattern: str, task: Task[Any, Any] | str) -> bool:
+        """Remove a subscription (jobs already published stay); False if there was none."""
+        return self.client.run(topics.unsubscribe(pattern, _task_name(task)))
+
+    async def unsubscribe_async(self, pattern: str, task: Task[Any, Any] | str) -> bool:
+        return await self.client.run_async(topics.unsubscribe(pattern, _task_name(task)))
+
+    def publish(
+        self,
+        topic: str,
+        args: Mapping[str, Any] | None = None,
+        conn: Any = None,
+        session: Any = None,
+    ) -> list[Job]:
+        """One job per subscription matching `topic`, all in one transaction (the caller's,
+        with `conn` / `session`): all of them or none. Returns the jobs, an empty list when
+        nothing subscribes. Each subscriber's queue wakes once, at commit."""
+        # One statement: atomic by itself, so no BEGIN/COMMIT round trips on a pool.
+        plan = topics.publish(topic, [encode_args(_mapping(args))])
+        ids = self.client.run(plan, _target(conn, session))
+        return [Job(i, False, self) for i in ids]
+
+    async def publish_async(
+        self,
+        topic: str,
+        args: Mapping[str, Any] | None = None,
+        conn: Any = None,
+        session: Any = None,
+    ) -> list[Job]:
+        plan = topics.publish(topic, [encode_args(_mapping(args))])
+        ids = await self.client.run_async(plan, _target(conn, session))
+        return [Job(i, False, self) for i in ids]
+
+    def publish_many(
+        self,
+        topic: str,
+        items: Iterable[Mapping[str, Any]],
+        conn: Any = None,
+        session: Any = None,
+    ) -> list[Job]:
+        """Publish several messages to one topic: one statement per chunk of 1,000, all or
+        nothing."""
+        encoded = [encode_args(_mapping(a)) for a in items]
+        plan = topics.publish(topic, encoded)
+        atomic = len(encoded) > topics.PUBLISH_CHUNK  # several statements: one transaction
+        ids = self.client.run(plan, _target(conn, session), atomic=atomic)
+        return [Job(i, False, self) for i in ids]
+
+    async def publish_many_async(
+        self,
+        topic: str,
+        items: Iterable[Mapping[str, Any]],
+        conn: Any = None,
+        session: Any = None,
+    ) -> list[Job]:
+        encoded = [encode_args(_mapping(a)) for a in items]
+        plan = topics.publish(topic, encoded)
+        atomic = len(encoded) > topics.PUBLISH_CHUNK
+        ids = await self.client.run_async(plan, _target(conn, session), atomic=atomic)
+        return [Job(i, False, self) for i in ids]
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Rows of the `subscriptions` view (`pgqueue topics`)."""
+        return self.client.run(topics.list_subscriptions())
+
+    async def subscriptions_async(self) -> list[dict[str, Any]]:
+        return await self.client.run_async(topics.list_subscriptions())
+
+    # --- schedules ----------------------------------------------------------------------
+
+    def periodic(
+        self,
+        task: Task[Any, Any] | str,
+        cron: str,
+        name: str | None = None,
+        args: Mapping[str, Any] | None = None,
+        tz: str = "UTC",
+        queue: str | None = None,
+        priority: int | None = None,
+        catch_up: str = "latest",
+    ) -> Schedule:
+        """Declare a schedule: a job of `task` for every slot of `cron` in time zone `tz`.
+
+        Written when a worker starts, and fired by the elected worker while at least one
+        live worker declares it (so removing it from the code stops it). Each slot makes
+        exactly one job. `name` defaults to the task's name. After a downtime `catch_up`
+        decides: "latest" runs the most recent missed slot once, "all" every missed slot
+        (the 100 most recent), "none" waits for the next slot. Nothing is written here, so
+        bad input fails at once with ValidationError.
+        """
+        task_name = _task_name(task)
+        if isinstance(task, Task):
+            task.check_arguments((), _mapping(args))
+        schedule = Schedule.build(
+            name=task_name if name is None else name,
+            task=task_name,
+            cron=cron,
+            tz=tz,
+            args=_mapping(args),
+            queue=queue,
+            priority=priority,
+            catch_up=catch_up,
+        )
+        schedules.check_unique(self.declared_schedules.values(), schedule)
+        self.declared_schedules[schedule.name] = schedule
+        return schedule
+
+    def pause_schedule(self, name: str) -> None:
+        """Stop a schedule from firing (every worker, until resumed)."""
+        self.client.run(schedules.pause(name, True))
+
+    async def pause_schedule_async(self, name: str) -> None:
+        await self.client.run_async(schedules.pause(name, True))
+
+    def resume_schedule(self, name: str) -> None:
+        """Fire a paused schedule again, from its next slot (the ones missed are skipped)."""
+        self.client.run(schedules.pause(name, False))
+
+    async def resume_schedule_async(self, name: str) -> None:
+        await self.client.run_async(schedules.pause(name, False))
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Rows of the `schedules` view (`pgqueue schedules`)."""
+        return self.client.run(schedules.list_schedules())
+
+    async def schedules_async(self) -> list[dict[str, Any]]:
+        return await self.client.run_async(schedules.list_schedules())
 
     # --- inspect and steer ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._core import workflow
@@ -99,6 +100,9 @@ class JobContext:
     queue: str
     attempt: int
     max_attempts: int
+    #: For a job a schedule made: the slot it is for (the time the cron expression named,
+    #: not when the job started), the same for every attempt. None for any other job.
+    scheduled_for: datetime | None = None
 
     # --- dependencies ---------------------------------------------------------------------
 
@@ -324,4 +328,4 @@ def current_job() -> JobContext:
         job = current.get()
     except LookupError:
         raise LookupError("current_job() is only available inside a running task") from None
-    return JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts)
+    return JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts, job.scheduled_for)

@@ -4,7 +4,7 @@ and handing it to the Client. Nothing here talks to the database itself."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
@@ -16,6 +16,7 @@ from ._core.enqueue import enqueue_many, enqueue_one
 from ._core.plan import Plan
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
 from ._core.spec import JobSpec
+from ._core.topics import check_pattern
 from ._core.validate import check_int, check_name, check_seconds, encode_args
 from ._tracing import current_context
 from .errors import UnknownTask, ValidationError
@@ -126,6 +127,7 @@ class Task(Generic[P, R]):
         timeout: float | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         fail_on: tuple[type[BaseException], ...] = (),
+        topics: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.fn = fn
@@ -143,6 +145,10 @@ class Task(Generic[P, R]):
             raise ValidationError(f"fail_on takes exception classes, not {fail_on!r}")
         #: Exceptions that fail a job at once, never retried (a declined card, a deleted row).
         self.fail_on = tuple(fail_on)
+        if isinstance(topics, str):
+            topics = (topics,)
+        #: Topic patterns this task subscribes to, written when a worker that has it starts.
+        self.topics = tuple(check_pattern(t) for t in topics)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._accepted_names: set[frozenset[str]] = set()

@@ -64,6 +64,11 @@ class JobInfo:
     #: The trace context of the enqueuing request (OpenTelemetry carrier: `traceparent`,
     #: maybe `tracestate`), when it was traced.
     trace: dict[str, str] | None = None
+    #: The topic a publish made this job for, else None.
+    topic: str | None = None
+    #: The schedule that made this job, and the slot it is for, else None.
+    schedule: str | None = None
+    scheduled_for: datetime | None = None
 
     @property
     def last_error(self) -> dict[str, Any] | None:

@@ -97,7 +97,8 @@ def test_worker_command_bad_app_path(dsn: str) -> None:
 
 
 USER_JOBS = "SELECT count(*) FROM pgqueue.jobs"
-DEMO_JOBS = "SELECT count(*) FROM pgqueue_demo.jobs"
+#: Jobs the demo enqueued and published (its schedule adds one per slot while it runs).
+DEMO_JOBS = "SELECT count(*) FROM pgqueue_demo.jobs WHERE schedule IS NULL"
 DEMO_LIVE_WORKERS = "SELECT count(*) FROM pgqueue_demo.workers WHERE stopped_at IS NULL"
 
 
@@ -116,10 +117,25 @@ def test_demo_runs_every_kind_of_job_in_its_own_schema(dsn: str, db: Any) -> Non
     assert "final" in result.output
     assert "--schema pgqueue_demo" in result.stdout  # the next steps point at its schema
     assert _scalar(db, USER_JOBS) == 0  # the user's schema: untouched
-    counts = dict(db.execute("SELECT state, count(*) FROM pgqueue_demo.jobs GROUP BY 1").fetchall())
-    # 5 quick + 3 scheduled emails, 4 reports, 6 webhooks complete; the card charge fails;
-    # the workflow: the export, its 8 pages and the notification that waits for it.
-    assert counts == {"completed": 28, "failed": 1}
+    counts = dict(
+        db.execute(
+            "SELECT state, count(*) FROM pgqueue_demo.jobs WHERE schedule IS NULL GROUP BY 1"
+        ).fetchall()
+    )
+    # 5 quick + 3 scheduled emails, 4 reports, 6 webhooks, 3 orders published to two
+    # subscribers, and the workflow (the export, its 8 pages and the notification that waits
+    # for it) complete; the card charge fails.
+    assert counts == {"completed": 34, "failed": 1}
+    published = db.execute(
+        "SELECT task, count(*) FROM pgqueue_demo.job_status WHERE topic = 'orders.created'"
+        " GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert published == [("demo.audit", 3), ("demo.ship_order", 3)]
+    ticks = db.execute(
+        "SELECT count(*), count(DISTINCT scheduled_for) FROM pgqueue_demo.job_status"
+        " WHERE schedule = 'demo.every-3s'"
+    ).fetchone()
+    assert ticks is not None and ticks[0] == ticks[1] >= 1  # the schedule fired, once a slot
     retried = db.execute("SELECT count(*) FROM pgqueue_demo.jobs WHERE attempt > 1").fetchone()
     assert retried is not None and retried[0] >= 4
 
@@ -144,7 +160,8 @@ def test_demo_says_where_its_embedded_server_is(
     where = f"pgqueue demo: schema pgqueue_demo of an embedded PostgreSQL in {data_dir}"
     assert result.stdout.splitlines()[0] == where, result.stdout
     assert "--keep-running" in result.stdout  # how to look around afterwards
-    assert (_scalar(db, USER_JOBS), _scalar(db, DEMO_JOBS)) == (0, 25)  # 15, and the workflow's 10
+    # 21 jobs, and the workflow's 10 (an export, its 8 pages, a notification).
+    assert (_scalar(db, USER_JOBS), _scalar(db, DEMO_JOBS)) == (0, 31)
 
     waited: list[bool] = []
     monkeypatch.setattr(demo_module, "_wait_for_stop", lambda stop, worker: waited.append(True))
@@ -176,7 +193,7 @@ def test_demo_keep_running_until_sigterm(dsn: str, db: Any, tmp_path: Path) -> N
     try:
         wait_until(lambda: "Ctrl-C" in output.read_text() or proc.poll() is not None, 90, "demo")
         assert proc.poll() is None, output.read_text()
-        assert _scalar(db, DEMO_JOBS + " WHERE finished_at IS NULL") == 0
+        assert _scalar(db, DEMO_JOBS + " AND finished_at IS NULL") == 0
         assert _scalar(db, DEMO_LIVE_WORKERS) == 1
         # The worker still works: a job enqueued now is done.
         with pgqueue.App(dsn, schema="pgqueue_demo") as later:

@@ -4,6 +4,7 @@ an injected clock drives time, canned rows drive plans."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -228,3 +229,189 @@ def test_a_worker_excluding_queues_is_not_woken_by_them() -> None:
     assert worker.notifier.wants("mail") and worker.notifier.wants("added-later")
     only = Worker(app, queues=["mail"], handle_signals=False)
     assert only.notifier.wants("mail") and not only.notifier.wants("crm")
+
+
+# --- the Scheduler, on a fake clock and an in-memory schedule table ----------------------
+
+
+class FakeScheduleDb:
+    """Answers the Scheduler's plans like sql/007 would: the database clock is `epoch` plus
+    the fake clock's time, and `fire_schedule` keeps its guard (only slots later than
+    `last_slot` make a job), so two schedulers on one of these behave like two leaders."""
+
+    def __init__(self, clock: FakeClock, epoch: Any) -> None:
+        self.clock = clock
+        self.epoch = epoch
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.jobs: list[tuple[str, Any]] = []
+        self.queries: list[str] = []
+
+    def now(self) -> Any:
+        from datetime import timedelta
+
+        return self.epoch + timedelta(seconds=self.clock.t)
+
+    def add(self, name: str, cron: str, tz: str = "UTC", catch_up: str = "latest") -> None:
+        self.rows[name] = {
+            "cron": cron, "tz": tz, "catch_up": catch_up, "last_slot": self.now(),
+            "next_run_at": None, "paused": False,
+        }  # fmt: skip
+
+    def answer(self, step: Any) -> Any:
+        self.queries.append(step.name)
+        if step.name == "schedule_active":
+            return [
+                (n, r["cron"], r["tz"], r["catch_up"], r["last_slot"], r["next_run_at"], self.now())
+                for n, r in sorted(self.rows.items())
+                if not r["paused"]
+            ]
+        if step.name == "db_now":
+            return [(self.now(),)]
+        if step.name == "schedule_fire":
+            row = self.rows[step.params["name"]]
+            made = []
+            for slot in step.params["slots"]:
+                if row["last_slot"] is None or slot > row["last_slot"]:
+                    self.jobs.append((step.params["name"], slot))
+                    made.append((slot, len(self.jobs)))
+                    row["last_slot"] = slot
+            row["next_run_at"] = step.params["next_run_at"]
+            return made
+        raise AssertionError(f"unexpected query {step.name}")
+
+    async def run(self, plan: Any) -> Any:
+        step = next(plan)
+        try:
+            while True:
+                step = plan.send(self.answer(step))
+        except StopIteration as done:
+            return done.value
+
+
+async def _run_until(clock: FakeClock, seconds: float) -> int:
+    """Advance the fake clock to `seconds`, waking each sleeper at its own time; returns how
+    many times a sleeper woke (a poll loop would wake often)."""
+    wakes = 0
+    while True:
+        for _ in range(10):  # let the woken service run its pass and go back to sleep
+            await asyncio.sleep(0)
+        pending = [due for due, f in clock.sleepers if not f.done()]
+        if not pending or min(pending) > seconds:
+            await clock.advance(seconds - clock.t)
+            return wakes
+        await clock.advance(max(0.0, min(pending) - clock.t))
+        wakes += 1
+
+
+def _scheduler(db: FakeScheduleDb, clock: FakeClock) -> Any:
+    from pgqueue._runtime.scheduler import Scheduler
+
+    return Scheduler(db, clock)  # type: ignore[arg-type]
+
+
+def test_scheduler_sleeps_until_the_next_slot_and_fires_each_once() -> None:
+    from datetime import datetime, timezone
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        db = FakeScheduleDb(clock, datetime(2026, 1, 1, 11, 59, 30, tzinfo=timezone.utc))
+        db.add("hourly", "0 * * * *")
+        db.add("fast", "*/10 * * * * *")
+        scheduler = _scheduler(db, clock)
+        await scheduler.start()
+        wakes = await _run_until(clock, 3 * 3600)
+        await scheduler.stop()
+        hourly = [slot for name, slot in db.jobs if name == "hourly"]
+        fast = [slot for name, slot in db.jobs if name == "fast"]
+        assert [s.hour for s in hourly] == [12, 13, 14]
+        # every 10-second slot in the three hours (the last one is due a moment after), once
+        assert len(fast) == len(set(fast)) == 3 * 360 - 1
+        assert all((b - a).total_seconds() == 10 for a, b in itertools.pairwise(fast))
+        # It woke once per slot (the 10-second one), not in a poll loop of its own.
+        assert wakes <= len(fast) + 2
+        assert db.queries.count("schedule_active") <= len(fast) + 3
+
+    asyncio.run(scenario())
+
+
+def test_scheduler_with_nothing_due_soon_sleeps_long_and_wakes_on_a_change() -> None:
+    from datetime import datetime, timezone
+
+    from pgqueue._runtime.scheduler import MAX_SLEEP
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        db = FakeScheduleDb(clock, datetime(2026, 1, 1, tzinfo=timezone.utc))
+        db.add("nightly", "0 3 * * *", "Europe/Copenhagen")
+        scheduler = _scheduler(db, clock)
+        await scheduler.start()
+        wakes = await _run_until(clock, 3600)
+        assert wakes == 3600 // MAX_SLEEP  # the safety net only: once per MAX_SLEEP
+        db.add("soon", "*/5 * * * *")  # another worker declared it...
+        scheduler.changed()  # ...and its notification arrived
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert db.rows["soon"]["next_run_at"] is not None  # read at once, not after a sleep
+        await _run_until(clock, 3600 + 301)
+        assert [name for name, _ in db.jobs] == ["soon"]
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_two_schedulers_overlapping_fire_each_slot_once() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        db = FakeScheduleDb(clock, datetime(2026, 1, 1, tzinfo=timezone.utc))
+        db.add("every-second", "* * * * * *", catch_up="all")
+        first, second = _scheduler(db, clock), _scheduler(db, clock)
+        await first.start()
+        await _run_until(clock, 20)
+        await second.start()  # a second leader before the first noticed it lost the lease
+        await _run_until(clock, 40)
+        await first.stop()  # the old leader is gone
+        await _run_until(clock, 45)
+        await second.stop()
+        await _run_until(clock, 50)  # an election gap: nobody leads
+        third = _scheduler(db, clock)
+        await third.start()  # the next leader catches up on the gap (catch_up="all")
+        await _run_until(clock, 60)
+        await third.stop()
+        slots = [slot for _, slot in db.jobs]
+        # every second from 00:00:01 to 00:00:59 (00:01:00 is due a moment after the end)
+        assert slots == [db.epoch + timedelta(seconds=i) for i in range(1, 60)]
+        assert first.fired and second.fired and third.fired
+
+    asyncio.run(scenario())
+
+
+def test_scheduler_survives_a_failing_pass() -> None:
+    from datetime import datetime, timezone
+
+    from pgqueue._runtime.scheduler import RETRY_AFTER
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        db = FakeScheduleDb(clock, datetime(2026, 1, 1, tzinfo=timezone.utc))
+        db.add("minutely", "* * * * *")
+        answer = db.answer
+        failing = [True]
+
+        def flaky(step: Any) -> Any:
+            if failing[0]:
+                raise DatabaseError("the database is away")
+            return answer(step)
+
+        db.answer = flaky  # type: ignore[method-assign]
+        scheduler = _scheduler(db, clock)
+        await scheduler.start()
+        await _run_until(clock, 10 * RETRY_AFTER)
+        assert scheduler.running and scheduler.failures >= 5
+        failing[0] = False
+        await _run_until(clock, 130)
+        assert [slot.minute for _, slot in db.jobs] == [1, 2] and scheduler.failures == 0
+        await scheduler.stop()
+
+    asyncio.run(scenario())

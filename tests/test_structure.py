@@ -136,7 +136,7 @@ def test_no_import_cycles() -> None:
 
 #: Public methods that do no I/O, so they have no async twin.
 NO_IO = {
-    App: {"task", "worker", "redact"},
+    App: {"task", "worker", "redact", "periodic"},
     Task: {"options", "check_arguments", "check_argument_names", "spec", "catalog_entry"},
     TaskCall: {"options"},
     Job: set(),

@@ -40,6 +40,8 @@ class ClaimedJob(NamedTuple):
     started: bool = True
     #: The enqueuer's trace context (OpenTelemetry carrier), when one was recorded.
     trace: dict[str, str] | None = None
+    #: The slot a schedule made this job for (`current_job().scheduled_for`), else None.
+    scheduled_for: datetime | None = None
 
     @property
     def log_extra(self) -> dict[str, Any]:

@@ -15,10 +15,10 @@ from .._core.outcome import Outcome
 from .queries import Queries
 
 #: Row layout of job_claim.sql: column 0 says claimed (true) or completed (false); columns
-#: 1-10 are ClaimedJob's fields in order; 11 and 12 the priority and run_at of a claimed
-#: row (with its id, the continuation cursor).
-_JOB = slice(1, 11)
-_PRIORITY, _RUN_AT = 11, 12
+#: 1-11 are ClaimedJob's fields in order (the last the schedule slot); 12 and 13 the priority
+#: and run_at of a claimed row (with its id, the continuation cursor).
+_JOB = slice(1, 12)
+_PRIORITY, _RUN_AT = 12, 13
 
 
 class ClaimResult(NamedTuple):

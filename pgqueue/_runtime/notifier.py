@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._core.schedules import SCHEDULES_CHANGED
 from .._db.errors import ConnectionFailed, DatabaseError
 from .._db.worker import ListenConnection, WorkerDb
 from .events import Events, ListenerRebuilt
@@ -34,6 +35,7 @@ class Notifier(Service):
         check_interval: float,
         ping: str,
         excluded: Sequence[str] | None = None,
+        schedules_changed: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -43,6 +45,8 @@ class Notifier(Service):
         self.nudge = nudge
         self.check_interval = check_interval
         self.ping = ping  # '#' cannot start a queue name
+        #: Called on the `#schedules` notification (the leader's Scheduler re-reads).
+        self.schedules_changed = schedules_changed
 
     def wants(self, queue: str) -> bool:
         """Whether a wake-up for this queue concerns this worker (its queues, or every queue
@@ -74,6 +78,9 @@ class Notifier(Service):
             async for payload in self.db.notifications(conn, self.check_interval):
                 if payload == self.ping:
                     ping_pending = False
+                elif payload == SCHEDULES_CHANGED:
+                    if self.schedules_changed is not None:
+                        self.schedules_changed()
                 elif (
                     payload in self.queues
                     if self.queues is not None

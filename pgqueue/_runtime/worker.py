@@ -19,8 +19,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .._core import catalog
+from .._core import catalog, schedules, topics
 from .._core.claiming import Ledger
+from .._core.schedules import Schedule
 from .._core.schema import check_schema
 from .._db.claim import ClaimStatement
 from .._db.errors import DatabaseError
@@ -38,6 +39,7 @@ from .leadership import Elector
 from .maintenance import Analyzer, Pruner, Rescuer
 from .notifier import Notifier
 from .producer import Producer
+from .scheduler import Scheduler
 from .service import Clock, LeaderGroup, Service
 from .settings import WorkerSettings
 
@@ -53,6 +55,9 @@ class WorkerHost(Protocol):
 
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]: ...
+
+    @property
+    def declared_schedules(self) -> Mapping[str, Schedule]: ...
 
 
 class Worker:
@@ -115,6 +120,7 @@ class Worker:
             self.clock,
         )
         self.executor.slot_freed = self.producer.slot_freed
+        self.scheduler = Scheduler(self.db, self.clock)
         self.notifier = Notifier(
             self.db,
             s.queues,
@@ -123,6 +129,7 @@ class Worker:
             excluded=s.exclude_queues,
             check_interval=s.listener_check_interval,
             ping=f"#ping {self.id}",
+            schedules_changed=self.scheduler.changed,
         )
         self.heartbeat = Heartbeat(
             self.db,
@@ -145,6 +152,7 @@ class Worker:
                 ),
                 Pruner(self.db, self.clock, self.events, interval=s.prune_interval),
                 self.analyzer,
+                self.scheduler,
             ]
         )
         self.elector = Elector(
@@ -231,6 +239,7 @@ class Worker:
             self.executor.redact_keys = await self.db.run(catalog.stored_redact_keys()) | (
                 self.app.redact_keys
             )
+            await self._declare()
             await self.analyzer.run_once()  # every worker, once: a claim planned blind is slow
             await self._warn_unknown_queues()
             log.info(
@@ -259,6 +268,23 @@ class Worker:
                 for sig in installed:
                     loop.remove_signal_handler(sig)
 
+    async def _declare(self) -> None:
+        """Write what this worker's code declares: the topics its tasks subscribe to
+        (`@app.task(topics=...)`) and its schedules (`app.periodic`), which fire only while
+        a live worker declares them. A schedule name another live worker declares for a
+        different task stops the start with ValidationError."""
+        subscriptions = [
+            topics.Subscription(pattern, task.name)
+            for task in self.app.tasks.values()
+            for pattern in task.topics
+        ]
+        if subscriptions:
+            await self.db.run(topics.subscribe(subscriptions))
+        declared = list(self.app.declared_schedules.values())
+        if declared:
+            await self.db.run(schedules.declare(declared, self.id))
+            await self.db.fetch("schedules_changed")
+
     async def _warn_unknown_queues(self) -> None:
         named = list(self.settings.queues or []) + list(self.settings.exclude_queues or [])
         if not named:
@@ -278,6 +304,8 @@ class Worker:
         await self.completer.flush_all()
         try:
             await self.heartbeat.deregister()
+            if self.app.declared_schedules:
+                await self.db.run(schedules.undeclare(self.id))
             await self.elector.resign()
         except DatabaseError as exc:  # the database may be gone: the heartbeat timeout covers it
             log.debug("could not deregister: %s", exc)

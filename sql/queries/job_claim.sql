@@ -109,7 +109,7 @@ claimed AS (
     -- `attempt` is the attempt the run will be, whether it starts now or from the buffer.
     RETURNING j.id, j.task, j.queue, j.args, j.attempt + (j.started_at IS NULL)::integer
               AS attempt, j.max_attempts, j.lease::text AS lease, j.timeout,
-              j.started_at IS NOT NULL AS started, j.trace, j.priority, j.run_at
+              j.started_at IS NOT NULL AS started, j.trace, j.scheduled_for, j.priority, j.run_at
 ),
 -- Read at COMMIT, so a transaction-local setting made during the statement decides how this
 -- one commits. Scanned (and so evaluated) whenever a row was claimed; with nothing claimed
@@ -133,12 +133,12 @@ commit_mode AS (
 -- own values, which the claim does not change.
 --
 -- `started` says whether the claim recorded the start; `trace` is the enqueuer's trace
--- context, NULL unless one was recorded.
+-- context, NULL unless one was recorded; `scheduled_for` the slot of a schedule's job.
 SELECT true AS claimed, claimed.*
   FROM claimed CROSS JOIN commit_mode
 UNION ALL
 SELECT false, id, NULL::text, NULL::text, NULL::jsonb, NULL::integer, NULL::integer,
-       NULL::text, NULL::double precision, NULL::boolean, NULL::jsonb, NULL::integer,
-       NULL::timestamptz
+       NULL::text, NULL::double precision, NULL::boolean, NULL::jsonb, NULL::timestamptz,
+       NULL::integer, NULL::timestamptz
   FROM done, LATERAL (SELECT pg_notify(%(done_channel)s, '')) AS wake
  ORDER BY claimed DESC, priority DESC, run_at, id

@@ -216,6 +216,8 @@ class DjangoWorkerHost:
         self.client = Client(self.database, self.queries)
         self.redact_keys = redact_keys_from_env()
         self.tasks = DjangoTasks(self, backend)
+        #: Django's tasks framework has no schedules: a Django worker declares none.
+        self.declared_schedules: Mapping[str, Any] = {}
 
     def close(self) -> None:
         self.client.close()

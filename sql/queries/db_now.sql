@@ -1,0 +1,2 @@
+-- The database's clock: all times are the database's.
+SELECT now()
