@@ -70,7 +70,6 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
         "avail",
         "run",
         "retry",
-        "wait",
         "done",
         "failed",
         "cancel",
@@ -83,18 +82,23 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
         name = escape(s.queue) + (" [yellow](paused)[/]" if s.paused else "")
         table.add_row(
             name,
-            str(s.scheduled),
+            # Workflow jobs waiting for their dependencies: not claimable yet, like scheduled.
+            f"{s.scheduled} [dim]+{s.waiting}w[/]" if s.waiting else str(s.scheduled),
             str(s.available),
             # Claimed ahead into a worker's buffer, not started: after the running count.
             f"{s.running} [dim]+{s.claimed}[/]" if s.claimed else str(s.running),
             str(s.retrying),
-            str(s.waiting),
             f"[green]{s.completed}[/]",
             f"[red]{s.failed}[/]" if s.failed else "0",
             str(s.cancelled),
             f"{s.lag_seconds:.1f}s",
             str(s.completed_last_minute),
             str(s.failed_last_hour),
+        )
+    if any(st.waiting for st in stats) or any(st.claimed for st in stats):
+        table.caption = (
+            "sched +Nw: N workflow jobs waiting for what they depend on;"
+            " run +N: N claimed into a worker's buffer, not started"
         )
     return table
 
