@@ -3,7 +3,7 @@
 `python tests/django_venvs.py` (run by `.ci/run`) makes each venv under `.venvs/` with its
 pinned Django and this checkout installed (editable, so a venv built once stays current); a
 venv whose pins and pyproject.toml are unchanged is kept. The Python for each comes from
-pyenv, or from PATH (`python3.12`, `python3.10`). It exits non-zero, naming the venv, when
+pyenv, or from PATH (`python3.12`, `python3.11`). It exits non-zero, naming the venv, when
 one cannot be built.
 """
 
@@ -23,7 +23,7 @@ HOME = ROOT / ".venvs"
 #: `django.tasks` from the backport, tested on the oldest Python pgqueue supports.
 VENVS: dict[str, tuple[str, tuple[str, ...]]] = {
     "django6-py312": ("3.12", ("Django>=6.1,<6.2",)),
-    "django52-py310": ("3.10", ("Django>=5.2,<5.3", "django-tasks>=0.12,<0.13")),
+    "django52-py311": ("3.11", ("Django>=5.2,<5.3", "django-tasks>=0.12,<0.13")),
 }
 
 

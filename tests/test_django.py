@@ -2,7 +2,7 @@
 
 Django 6 needs Python 3.12, so the tests run a throwaway project (`tests/django_project`)
 under interpreters of their own: `.venvs/django6-py312` (Django 6.1) and
-`.venvs/django52-py310` (Django 5.2 LTS with the `django-tasks` backport, on the oldest
+`.venvs/django52-py311` (Django 5.2 LTS with the `django-tasks` backport, on the oldest
 Python pgqueue supports), built by `.ci/run` (or `python tests/django_venvs.py`). For each,
 on a fresh empty database: `manage.py migrate` creates the schema, then `check.py` runs the
 scenarios through the public `django.tasks` API, starting real `manage.py pgqueue_worker
