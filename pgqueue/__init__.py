@@ -23,7 +23,7 @@ from .errors import (
     UnknownTask,
     ValidationError,
 )
-from .types import JobInfo, JobState, QueueStats
+from .types import JobInfo, JobState, QueueLimit, QueueSettings, QueueStats
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,8 @@ __all__ = [
     "JsonFormatter",
     "PgQueueError",
     "QueueFull",
+    "QueueLimit",
+    "QueueSettings",
     "QueueStats",
     "Retry",
     "RetryPolicy",

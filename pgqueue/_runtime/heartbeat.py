@@ -35,6 +35,7 @@ class Heartbeat(PeriodicService):
         concurrency: int,
         interval: float,
         timeout: float,
+        exclude_queues: Sequence[str] | None = None,
     ) -> None:
         super().__init__(clock)
         self.db = db
@@ -47,6 +48,7 @@ class Heartbeat(PeriodicService):
             "queues": list(queues) if queues else None,
             "concurrency": concurrency,
             "heartbeat_timeout": timeout,
+            "exclude_queues": list(exclude_queues) if exclude_queues else None,
         }
 
     async def register(self) -> None:

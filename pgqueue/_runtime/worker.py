@@ -35,7 +35,7 @@ from .events import Events, Stats
 from .executor import Executor
 from .heartbeat import CancelWatcher, Heartbeat, QueueSampler
 from .leadership import Elector
-from .maintenance import Analyzer, Pruner, Rescuer
+from .maintenance import FLOW_INTERVAL, Analyzer, FlowKeeper, Pruner, Rescuer
 from .notifier import Notifier
 from .producer import Producer
 from .service import Clock, LeaderGroup, Service
@@ -130,6 +130,7 @@ class Worker:
             concurrency=s.concurrency,
             interval=s.heartbeat_interval,
             timeout=s.heartbeat_timeout,
+            exclude_queues=s.exclude_queues,
         )
         self.analyzer = Analyzer(self.db, self.clock, interval=s.prune_interval)
         self.maintenance = LeaderGroup(
@@ -143,6 +144,12 @@ class Worker:
                 ),
                 Pruner(self.db, self.clock, self.events, interval=s.prune_interval),
                 self.analyzer,
+                FlowKeeper(
+                    self.db,
+                    self.clock,
+                    self.events,
+                    interval=min(FLOW_INTERVAL, s.heartbeat_interval),
+                ),
             ]
         )
         self.elector = Elector(

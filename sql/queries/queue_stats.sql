@@ -1,4 +1,5 @@
 SELECT queue, scheduled, available, running, retrying, completed, failed, cancelled,
-       lag_seconds, failed_last_hour, completed_last_minute, paused
+       lag_seconds, failed_last_hour, completed_last_minute, paused, depth, max_depth,
+       live_workers
   FROM {schema}.queue_stats
  ORDER BY queue
