@@ -22,7 +22,7 @@ from ._output import (
     json_errors_enabled,
 )
 from ._retry_cancel import cancel, retry
-from ._steer import demo, migrate, pause, prune, resume
+from ._steer import demo, migrate, pause, prune, queue, resume
 from ._worker_cmd import worker_command
 
 
@@ -88,6 +88,7 @@ app.command()(tasks)
 app.command()(jobs)
 app.command()(pause)
 app.command()(resume)
+app.command()(queue)
 app.command()(prune)
 app.command()(top)
 app.command()(job)

@@ -21,7 +21,14 @@ from rich.text import Text
 
 import pgqueue
 
-from ._tables import failures_table, queue_table, sparkline, status_warnings, workers_table
+from ._tables import (
+    failures_table,
+    limits_table,
+    queue_table,
+    sparkline,
+    status_warnings,
+    workers_table,
+)
 
 #: The sparkline covers 5 minutes in 10-second buckets.
 BUCKET_SECONDS, BUCKETS = 10.0, 30
@@ -68,6 +75,9 @@ def render(app: pgqueue.App, *, expand: bool = True) -> RenderableType:
         ),
         workers_table(app.workers()),
     ]
+    limits = app.queue_limits()
+    if limits:
+        parts.insert(2, limits_table(limits))
     for line in status_warnings(stats, stuck, stuck_count):
         parts.append(Text.from_markup(f"[bold yellow]warning:[/] {line}"))
     failures = app.recent_failures(8)

@@ -398,6 +398,7 @@ class App:
         older_than: float | None = None,
         newer_than: float | None = None,
         limit: int = 50,
+        group_key: str | None = None,
     ) -> list[dict[str, Any]]:
         """Jobs from the `job_status` view, newest first; every filter is optional."""
         return self.client.run(
@@ -408,6 +409,7 @@ class App:
                 older_than=older_than,
                 newer_than=newer_than,
                 limit=limit,
+                group_key=group_key,
             )
         )
 
@@ -420,6 +422,7 @@ class App:
         older_than: float | None = None,
         newer_than: float | None = None,
         limit: int = 50,
+        group_key: str | None = None,
     ) -> list[dict[str, Any]]:
         return await self.client.run_async(
             admin.list_jobs(
@@ -429,6 +432,7 @@ class App:
                 older_than=older_than,
                 newer_than=newer_than,
                 limit=limit,
+                group_key=group_key,
             )
         )
 

@@ -55,6 +55,10 @@ class JobInfo:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None
+    #: The tenant / customer / API key the job belongs to (group limits, fairness).
+    group_key: str | None = None
+    #: Not started by then: cancelled as expired.
+    expires_at: datetime | None = None
 
     @property
     def last_error(self) -> dict[str, Any] | None:
