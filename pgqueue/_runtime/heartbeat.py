@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
-from .._core import admin
+from .._core import admin, flow
 from .._db.worker import WorkerDb
-from ..types import QueueStats
+from ..types import QueueLimit, QueueStats
 from .executor import Executor
 from .service import Clock, PeriodicService
 
@@ -85,7 +85,8 @@ class CancelWatcher(PeriodicService):
 
 
 class QueueSampler(PeriodicService):
-    """Queue depths and lag for the metrics endpoint."""
+    """Queue depths and lag for the metrics endpoint; with `publish_flow`, the limits with
+    their use (queue_limits) and the enqueues refused with QueueFull."""
 
     name = "queue-sampler"
 
@@ -96,11 +97,16 @@ class QueueSampler(PeriodicService):
         publish: Callable[[list[QueueStats]], None],
         *,
         interval: float,
+        publish_flow: Callable[[list[QueueLimit], int], None] | None = None,
     ) -> None:
         super().__init__(clock)
         self.db = db
         self.publish = publish
+        self.publish_flow = publish_flow
         self.interval = interval
 
     async def run_once(self) -> None:
         self.publish(await self.db.run(admin.queue_stats()))
+        if self.publish_flow is not None:
+            limits = await self.db.run(flow.limits())
+            self.publish_flow(limits, await self.db.run(flow.rejected()))

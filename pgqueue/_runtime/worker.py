@@ -220,7 +220,11 @@ class Worker:
             self.events.subscribe(self.metrics)
             self.services.append(
                 QueueSampler(
-                    self.db, self.clock, self.metrics.queues, interval=s.heartbeat_interval
+                    self.db,
+                    self.clock,
+                    self.metrics.queues,
+                    interval=s.heartbeat_interval,
+                    publish_flow=self.metrics.flow,
                 )
             )
         try:
