@@ -16,9 +16,8 @@ import pgqueue
 app = pgqueue.App()  # PGQUEUE_DSN, set by the test
 _local = threading.local()
 
-LEDGER = """CREATE TABLE flow_ledger (
-    job_id bigint NOT NULL, attempt int NOT NULL, grp text, pid int NOT NULL,
-    started timestamptz NOT NULL, ended timestamptz)"""
+# The ledger table (created by the test): flow_ledger (job_id, attempt, grp, pid, started,
+# ended).
 
 
 def _conn() -> psycopg.Connection[tuple[object, ...]]:
