@@ -117,8 +117,11 @@ def test_demo_runs_every_kind_of_job_in_its_own_schema(dsn: str, db: Any) -> Non
     assert "--schema pgqueue_demo" in result.stdout  # the next steps point at its schema
     assert _scalar(db, USER_JOBS) == 0  # the user's schema: untouched
     counts = dict(db.execute("SELECT state, count(*) FROM pgqueue_demo.jobs GROUP BY 1").fetchall())
-    # 5 quick + 3 scheduled emails, 4 reports, 6 webhooks complete; the card charge fails.
-    assert counts == {"completed": 18, "failed": 1}
+    # 5 quick + 3 scheduled emails, 4 reports, 6 webhooks and 24 + 3 x 3 exports on the
+    # rate-limited fair queue complete; the card charge fails.
+    assert counts == {"completed": 51, "failed": 1}
+    assert "exports (fair, 20/s, 4/s per customer)" in result.stdout
+    assert _scalar(db, "SELECT count(*) FROM pgqueue_demo.queues WHERE limited") == 1
     retried = db.execute("SELECT count(*) FROM pgqueue_demo.jobs WHERE attempt > 1").fetchone()
     assert retried is not None and retried[0] >= 4
 
@@ -143,7 +146,7 @@ def test_demo_says_where_its_embedded_server_is(
     where = f"pgqueue demo: schema pgqueue_demo of an embedded PostgreSQL in {data_dir}"
     assert result.stdout.splitlines()[0] == where, result.stdout
     assert "--keep-running" in result.stdout  # how to look around afterwards
-    assert (_scalar(db, USER_JOBS), _scalar(db, DEMO_JOBS)) == (0, 15)
+    assert (_scalar(db, USER_JOBS), _scalar(db, DEMO_JOBS)) == (0, 48)  # 15 + the 33 exports
 
     waited: list[bool] = []
     monkeypatch.setattr(demo_module, "_wait_for_stop", lambda stop, worker: waited.append(True))
