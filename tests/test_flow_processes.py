@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 import pgqueue
 from cli.main import app as cli
-from tests.helpers import WorkerProcess, spawn_worker, wait_until
+from tests.helpers import ROOT, WorkerProcess, spawn_worker, wait_until
 
 WORKER = "tests.apps.flow:app"
 #: tests/apps/flow.py's ledger (not imported here: its App reads PGQUEUE_DSN at import).
@@ -45,7 +46,7 @@ def _peak(db: Any, where: str = "true") -> int:
               SELECT sum(d) OVER (ORDER BY at, d) AS n FROM (
                 SELECT started AS at, 1 AS d FROM flow_ledger WHERE {where}
                 UNION ALL
-                SELECT coalesce(ended, 'infinity'), -1 FROM flow_ledger WHERE {where}) e) s"""
+                SELECT coalesce(ended, 'infinity'), -1 FROM flow_ledger WHERE {where}) e) s"""  # noqa: S608
     ).fetchone()
     return int(row[0])
 
@@ -61,7 +62,7 @@ def _max_starts(db: Any, column: str, table: str, window: float, where: str = "t
         f"""SELECT coalesce(max(n), 0) FROM (
               SELECT count(*) OVER (ORDER BY {column}
                                     RANGE BETWEEN CURRENT ROW AND %s FOLLOWING) AS n
-                FROM {table} WHERE {column} IS NOT NULL AND {where}) s""",
+                FROM {table} WHERE {column} IS NOT NULL AND {where}) s""",  # noqa: S608
         [timedelta(seconds=window)],
     ).fetchone()
     return int(row[0])
@@ -180,7 +181,7 @@ def test_a_settings_change_takes_effect_within_a_second(dsn: str, db: Any) -> No
         changed = db.execute("SELECT clock_timestamp()").fetchone()[0]
         app.configure_queue("flow", concurrency=6)
         wait_until(
-            lambda: _peak(db, "ended IS NULL OR ended > %s" % _lit(changed)) >= 5,
+            lambda: _peak(db, f"ended IS NULL OR ended > {_lit(changed)}") >= 5,
             10,
             "more runs at once",
         )
@@ -254,3 +255,28 @@ def test_pgqueue_jobs_filters_by_group(dsn: str) -> None:
     assert result.exit_code == 0, result.output
     assert '"acme"' in result.stdout and '"other"' not in result.stdout
     assert os.environ.get("PGQUEUE_DSN") != "x"
+
+
+@pytest.mark.slow
+def test_the_docs_example_runs(dsn: str) -> None:
+    """docs/examples/per_customer_api.py, as the guide tells a reader to run it."""
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "docs/examples/per_customer_api.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "most calls in flight for one customer: 2 (limit 2)" in proc.stdout
+    lines = dict(
+        line.split(": last export at +")
+        for line in proc.stdout.splitlines()
+        if "last export" in line
+    )
+    assert float(lines["big-customer".rjust(13)].rstrip(" s")) > max(
+        float(v.rstrip(" s")) for k, v in lines.items() if "big" not in k
+    )
