@@ -523,15 +523,33 @@ BEGIN
       FROM queues AS q
      WHERE q.name = ANY(p_queues) AND q.limited AND NOT q.paused;
 
+    IF cardinality(v_queues) = 0 THEN
+        RETURN;
+    END IF;
+    -- The serialization point: until this transaction commits, no other claim of these
+    -- queues runs, and the statements below take fresh snapshots that see every earlier
+    -- one. Locked in name order, all at once, so two claimers never deadlock; then served
+    -- from a random starting point, so no limited queue keeps another from being claimed.
+    SELECT count(*) INTO v_taken FROM (
+        SELECT 1 FROM queue_flow AS f
+         WHERE f.queue = ANY (ARRAY(SELECT (x).name FROM unnest(v_queues) AS x))
+         ORDER BY f.queue
+           FOR UPDATE) AS locked;
+    IF v_taken < cardinality(v_queues) THEN
+        INSERT INTO queue_flow (queue)
+        SELECT (x).name FROM unnest(v_queues) AS x ORDER BY 1
+        ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM queue_flow AS f
+         WHERE f.queue = ANY (ARRAY(SELECT (x).name FROM unnest(v_queues) AS x))
+         ORDER BY f.queue
+           FOR UPDATE;
+    END IF;
+    v_taken := floor(random() * cardinality(v_queues))::integer;
+    v_queues := v_queues[v_taken + 1:] || v_queues[1:v_taken];
+
     FOREACH v_q IN ARRAY v_queues LOOP
         EXIT WHEN v_left <= 0;
-        -- The serialization point: until this transaction commits, no other claim of this
-        -- queue runs; the statements below take fresh snapshots that see every earlier one.
-        SELECT * INTO v_flow FROM queue_flow AS f WHERE f.queue = v_q.name FOR UPDATE;
-        IF NOT FOUND THEN
-            INSERT INTO queue_flow (queue) VALUES (v_q.name) ON CONFLICT DO NOTHING;
-            SELECT * INTO v_flow FROM queue_flow AS f WHERE f.queue = v_q.name FOR UPDATE;
-        END IF;
+        SELECT * INTO v_flow FROM queue_flow AS f WHERE f.queue = v_q.name;
         v_now := clock_timestamp();
         v_cap := v_left;
         v_holds := v_q.concurrency IS NOT NULL OR v_q.group_concurrency IS NOT NULL;
