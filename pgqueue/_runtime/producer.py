@@ -104,10 +104,15 @@ class Producer:
         self._flow_nudged = False
         self.flow_wait: float | None = None
         self.flow_more = False
+        #: The plain claim of a worker that also serves limited queues came back short: it
+        #: is not repeated with every limited claim, only after a wake-up or the poll timer
+        #: (walking past a limited queue's backlog in the claim index is not free).
+        self.plain_dry = False
 
     def nudge(self) -> None:
         """Something may be claimable now (a NOTIFY, a reconnect): claim without waiting."""
         self._flow_nudged = True  # a queue's settings may have changed (configure_queue)
+        self.plain_dry = False
         self.wakeup.nudge()
 
     def stop(self) -> None:
@@ -172,6 +177,7 @@ class Producer:
                     continue  # the next turn claims again, or sleeps if there is no room
             if await wakeup.sleep(self._sleep_seconds()) and not self.stopping:
                 wakeup.maybe_more = True  # poll timer fired
+                self.plain_dry = False
 
     def _sleep_seconds(self) -> float:
         """The poll interval, or less when a limit said when it permits the next start: a
@@ -253,8 +259,10 @@ class Producer:
             jobs = result.jobs
             self.flow_wait = result.wait
             self.flow_more = result.wait == 0 or len(jobs) == free
-        if self.route.plain is not None and len(jobs) < limit:
-            jobs += await self._claim_plain(limit - len(jobs), suspects=suspects)
+        if self.route.plain is not None and len(jobs) < limit and not self.plain_dry:
+            plain = await self._claim_plain(limit - len(jobs), suspects=suspects)
+            self.plain_dry = len(plain) < limit - len(jobs)
+            jobs += plain
         return jobs
 
     async def _claim_plain(self, limit: int, *, suspects: bool = False) -> list[ClaimedJob]:
