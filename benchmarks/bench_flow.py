@@ -224,24 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
     results: dict[str, list[dict[str, Any]]] = {}
+
+    def report(name: str, row: dict[str, Any]) -> None:
+        results.setdefault(name, []).append(row)
+        print(name, json.dumps(row, default=str), flush=True)
+
     if args.only in (None, "fairness"):
-        results["fairness"] = [
-            fairness_run(args.dsn, fair, args.big, args.groups, args.small)
-            for _ in range(args.repeats)
-            for fair in (False, True)
-        ]
+        for _ in range(args.repeats):
+            for fair in (False, True):
+                report("fairness", fairness_run(args.dsn, fair, args.big, args.groups, args.small))
     if args.only in (None, "rate"):
-        results["rate"] = [rate_run(args.dsn, args.rate_seconds)]
+        report("rate", rate_run(args.dsn, args.rate_seconds))
     if args.only in (None, "concurrency"):
-        results["concurrency"] = [
-            drain_run(args.dsn, args.drain, limited)
-            for _ in range(args.repeats)
-            for limited in (False, True)
-        ]
-    for name, rows in results.items():
-        print(f"## {name}")
-        for row in rows:
-            print(json.dumps(row, default=str))
+        for _ in range(args.repeats):
+            for limited in (False, True):
+                report("concurrency", drain_run(args.dsn, args.drain, limited))
     if "concurrency" in results:
         rows = results["concurrency"]
         plain = statistics.median(r["jobs_per_s"] for r in rows if r["variant"] == "no limit")

@@ -319,6 +319,7 @@ DECLARE
     v_g         text;
     v_start     text;
     v_wrapped   boolean;
+    v_passed    boolean;
     v_visits    integer;
     v_keys      text[];
     v_allow     integer[];
@@ -353,6 +354,7 @@ BEGIN
         v_start := p_cursor;
         v_g := p_cursor;
         v_wrapped := p_cursor IS NULL;
+        v_passed := p_cursor IS NULL;
         v_visits := 0;
         LOOP
             EXIT WHEN cardinality(v_keys) >= v_need OR v_visits >= greatest(4 * p_cap, 64);
@@ -364,6 +366,7 @@ BEGIN
              ORDER BY j.group_key
              LIMIT 1;
             IF NOT FOUND THEN
+                v_passed := true;
                 EXIT WHEN v_wrapped;
                 v_wrapped := true;
                 v_g := NULL;
@@ -399,11 +402,19 @@ BEGIN
             p_cursor := v_g;
         END LOOP;
 
-        -- Jobs without a group: one group more, with no group limits.
-        v_null_head := EXISTS (
-            SELECT 1 FROM jobs AS j
-             WHERE j.queue = p_queue AND j.priority = v_level AND j.group_key IS NULL
-               AND j.state IN ('scheduled', 'available', 'retrying') AND j.run_at <= now());
+        -- Jobs without a group: one group more, with no group limits. No index finds them
+        -- apart (jobs_claim_group_idx holds grouped jobs only, so that ungrouped jobs of
+        -- plain queues pay nothing for it), so they are looked for near the head of the
+        -- queue's claim order only: a bounded read, never a walk over a grouped backlog.
+        -- Their turn is at the start of the rotation: a claim whose walk passed it looks.
+        v_null_head := (v_passed OR cardinality(v_keys) < v_need) AND EXISTS (
+            SELECT 1 FROM (SELECT j.group_key FROM jobs AS j
+                            WHERE j.queue = p_queue AND j.priority = v_level
+                              AND j.state IN ('scheduled', 'available', 'retrying')
+                              AND j.run_at <= now()
+                            ORDER BY j.priority DESC, j.run_at, j.id
+                            LIMIT 4 * p_cap + 16) AS head
+             WHERE head.group_key IS NULL);
         CONTINUE WHEN cardinality(v_keys) = 0 AND NOT v_null_head;
 
         -- Each group's share of this claim; more remain for the next one (o_more).
@@ -431,15 +442,20 @@ BEGIN
                         LIMIT least(g.allow, v_share)) AS h
                 UNION ALL
                 SELECT n.id, NULL, n.run_at, n.rn, 0, v_share
-                  FROM (SELECT j.id, j.run_at, row_number() OVER (ORDER BY j.run_at, j.id) AS rn
-                          FROM jobs AS j
-                         WHERE v_null_head AND j.queue = p_queue AND j.priority = v_level
-                           AND j.group_key IS NULL
-                           AND j.state IN ('scheduled', 'available', 'retrying')
-                           AND j.run_at <= now()
-                           AND (j.expires_at IS NULL OR j.expires_at > now())
-                           AND (j.rescue_count >= p_quarantine) = p_suspects
-                         ORDER BY j.run_at, j.id
+                  FROM (SELECT h.id, h.run_at, row_number() OVER (ORDER BY h.run_at, h.id) AS rn
+                          FROM (SELECT j.id, j.run_at, j.group_key, j.expires_at,
+                                       j.rescue_count
+                                  FROM jobs AS j
+                                 WHERE v_null_head AND j.queue = p_queue
+                                   AND j.priority = v_level
+                                   AND j.state IN ('scheduled', 'available', 'retrying')
+                                   AND j.run_at <= now()
+                                 ORDER BY j.priority DESC, j.run_at, j.id
+                                 LIMIT 4 * p_cap + 16) AS h
+                         WHERE h.group_key IS NULL
+                           AND (h.expires_at IS NULL OR h.expires_at > now())
+                           AND (h.rescue_count >= p_quarantine) = p_suspects
+                         ORDER BY h.run_at, h.id
                          LIMIT v_share) AS n) AS c;
         -- Fair: round r of every group before round r + 1; FIFO otherwise. Then the cap.
         IF cardinality(v_ids) > v_need THEN

@@ -246,7 +246,7 @@ class _FlowDb:
     async def fetch(self, name: str, params: Any = None) -> list[Any]:
         assert name == "queue_flow_settings"
         self.fetches += 1
-        return [(q,) for q in self.limited]
+        return [(q, True) for q in self.limited]
 
     async def claim_limited(self, statement: Any, limit: int, done: Any, *, suspects: bool) -> Any:
         from pgqueue._core.claiming import ClaimedJob

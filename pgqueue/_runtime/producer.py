@@ -99,20 +99,23 @@ class Producer:
         #: what the last limited claim said (seconds until a limit permits a start; whether
         #: it got all it asked for).
         self.limited: frozenset[str] = frozenset()
+        #: Of those, the queues with a concurrency or rate limit (not only `fair`).
+        self.counted: frozenset[str] = frozenset()
         self.route = Route(statement, None)
         self._flow_checked = -FLOW_CHECK_INTERVAL
         self._flow_nudged = False
         self.flow_wait: float | None = None
         self.flow_more = False
-        #: The plain claim of a worker that also serves limited queues came back short: it
-        #: is not repeated with every limited claim, only after a wake-up or the poll timer
-        #: (walking past a limited queue's backlog in the claim index is not free).
-        self.plain_dry = False
+        #: Until when the plain claim of a worker that also serves limited queues is not
+        #: repeated with every limited claim, because it came back short: a wake-up, the
+        #: poll timer, or at most a poll interval (a second at most) ends it (walking past a
+        #: limited queue's backlog in the claim index is not free).
+        self.plain_dry_until = 0.0
 
     def nudge(self) -> None:
         """Something may be claimable now (a NOTIFY, a reconnect): claim without waiting."""
         self._flow_nudged = True  # a queue's settings may have changed (configure_queue)
-        self.plain_dry = False
+        self.plain_dry_until = 0.0
         self.wakeup.nudge()
 
     def stop(self) -> None:
@@ -131,10 +134,16 @@ class Producer:
         """What a claim may ask for: slots plus prefetch; only the free slots when every
         queue this worker serves is limited (a limited job is claimed only to start)."""
         room = self.ledger.room()
-        if self.route.plain is None:
+        if self.route.plain is None and not self._prefetch_limited():
             ledger = self.ledger
             room = min(room, ledger.concurrency - len(ledger.running) - len(ledger.buffer))
         return room
+
+    def _prefetch_limited(self) -> bool:
+        """Whether the limited claim may claim ahead of free slots: only when no queue it
+        serves has a concurrency or rate limit (a fair queue alone is not counted)."""
+        limited = self.route.limited
+        return limited is not None and not any(q in self.counted for q in limited.queues)
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -177,7 +186,7 @@ class Producer:
                     continue  # the next turn claims again, or sleeps if there is no room
             if await wakeup.sleep(self._sleep_seconds()) and not self.stopping:
                 wakeup.maybe_more = True  # poll timer fired
-                self.plain_dry = False
+                self.plain_dry_until = 0.0
 
     def _sleep_seconds(self) -> float:
         """The poll interval, or less when a limit said when it permits the next start: a
@@ -222,9 +231,12 @@ class Producer:
             return
         self._flow_checked = now
         self._flow_nudged = False
-        limited = frozenset(row[0] for row in await self.db.fetch("queue_flow_settings"))
-        if limited != self.limited:
+        rows = await self.db.fetch("queue_flow_settings")
+        limited = frozenset(row[0] for row in rows)
+        counted = frozenset(row[0] for row in rows if row[1])
+        if limited != self.limited or counted != self.counted:
             self.limited = limited
+            self.counted = counted
             self.route = route(self.statement, limited)
             self.cursor.reset()  # the plain claim's selection changed
             self.flow_wait = None
@@ -238,7 +250,11 @@ class Producer:
         if limited is None:
             return await self._claim_plain(limit, suspects=suspects)
         ledger = self.ledger
-        free = min(limit, ledger.concurrency - len(ledger.running) - len(ledger.buffer))
+        free = (
+            limit
+            if self._prefetch_limited()
+            else min(limit, ledger.concurrency - len(ledger.running) - len(ledger.buffer))
+        )
         jobs: list[ClaimedJob] = []
         self.flow_more = False
         self.flow_wait = None
@@ -259,9 +275,11 @@ class Producer:
             jobs = result.jobs
             self.flow_wait = result.wait
             self.flow_more = result.wait == 0 or len(jobs) == free
-        if self.route.plain is not None and len(jobs) < limit and not self.plain_dry:
+        now = self.clock.now()
+        if self.route.plain is not None and len(jobs) < limit and now >= self.plain_dry_until:
             plain = await self._claim_plain(limit - len(jobs), suspects=suspects)
-            self.plain_dry = len(plain) < limit - len(jobs)
+            if not suspects and len(plain) < limit - len(jobs):
+                self.plain_dry_until = now + min(self.settings.poll_interval, FLOW_CHECK_INTERVAL)
             jobs += plain
         return jobs
 
