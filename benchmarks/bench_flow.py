@@ -141,6 +141,7 @@ def rate_run(admin: str, seconds: float) -> dict[str, Any]:
         app = _setup(dsn)
         app.configure_queue("api", rate="200/s", group_rate="20/s")
         need = int(200 * seconds * 1.3)
+        # The limited group's backlog first, in front of everything else in FIFO order.
         app.enqueue_many(TASK, ({"n": i} for i in range(need // 4)), queue="api", group_key="g20")
         app.enqueue_many(TASK, ({"n": i} for i in range(need)), queue="api")
         app.close()

@@ -25,11 +25,14 @@
 -- starts of one queue are recorded in lock order), and started_at is that same instant.
 
 -- group_key: the roadmap column `tenant`, under the name the API uses. Existing rows hold
--- NULL (nothing wrote it), so the check is not re-validated against them.
+-- NULL (nothing wrote it), so the check is not re-validated against them. The empty string
+-- is what the enqueue functions store for a job without a group in a queue with group
+-- limits or fairness: it puts those jobs in jobs_claim_group_idx as one group of their own
+-- (with no group limits), so a fair or grouped claim finds them by one index seek like any
+-- group. Every reader shows it as NULL; Python refuses it as a group_key.
 ALTER TABLE jobs RENAME COLUMN tenant TO group_key;
 ALTER TABLE jobs
-    ADD CONSTRAINT jobs_group_key_check
-        CHECK (group_key <> '' AND char_length(group_key) <= 255) NOT VALID;
+    ADD CONSTRAINT jobs_group_key_check CHECK (char_length(group_key) <= 255) NOT VALID;
 
 -- A job not started by then is cancelled as expired (NULL: never expires).
 ALTER TABLE jobs ADD COLUMN expires_at timestamptz;
@@ -76,7 +79,10 @@ CREATE TABLE queue_flow (
     queue         text PRIMARY KEY,
     starts_at     timestamptz[] NOT NULL DEFAULT '{}',
     starts_n      integer[] NOT NULL DEFAULT '{}',
-    group_cursor  text
+    group_cursor  text,
+    -- When a fair claim last looked for jobs without a group and found none: it looks
+    -- again once the rotation passes their turn and a second has gone by.
+    ungrouped_none_at timestamptz
 );
 
 -- The rate log of one group of a queue with group_rate (written under the queue's lock).
@@ -229,6 +235,14 @@ BEGIN
      WHERE q.name = p_queue
     RETURNING q.* INTO v_row;
 
+    -- Waiting jobs without a group join the queue's ungrouped group ('' above), so a
+    -- grouped claim reaches them by the index like any group.
+    IF v_row.fair OR v_row.group_concurrency IS NOT NULL OR v_row.group_rate_limit IS NOT NULL
+    THEN
+        UPDATE jobs AS j SET group_key = ''
+         WHERE j.queue = p_queue AND j.group_key IS NULL
+           AND j.state IN ('scheduled', 'available', 'retrying');
+    END IF;
     -- Jobs already running count against a new concurrency limit: they hold slots from now
     -- until they leave `running`, as if the limited claim had taken them.
     IF v_row.concurrency IS NOT NULL OR v_row.group_concurrency IS NOT NULL THEN
@@ -308,7 +322,8 @@ CREATE FUNCTION flow_candidates(
     p_queue text, p_cap integer, p_fair boolean,
     p_gconc integer, p_grate integer, p_gperiod double precision,
     p_now timestamptz, p_suspects boolean, p_quarantine integer,
-    INOUT p_cursor text, OUT o_ids bigint[], OUT o_groups text[], OUT o_wait double precision,
+    INOUT p_cursor text, INOUT p_ungrouped_none_at timestamptz,
+    OUT o_ids bigint[], OUT o_groups text[], OUT o_wait double precision,
     OUT o_more boolean, OUT o_bound text[])
     LANGUAGE plpgsql VOLATILE
 AS $$
@@ -320,6 +335,7 @@ DECLARE
     v_start     text;
     v_wrapped   boolean;
     v_passed    boolean;
+    v_look      boolean;
     v_visits    integer;
     v_keys      text[];
     v_allow     integer[];
@@ -358,13 +374,22 @@ BEGIN
         v_visits := 0;
         LOOP
             EXIT WHEN cardinality(v_keys) >= v_need OR v_visits >= greatest(4 * p_cap, 64);
-            SELECT j.group_key INTO v_g
-              FROM jobs AS j
-             WHERE j.queue = p_queue AND j.priority = v_level AND j.group_key IS NOT NULL
-               AND j.state IN ('scheduled', 'available', 'retrying')
-               AND j.group_key > coalesce(v_g, '')
-             ORDER BY j.group_key
-             LIMIT 1;
+            IF v_g IS NULL THEN  -- from the start: the ungrouped group ('') first
+                SELECT j.group_key INTO v_g
+                  FROM jobs AS j
+                 WHERE j.queue = p_queue AND j.priority = v_level AND j.group_key IS NOT NULL
+                   AND j.state IN ('scheduled', 'available', 'retrying')
+                 ORDER BY j.group_key
+                 LIMIT 1;
+            ELSE
+                SELECT j.group_key INTO v_g
+                  FROM jobs AS j
+                 WHERE j.queue = p_queue AND j.priority = v_level AND j.group_key IS NOT NULL
+                   AND j.state IN ('scheduled', 'available', 'retrying')
+                   AND j.group_key > v_g
+                 ORDER BY j.group_key
+                 LIMIT 1;
+            END IF;
             IF NOT FOUND THEN
                 v_passed := true;
                 EXIT WHEN v_wrapped;
@@ -375,7 +400,7 @@ BEGIN
             EXIT WHEN v_wrapped AND v_start IS NOT NULL AND v_g > v_start;
             v_visits := v_visits + 1;
             v_a := v_need;
-            IF p_gconc IS NOT NULL THEN
+            IF p_gconc IS NOT NULL AND v_g <> '' THEN
                 SELECT count(*) INTO v_used FROM flow_holders AS h
                  WHERE h.queue = p_queue AND h.group_key = v_g;
                 v_a := least(v_a, p_gconc - v_used);
@@ -383,7 +408,7 @@ BEGIN
                     o_wait := least(o_wait, flow_concurrency_wait());
                 END IF;
             END IF;
-            IF p_grate IS NOT NULL AND v_a > 0 THEN
+            IF p_grate IS NOT NULL AND v_a > 0 AND v_g <> '' THEN
                 SELECT gf.starts_at, gf.starts_n INTO v_log FROM group_flow AS gf
                  WHERE gf.queue = p_queue AND gf.group_key = v_g;
                 v_used := CASE WHEN FOUND
@@ -406,8 +431,12 @@ BEGIN
         -- apart (jobs_claim_group_idx holds grouped jobs only, so that ungrouped jobs of
         -- plain queues pay nothing for it), so they are looked for near the head of the
         -- queue's claim order only: a bounded read, never a walk over a grouped backlog.
-        -- Their turn is at the start of the rotation: a claim whose walk passed it looks.
-        v_null_head := (v_passed OR cardinality(v_keys) < v_need) AND EXISTS (
+        -- Their turn is at the start of the rotation: a claim whose walk passed it looks,
+        -- and after a look that found none, not again for a second.
+        v_look := (v_passed OR cardinality(v_keys) < v_need)
+                  AND (p_ungrouped_none_at IS NULL
+                       OR p_ungrouped_none_at < p_now - interval '1 second');
+        v_null_head := v_look AND EXISTS (
             SELECT 1 FROM (SELECT j.group_key FROM jobs AS j
                             WHERE j.queue = p_queue AND j.priority = v_level
                               AND j.state IN ('scheduled', 'available', 'retrying')
@@ -415,6 +444,9 @@ BEGIN
                             ORDER BY j.priority DESC, j.run_at, j.id
                             LIMIT 4 * p_cap + 16) AS head
              WHERE head.group_key IS NULL);
+        IF v_look THEN
+            p_ungrouped_none_at := CASE WHEN v_null_head THEN NULL ELSE p_now END;
+        END IF;
         CONTINUE WHEN cardinality(v_keys) = 0 AND NOT v_null_head;
 
         -- Each group's share of this claim; more remain for the next one (o_more).
@@ -630,7 +662,8 @@ BEGIN
             SELECT * INTO v_cand
               FROM flow_candidates(v_q.name, v_cap, v_q.fair, v_q.group_concurrency,
                                    v_q.group_rate_limit, v_q.group_rate_period, v_now,
-                                   p_suspects, p_quarantine, v_flow.group_cursor);
+                                   p_suspects, p_quarantine, v_flow.group_cursor,
+                                   v_flow.ungrouped_none_at);
             IF v_cand.o_wait IS NOT NULL THEN
                 v_wait := least(v_wait, v_cand.o_wait);
             END IF;
@@ -645,8 +678,12 @@ BEGIN
                              WHERE jj.id = c.id
                                AND jj.state IN ('scheduled', 'available', 'retrying')
                                FOR UPDATE SKIP LOCKED) AS j ON true;
-            UPDATE queue_flow AS f SET group_cursor = v_cand.p_cursor
-             WHERE f.queue = v_q.name AND f.group_cursor IS DISTINCT FROM v_cand.p_cursor;
+            UPDATE queue_flow AS f
+               SET group_cursor = v_cand.p_cursor,
+                   ungrouped_none_at = v_cand.p_ungrouped_none_at
+             WHERE f.queue = v_q.name
+               AND (f.group_cursor IS DISTINCT FROM v_cand.p_cursor
+                    OR f.ungrouped_none_at IS DISTINCT FROM v_cand.p_ungrouped_none_at);
         END IF;
         v_taken := cardinality(v_ids);
         -- Fewer than the limits allowed: the backlog ran dry, no limit held anything back.
@@ -703,7 +740,7 @@ BEGIN
             INSERT INTO group_flow AS gf (queue, group_key, starts_at, starts_n, last_at)
             SELECT v_q.name, g.key, ARRAY[v_now], ARRAY[count(*)::integer], v_now
               FROM unnest(v_groups) AS g(key)
-             WHERE g.key IS NOT NULL
+             WHERE g.key IS NOT NULL AND g.key <> ''
              GROUP BY g.key
             ON CONFLICT (queue, group_key) DO UPDATE
                SET (starts_at, starts_n) = (SELECT a.p_at, a.p_n
@@ -846,6 +883,7 @@ DECLARE
     v_max          integer;
     v_estimate     integer;
     v_estimate_at  timestamptz;
+    v_grouped      boolean;
 BEGIN
     IF pg_column_size(p_args) > 262144 THEN
         PERFORM payload_ok(p_args);
@@ -858,7 +896,10 @@ BEGIN
       INTO v_queue, v_priority, v_max_attempts, v_timeout
       FROM task_defaults(p_task, p_queue, p_priority, p_max_attempts, p_timeout) AS d;
     -- Back pressure: one primary-key lookup; the check itself only for a queue with a limit.
-    SELECT q.max_depth, q.depth_estimate, q.depth_at INTO v_max, v_estimate, v_estimate_at
+    -- The same row says whether a job without a group joins the ungrouped group ('').
+    SELECT q.max_depth, q.depth_estimate, q.depth_at,
+           q.fair OR q.group_concurrency IS NOT NULL OR q.group_rate_limit IS NOT NULL
+      INTO v_max, v_estimate, v_estimate_at, v_grouped
       FROM queues AS q WHERE q.name = v_queue;
     IF v_max IS NOT NULL THEN
         PERFORM depth_check(v_queue, 1, v_max, v_estimate, v_estimate_at);
@@ -871,7 +912,7 @@ BEGIN
         VALUES (p_task, coalesce(p_args, '{}'), v_queue, coalesce(v_priority, 0),
                 coalesce(p_run_at, now()), p_unique_key,
                 coalesce(v_max_attempts, default_max_attempts()), v_timeout, v_state,
-                p_group_key, p_expires_at)
+                coalesce(p_group_key, CASE WHEN v_grouped THEN '' END), p_expires_at)
         ON CONFLICT (unique_key)
             WHERE unique_key IS NOT NULL
               AND state IN ('scheduled', 'available', 'running', 'retrying')
@@ -922,6 +963,7 @@ DECLARE
     v_max          integer;
     v_estimate     integer;
     v_estimate_at  timestamptz;
+    v_grouped      boolean;
 BEGIN
     IF jsonb_typeof(p_args) IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'enqueue_many takes a JSON array of argument objects, not %',
@@ -932,7 +974,9 @@ BEGIN
       INTO v_queue, v_priority, v_max_attempts, v_timeout
       FROM task_defaults(p_task, p_queue, p_priority, p_max_attempts, p_timeout) AS d;
     -- The whole chunk or none of it: checked against depth + its size before any insert.
-    SELECT q.max_depth, q.depth_estimate, q.depth_at INTO v_max, v_estimate, v_estimate_at
+    SELECT q.max_depth, q.depth_estimate, q.depth_at,
+           q.fair OR q.group_concurrency IS NOT NULL OR q.group_rate_limit IS NOT NULL
+      INTO v_max, v_estimate, v_estimate_at, v_grouped
       FROM queues AS q WHERE q.name = v_queue;
     IF v_max IS NOT NULL THEN
         PERFORM depth_check(v_queue, jsonb_array_length(p_args), v_max, v_estimate,
@@ -944,7 +988,7 @@ BEGIN
                            group_key, expires_at)
     SELECT p_task, a.args, v_queue, coalesce(v_priority, 0), coalesce(p_run_at, now()),
            coalesce(v_max_attempts, default_max_attempts()), v_timeout, v_state,
-           p_group_key, p_expires_at
+           coalesce(p_group_key, CASE WHEN v_grouped THEN '' END), p_expires_at
       FROM jsonb_array_elements(p_args) WITH ORDINALITY AS a(args, ord)
      -- the payload limit per job (CASE fixes the order: the cheap test first)
      WHERE CASE WHEN pg_column_size(a.args) > 262144 THEN payload_ok(a.args) ELSE true END
@@ -998,7 +1042,7 @@ SELECT j.id,
             ELSE j.worker_id::text END AS worker,
        j.rescue_count,
        j.unique_key,
-       j.group_key,
+       nullif(j.group_key, '') AS group_key,
        j.expires_at
   FROM jobs AS j
   LEFT JOIN workers AS w ON w.id = j.worker_id;
@@ -1118,7 +1162,8 @@ SELECT q.name,
        NULL::integer,
        q.paused
   FROM queues AS q
-  JOIN (SELECT held.queue, held.group_key FROM held WHERE held.group_key IS NOT NULL
+  JOIN (SELECT held.queue, held.group_key FROM held
+         WHERE held.group_key IS NOT NULL AND held.group_key <> ''
         UNION
         SELECT gf2.queue, gf2.group_key FROM group_flow AS gf2
        ) AS g

@@ -567,3 +567,19 @@ def test_a_worker_drains_a_limited_fair_queue(app: pgqueue.App, db: Conn) -> Non
              FROM pgqueue.jobs WHERE queue = 'lim') s"""
     ).fetchone() or (None,)
     assert limit_peak <= 40
+
+
+def test_jobs_without_a_group_are_not_stuck_behind_a_held_group(app: pgqueue.App, db: Conn) -> None:
+    """In a queue with group limits, jobs without a group_key are one group of their own
+    with no group limits, reached by the index like any group: a throttled group's backlog
+    in front of them does not hold them back (enqueued before the setting, or after)."""
+    before = app.enqueue_many("t.a", [{}] * 3, queue="q")
+    app.configure_queue("q", group_rate="2/m")
+    app.enqueue_many("t.a", [{}] * 50, queue="q", group_key="a")
+    after = app.enqueue_many("t.a", [{}] * 3, queue="q")
+    ids, _ = claim(db, ["q"], 10)
+    ungrouped = {j.id for j in [*before, *after]}
+    assert ungrouped <= set(ids) and len(ids) == 8  # all six, and group a's two
+    assert app.get_job(after[0].id).group_key is None
+    shown = db.execute("SELECT count(*) FROM pgqueue.job_status WHERE group_key IS NULL").fetchone()
+    assert shown == (6,)
