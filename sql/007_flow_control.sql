@@ -773,11 +773,24 @@ $$;
 
 -- The leader's pass, about once a second: cancel expired jobs, refresh the depth estimate of
 -- queues with max_depth, forget idle group rate logs and slots of queues no longer limited.
--- Returns the ids of the jobs it expired.
-CREATE FUNCTION flow_maintain() RETURNS TABLE (expired bigint)
+-- Returns the ids of the jobs it expired, and `busy`: whether anything needs these passes
+-- (a queue with max_depth, a job that can expire, slots or rate logs); no row at all means
+-- nothing does, and the leader comes back less often.
+CREATE FUNCTION flow_maintain() RETURNS TABLE (expired bigint, busy boolean)
     LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT
 AS $$
+DECLARE
+    v_busy boolean;
 BEGIN
+    v_busy := EXISTS (SELECT 1 FROM queues AS q WHERE q.max_depth IS NOT NULL)
+              OR EXISTS (SELECT 1 FROM jobs AS j
+                          WHERE j.expires_at IS NOT NULL
+                            AND j.state IN ('scheduled', 'available', 'retrying'))
+              OR EXISTS (SELECT 1 FROM flow_holders)
+              OR EXISTS (SELECT 1 FROM group_flow);
+    IF NOT v_busy THEN
+        RETURN;
+    END IF;
     UPDATE queues AS q
        SET depth_estimate = (SELECT count(*) FROM (
                                 SELECT 1 FROM jobs AS j
@@ -812,7 +825,10 @@ BEGIN
                'at', now()))
       FROM due
      WHERE j.id = due.id
-    RETURNING j.id;
+    RETURNING j.id, true;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT NULL::bigint, true;
+    END IF;
 END
 $$;
 

@@ -102,19 +102,27 @@ class Pruner(PeriodicService):
 class FlowKeeper(PeriodicService):
     """Flow control's leader duties, about once a second (flow_maintain.sql): jobs past their
     `expires_at` are cancelled as expired, queues with `max_depth` get a fresh depth
-    estimate (what a far-from-full enqueue trusts), idle rate logs and freed slots go."""
+    estimate (what a far-from-full enqueue trusts), idle rate logs and freed slots go. While
+    nothing needs it (no max_depth, no job that can expire, no slots or logs), it comes back
+    only every `idle_interval`: a database without flow control pays one query per that."""
 
     name = "flow-keeper"
     immediate = True
 
-    def __init__(self, db: WorkerDb, clock: Clock, events: Events, *, interval: float) -> None:
+    def __init__(
+        self, db: WorkerDb, clock: Clock, events: Events, *, interval: float, idle_interval: float
+    ) -> None:
         super().__init__(clock)
         self.db = db
         self.events = events
+        self.busy_interval = interval
+        self.idle_interval = max(interval, idle_interval)
         self.interval = interval
 
     async def run_once(self) -> None:
         rows = await self.db.fetch("flow_maintain")
-        if rows:
-            self.events.emit(Expired(len(rows)))
-            log.info("cancelled %d expired jobs: %s", len(rows), [r[0] for r in rows][:20])
+        self.interval = self.busy_interval if rows else self.idle_interval
+        expired = [r[0] for r in rows if r[0] is not None]
+        if expired:
+            self.events.emit(Expired(len(expired)))
+            log.info("cancelled %d expired jobs: %s", len(expired), expired[:20])

@@ -149,6 +149,7 @@ class Worker:
                     self.clock,
                     self.events,
                     interval=min(FLOW_INTERVAL, s.heartbeat_interval),
+                    idle_interval=s.heartbeat_interval,
                 ),
             ]
         )
