@@ -26,6 +26,7 @@ from ._output import (
 from ._tables import (
     job_table,
     jobs_table,
+    limits_table,
     queue_table,
     status_warnings,
     tasks_table,
@@ -41,15 +42,20 @@ def status(dsn: DsnOption = None, schema: SchemaOption = None, as_json: JsonOpti
     with errors():
         qapp = _app(dsn, schema)
         stats = qapp.queue_stats()
+        limits = qapp.queue_limits()
         stuck = qapp.stuck_jobs(limit=STUCK_SAMPLE)
         stuck_count = qapp.count_stuck()
     if as_json:
-        print_json({"queues": stats, "stuck_jobs": stuck, "stuck_count": stuck_count})
+        print_json(
+            {"queues": stats, "limits": limits, "stuck_jobs": stuck, "stuck_count": stuck_count}
+        )
         return
     if not stats:
         out.print("no queues yet: nothing has been enqueued")
         return
     out.print(queue_table(stats))
+    if limits:
+        out.print(limits_table(limits))
     for line in status_warnings(stats, stuck, stuck_count):
         out.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 
@@ -72,6 +78,9 @@ def jobs(
     state: Annotated[str | None, typer.Option("--state", help="e.g. failed, running.")] = None,
     queue: Annotated[str | None, typer.Option("--queue", "-q")] = None,
     task: Annotated[str | None, typer.Option("--task")] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Jobs of this group_key (tenant, customer).")
+    ] = None,
     older_than: Annotated[
         str | None, typer.Option("--older-than", help="A duration with its unit, e.g. 1h.")
     ] = None,
@@ -97,6 +106,7 @@ def jobs(
                     state=state,
                     queue=queue,
                     task=task,
+                    group_key=group,
                     limit=limit,
                     older_than=older,
                     newer_than=newer,

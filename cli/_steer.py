@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
+import pgqueue
+
 from ._common import (
     DsnOption,
     JsonOption,
@@ -19,11 +21,13 @@ from ._common import (
 from ._output import (
     err,
     errors,
+    fail,
     out,
     print_json,
     report,
     warn,
 )
+from ._tables import limits_table
 
 
 def migrate(
@@ -185,3 +189,110 @@ def demo(
             console=out,
             keep_running=keep_running,
         )
+
+
+#: What `--clear` names: a setting of `pgqueue queue` (the option without its dashes).
+_CLEARABLE = {
+    "concurrency": "concurrency",
+    "rate": "rate",
+    "group-concurrency": "group_concurrency",
+    "group_concurrency": "group_concurrency",
+    "group-rate": "group_rate",
+    "group_rate": "group_rate",
+    "fair": "fair",
+    "max-depth": "max_depth",
+    "max_depth": "max_depth",
+}
+
+
+def queue(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", help="At most N jobs of the queue running at once."),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            "--rate", help="At most N starts per period: 20/s, 100/m, 5/h, 1000/d, 30/10s."
+        ),
+    ] = None,
+    group_concurrency: Annotated[
+        int | None, typer.Option("--group-concurrency", help="At most N running per group_key.")
+    ] = None,
+    group_rate: Annotated[
+        str | None, typer.Option("--group-rate", help="At most N starts per period per group.")
+    ] = None,
+    fair: Annotated[
+        bool | None,
+        typer.Option("--fair/--no-fair", help="Round-robin across group keys in a priority."),
+    ] = None,
+    max_depth: Annotated[
+        int | None,
+        typer.Option("--max-depth", help="Enqueue raises QueueFull past N waiting jobs."),
+    ] = None,
+    clear: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--clear",
+            help="Remove a setting (repeatable): concurrency, rate, group-concurrency,"
+            " group-rate, fair, max-depth.",
+        ),
+    ] = None,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a queue's limits with their use now, or set them (DESIGN.md section 8).
+
+    A setting not given stays as it is; --clear removes one. Every worker applies a change
+    within a second, without a restart."""
+    changes: dict[str, Any] = {}
+    for key, value in (
+        ("concurrency", concurrency),
+        ("rate", rate),
+        ("group_concurrency", group_concurrency),
+        ("group_rate", group_rate),
+        ("fair", fair),
+        ("max_depth", max_depth),
+    ):
+        if value is not None:
+            changes[key] = value
+    for item in clear or []:
+        cleared = _CLEARABLE.get(item.strip().lstrip("-"))
+        if cleared is None:
+            fail(
+                f"--clear takes a setting name, not {item!r}: concurrency, rate,"
+                " group-concurrency, group-rate, fair, max-depth",
+                code=2,
+            )
+        if cleared in changes:
+            fail(f"{item} is both set and cleared", code=2)
+        changes[cleared] = None
+    with errors():
+        qapp = _app(dsn, schema)
+        try:
+            settings = (
+                qapp.configure_queue(name, **changes) if changes else qapp.queue_settings(name)
+            )
+        except pgqueue.ValidationError as exc:
+            fail(str(exc), code=2)
+        limits = qapp.queue_limits(name)
+    if as_json:
+        print_json({"settings": settings, "limits": limits, "changed": sorted(changes)})
+        return
+    shown = {
+        "concurrency": settings.concurrency,
+        "rate": settings.rate,
+        "group concurrency": settings.group_concurrency,
+        "group rate": settings.group_rate,
+        "fair": settings.fair,
+        "max depth": settings.max_depth,
+        "paused": settings.paused,
+    }
+    verb = "set" if changes else "settings of"
+    out.print(f"[bold]{verb} queue {settings.queue}[/]", highlight=False)
+    for key, value in shown.items():
+        out.print(f"  {key:<18} {'-' if value is None else value}", highlight=False)
+    if limits:
+        out.print(limits_table(limits, title="in use now"))

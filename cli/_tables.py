@@ -45,6 +45,8 @@ _JOB_FIELDS = (
     "args",
     "result",
     "unique_key",
+    "group_key",
+    "expires_at",
     "created_at",
     "run_at",
     "started_at",
@@ -103,6 +105,55 @@ def queue_table(stats: list[pgqueue.QueueStats], title: str = "queues") -> Table
     return table
 
 
+def limits_table(limits: list[pgqueue.QueueLimit], title: str = "limits") -> Table:
+    """Each limit with its use now (the queue_limits view): a queue's row, then its busy
+    groups indented under it."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("queue / group", overflow="fold")
+    for col in ("running", "rate", "starts", "tokens", "waiting", "depth"):
+        table.add_column(col, justify="right", overflow="fold")
+    for row in limits:
+        name = (
+            f"  {escape(row.group_key)}"
+            if row.group_key is not None
+            else f"[bold]{escape(row.queue)}[/]"
+            + (" [cyan](fair)[/]" if row.fair else "")
+            + (" [yellow](paused)[/]" if row.paused else "")
+        )
+        running = (
+            f"{row.running}/{row.concurrency}" if row.concurrency is not None else str(row.running)
+        )
+        depth = "" if row.group_key is not None else _depth(row.waiting, row.max_depth)
+        table.add_row(
+            name,
+            running,
+            row.rate or "",
+            "" if row.starts is None else str(row.starts),
+            "" if row.tokens is None else str(row.tokens),
+            str(row.waiting),
+            depth,
+        )
+    return table
+
+
+def _depth(waiting: int, max_depth: int | None) -> str:
+    if max_depth is None:
+        return ""
+    share = waiting / max_depth
+    colour = "red" if share >= 1 else "yellow" if share >= NEARLY_FULL else "green"
+    return f"[{colour}]{waiting}/{max_depth}[/]"
+
+
+#: A queue this full (of its max_depth) is reported as nearly full.
+NEARLY_FULL = 0.9
+
+
 def status_warnings(
     stats: list[pgqueue.QueueStats], stuck: list[dict[str, Any]], stuck_count: int
 ) -> list[str]:
@@ -116,6 +167,18 @@ def status_warnings(
         for s in stats
         if s.paused
     ]
+    for s in stats:
+        waiting = s.available + s.retrying
+        if waiting and not s.live_workers and not s.paused:
+            lines.append(
+                f"queue {s.queue} has {waiting} job(s) waiting and no live worker serving it"
+            )
+        if s.max_depth is not None and s.depth >= s.max_depth:
+            lines.append(
+                f"queue {s.queue} is full ({s.depth}/{s.max_depth}): enqueue raises QueueFull"
+            )
+        elif s.max_depth is not None and s.depth >= NEARLY_FULL * s.max_depth:
+            lines.append(f"queue {s.queue} is nearly full ({s.depth}/{s.max_depth})")
     running = [j for j in stuck if j["state"] == "running"]
     orphaned = [j for j in running if not j["worker_alive"]]
     troubled = len(stuck) - len(running)

@@ -22,7 +22,7 @@ import pgqueue
 from pgqueue.testing import worker_thread
 
 from ._output import fail, redact_dsn
-from ._tables import queue_table, schedules_table, subscriptions_table
+from ._tables import limits_table, queue_table, schedules_table, subscriptions_table
 
 #: Retries in the demo wait about a second, so that a flaky job visibly recovers.
 FAST_RETRY = pgqueue.RetryPolicy(base=0.5, factor=2.0, max_delay=2.0, jitter=0.2)
@@ -107,7 +107,25 @@ def demo_app(dsn: str) -> pgqueue.App:
         return f"slot {slot:%H:%M:%S}" if slot else "no slot"
 
     app.periodic(tick, "*/3 * * * * *", name="demo.every-3s")
+
+    @app.task(name="demo.export_orders", queue="exports")
+    def export_orders(customer: str, batch: int) -> str:
+        # A third-party API that allows 20 calls a second, 4 per customer, at most 3 at once
+        # per customer: the queue's limits (configured below) keep to it.
+        time.sleep(random.uniform(0.02, 0.08))
+        return f"{customer}: batch {batch} exported"
+
     return app
+
+
+#: The demo's rate-limited, fair queue: what `pgqueue queue exports` shows.
+EXPORT_LIMITS: dict[str, Any] = {
+    "rate": "20/s",
+    "group_rate": "4/s",
+    "group_concurrency": 3,
+    "fair": True,
+    "max_depth": 10_000,
+}
 
 
 def enqueue_examples(app: pgqueue.App, quick_jobs: int) -> list[int]:
@@ -121,6 +139,17 @@ def enqueue_examples(app: pgqueue.App, quick_jobs: int) -> list[int]:
         for i in range(6)
     ]
     jobs.append(tasks["demo.charge_card"].enqueue(order=1001))
+    # One big customer and a few small ones on a rate-limited fair queue: the small ones
+    # are not stuck behind the big one's backlog.
+    app.configure_queue("exports", **EXPORT_LIMITS)
+    exports = tasks["demo.export_orders"]
+    jobs += exports.options(group_key="big-corp").enqueue_many(
+        [{"customer": "big-corp", "batch": b} for b in range(24)]
+    )
+    for small in ("acme", "globex", "initech"):
+        jobs += exports.options(group_key=small).enqueue_many(
+            [{"customer": small, "batch": b} for b in range(3)]
+        )
     jobs += [
         tasks["demo.send_email"].options(delay=3 + i).enqueue(to=f"later{i}@example.com")
         for i in range(3)
@@ -191,9 +220,9 @@ def _run_demo(
         console.print(
             f"enqueued {len(ids)} jobs: quick emails, slow reports, flaky webhooks, "
             "a failing charge, a few scheduled emails, 3 orders published to a topic with two"
-            " subscribers, and a workflow (an export that fans out over pages and joins, then"
-            " a notification that waits for it); a schedule fires every 3 seconds while the"
-            " worker runs"
+            " subscribers, a workflow (an export that fans out over pages and joins, then a"
+            " notification that waits for it) and exports on a rate-limited fair queue (20/s,"
+            " 4/s and 3 at once per customer); a schedule fires every 3 seconds"
         )
         try:
             with worker_thread(app, concurrency=8, poll_interval=0.5) as worker:
@@ -203,6 +232,7 @@ def _run_demo(
                 console.print(queue_table(app.queue_stats(), "final"))
                 console.print(subscriptions_table(app.subscriptions()))
                 console.print(schedules_table(app.schedules()))
+                console.print(_fairness_line(app))
                 _next_steps(app, dsn, data_dir, embedded, keep_running, console)
                 if keep_running:
                     _wait_for_stop(stop, worker)
@@ -225,10 +255,32 @@ def _show_progress(
         while not stop.is_set():
             left = app.unfinished(ids)
             progress.update(bar, completed=len(ids) - left)
-            live.update(Group(progress, queue_table(app.queue_stats(), "live")))
+            live.update(
+                Group(
+                    progress,
+                    queue_table(app.queue_stats(), "live"),
+                    limits_table(app.queue_limits("exports"), "exports: limits in use"),
+                )
+            )
             if left == 0 or worker.finished:
                 break
             time.sleep(0.25)
+
+
+def _fairness_line(app: pgqueue.App) -> str:
+    """When each customer's last export finished: the small ones long before the big one."""
+    done: dict[str, Any] = {}
+    for row in app.list_jobs(task="demo.export_orders", limit=1000):
+        key = row["group_key"]
+        if row["finished_at"] is not None and (key not in done or row["finished_at"] > done[key]):
+            done[key] = row["finished_at"]
+    if not done:
+        return ""
+    start = min(done.values())
+    order = sorted(done, key=lambda k: done[k])
+    return "exports (fair, 20/s, 4/s per customer): last job per customer at " + ", ".join(
+        f"{k} +{(done[k] - start).total_seconds():.1f}s" for k in order
+    )
 
 
 def _next_steps(
@@ -263,6 +315,7 @@ def _next_steps(
         f"pgqueue top {target}",
         f"pgqueue topics {target}",
         f"pgqueue schedules {target}",
+        f"pgqueue queue exports {target}   (the rate-limited, fair queue)",
     ]
     if failed:
         lines.append(f"pgqueue job {failed[0]['id']} {target}   (the failed charge)")

@@ -23,7 +23,7 @@ from ._output import (
 )
 from ._retry_cancel import cancel, retry
 from ._schedules import schedule, schedules, topics
-from ._steer import demo, migrate, pause, prune, resume
+from ._steer import demo, migrate, pause, prune, queue, resume
 from ._web_cmd import web
 from ._worker_cmd import worker_command
 
@@ -90,6 +90,7 @@ app.command()(tasks)
 app.command()(jobs)
 app.command()(pause)
 app.command()(resume)
+app.command()(queue)
 app.command()(prune)
 app.command()(top)
 app.command()(job)

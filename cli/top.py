@@ -23,6 +23,7 @@ import pgqueue
 
 from ._tables import (
     failures_table,
+    limits_table,
     queue_table,
     schedules_table,
     sparkline,
@@ -75,6 +76,9 @@ def render(app: pgqueue.App, *, expand: bool = True) -> RenderableType:
         ),
         workers_table(app.workers()),
     ]
+    limits = app.queue_limits()
+    if limits:
+        parts.insert(2, limits_table(limits))
     schedules = app.schedules()
     if schedules:
         parts.append(schedules_table(schedules))

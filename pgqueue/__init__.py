@@ -25,7 +25,7 @@ from .errors import (
     UnknownTask,
     ValidationError,
 )
-from .types import JobInfo, JobState, QueueStats
+from .types import JobInfo, JobState, QueueLimit, QueueSettings, QueueStats
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,8 @@ __all__ = [
     "LeaseLost",
     "PgQueueError",
     "QueueFull",
+    "QueueLimit",
+    "QueueSettings",
     "QueueStats",
     "Retry",
     "RetryPolicy",

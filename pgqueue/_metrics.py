@@ -59,6 +59,30 @@ class Metrics:
             ["queue"],
             registry=self.registry,
         )
+        # Flow control (DESIGN.md section 8), from the queue_limits view: group "" is the
+        # queue's own row.
+        flow_labels = ["queue", "group", "kind"]
+        self.limit = prom.Gauge(
+            "pgqueue_limit",
+            "A concurrency limit (kind=concurrency) or a rate limit's starts per window"
+            " (kind=rate)",
+            flow_labels,
+            registry=self.registry,
+        )
+        self.limit_used = prom.Gauge(
+            "pgqueue_limit_in_use",
+            "Slots held (kind=concurrency) or starts in the current window (kind=rate)",
+            flow_labels,
+            registry=self.registry,
+        )
+        self.max_depth = prom.Gauge(
+            "pgqueue_queue_max_depth", "A queue's max_depth", ["queue"], registry=self.registry
+        )
+        self.rejected = prom.Gauge(
+            "pgqueue_enqueues_rejected",
+            "Enqueues refused with QueueFull by any client, since the schema was created",
+            registry=self.registry,
+        )
         try:
             self.server, self.thread = prom.start_http_server(
                 port, addr=addr, registry=self.registry
@@ -92,6 +116,20 @@ class Metrics:
             for state in ("scheduled", "available", "claimed", "running", "retrying"):
                 self.depth.labels(s.queue, state).set(getattr(s, state))
             self.lag.labels(s.queue).set(s.lag_seconds)
+
+    def flow(self, limits: list[Any], rejected: int) -> None:
+        self.rejected.set(rejected)
+        for row in limits:
+            group = row.group_key or ""
+            if row.concurrency is not None:
+                self.limit.labels(row.queue, group, "concurrency").set(row.concurrency)
+                self.limit_used.labels(row.queue, group, "concurrency").set(row.running)
+            if row.rate is not None:
+                count = int(row.rate.split("/", 1)[0])
+                self.limit.labels(row.queue, group, "rate").set(count)
+                self.limit_used.labels(row.queue, group, "rate").set(row.starts or 0)
+            if row.group_key is None and row.max_depth is not None:
+                self.max_depth.labels(row.queue).set(row.max_depth)
 
     def close(self) -> None:
         self.server.shutdown()

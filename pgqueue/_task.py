@@ -17,7 +17,13 @@ from ._core.plan import Plan
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
 from ._core.spec import JobSpec
 from ._core.topics import check_pattern
-from ._core.validate import check_int, check_name, check_seconds, encode_args
+from ._core.validate import (
+    check_group_key,
+    check_int,
+    check_name,
+    check_seconds,
+    encode_args,
+)
 from ._tracing import current_context
 from .errors import UnknownTask, ValidationError
 from .types import JobInfo
@@ -50,6 +56,12 @@ class EnqueueOptions:
     max_attempts: int | None = None
     #: Jobs (or job ids) this one waits for: `waiting` until every one has completed.
     after: Any = None
+    #: The tenant / customer / API key this job belongs to (group limits, fairness).
+    group_key: str | None = None
+    #: Not started within this many seconds of its enqueue: cancelled as expired.
+    expires_in: float | None = None
+    #: Not started by then: cancelled as expired.
+    expires_at: datetime | None = None
     conn: Any = None
     session: Any = None
 
@@ -75,6 +87,19 @@ class EnqueueOptions:
             raise ValidationError(f"unique_key must be a non-empty string, not {self.unique_key!r}")
         if self.max_attempts is not None:
             check_int("max_attempts", self.max_attempts, minimum=1)
+        if self.group_key is not None:
+            check_group_key(self.group_key)
+        if self.expires_in is not None:
+            if check_seconds("expires_in", self.expires_in) <= 0:
+                raise ValidationError("expires_in must be a positive number of seconds")
+            if self.expires_at is not None:
+                raise ValidationError("pass expires_in or expires_at, not both")
+        if self.expires_at is not None and (
+            not isinstance(self.expires_at, datetime) or self.expires_at.tzinfo is None
+        ):
+            raise ValidationError(
+                f"expires_at must be a timezone-aware datetime, not {self.expires_at!r}"
+            )
         if self.conn is not None and self.session is not None:
             raise ValidationError("pass conn or session, not both")
         if self.after is not None and not isinstance(self.after, tuple):
@@ -214,6 +239,9 @@ class Task(Generic[P, R]):
             max_attempts=opts.max_attempts or defaults.max_attempts,
             timeout=self.timeout,
             trace=trace,
+            group_key=opts.group_key,
+            expires_at=opts.expires_at,
+            expires_in=opts.expires_in,
         )
 
     def options(self, **options: Any) -> TaskCall[P, R]:

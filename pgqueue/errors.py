@@ -26,7 +26,22 @@ class UnknownTask(PgQueueError, LookupError):
 
 
 class QueueFull(PgQueueError):
-    """A queue is at its `max_depth`; the job was not enqueued."""
+    """A queue is at its `max_depth`; the job (or the whole `enqueue_many` call) was not
+    enqueued. From SQL it is SQLSTATE `PGQ01`, so a trigger's enqueue aborts the
+    transaction that caused it; in a caller's transaction, that transaction is aborted too
+    (roll it back)."""
+
+    #: The SQLSTATE the enqueue functions raise it with.
+    SQLSTATE = "PGQ01"
+
+    def __init__(self, queue: str, depth: int, max_depth: int) -> None:
+        self.queue = queue
+        self.depth = depth
+        self.max_depth = max_depth
+        super().__init__(f"queue {queue} is full: {depth} waiting jobs, max_depth {max_depth}")
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.queue, self.depth, self.max_depth))
 
 
 class JobNotFound(PgQueueError, LookupError):

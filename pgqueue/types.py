@@ -69,6 +69,10 @@ class JobInfo:
     #: The schedule that made this job, and the slot it is for, else None.
     schedule: str | None = None
     scheduled_for: datetime | None = None
+    #: The tenant / customer / API key the job belongs to (group limits, fairness).
+    group_key: str | None = None
+    #: Not started by then: cancelled as expired.
+    expires_at: datetime | None = None
 
     @property
     def last_error(self) -> dict[str, Any] | None:
@@ -95,3 +99,45 @@ class QueueStats:
     claimed: int = 0
     #: Workflow jobs waiting for their dependencies or for the children they gather.
     waiting: int = 0
+    #: Waiting jobs (scheduled, available, retrying): what `max_depth` limits.
+    depth: int = 0
+    max_depth: int | None = None
+    #: Live worker processes that serve this queue; 0 with waiting jobs means nothing will
+    #: run them (`pgqueue status` warns).
+    live_workers: int = 0
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """A queue's flow-control settings (`app.configure_queue`); None: not set."""
+
+    queue: str
+    concurrency: int | None = None
+    #: Job starts per period, as text: `"20/s"`, `"100/m"`, `"5/10s"`.
+    rate: str | None = None
+    group_concurrency: int | None = None
+    group_rate: str | None = None
+    fair: bool = False
+    max_depth: int | None = None
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class QueueLimit:
+    """One row of `pgqueue.queue_limits`: a queue (group_key None) or one of its busy
+    groups, with its limits and their use now."""
+
+    queue: str
+    group_key: str | None
+    #: The concurrency limit (group_concurrency on a group's row), and slots held now.
+    concurrency: int | None
+    running: int
+    #: The rate limit, the starts in its current window, and the starts still permitted.
+    rate: str | None
+    starts: int | None
+    tokens: int | None
+    #: Jobs not yet started (scheduled, available, retrying).
+    waiting: int
+    fair: bool
+    max_depth: int | None
+    paused: bool

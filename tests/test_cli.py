@@ -123,9 +123,10 @@ def test_demo_runs_every_kind_of_job_in_its_own_schema(dsn: str, db: Any) -> Non
         ).fetchall()
     )
     # 5 quick + 3 scheduled emails, 4 reports, 6 webhooks, 3 orders published to two
-    # subscribers, and the workflow (the export, its 8 pages and the notification that waits
-    # for it) complete; the card charge fails.
-    assert counts == {"completed": 34, "failed": 1}
+    # subscribers, the workflow (the export, its 8 pages and the notification that waits for
+    # it) and 24 + 3 x 3 exports on the rate-limited fair queue complete; the card charge
+    # fails.
+    assert counts == {"completed": 67, "failed": 1}
     published = db.execute(
         "SELECT task, count(*) FROM pgqueue_demo.job_status WHERE topic = 'orders.created'"
         " GROUP BY 1 ORDER BY 1"
@@ -136,6 +137,8 @@ def test_demo_runs_every_kind_of_job_in_its_own_schema(dsn: str, db: Any) -> Non
         " WHERE schedule = 'demo.every-3s'"
     ).fetchone()
     assert ticks is not None and ticks[0] == ticks[1] >= 1  # the schedule fired, once a slot
+    assert "exports (fair, 20/s, 4/s per customer)" in result.stdout
+    assert _scalar(db, "SELECT count(*) FROM pgqueue_demo.queues WHERE limited") == 1
     retried = db.execute("SELECT count(*) FROM pgqueue_demo.jobs WHERE attempt > 1").fetchone()
     assert retried is not None and retried[0] >= 4
 
@@ -160,8 +163,8 @@ def test_demo_says_where_its_embedded_server_is(
     where = f"pgqueue demo: schema pgqueue_demo of an embedded PostgreSQL in {data_dir}"
     assert result.stdout.splitlines()[0] == where, result.stdout
     assert "--keep-running" in result.stdout  # how to look around afterwards
-    # 21 jobs, and the workflow's 10 (an export, its 8 pages, a notification).
-    assert (_scalar(db, USER_JOBS), _scalar(db, DEMO_JOBS)) == (0, 31)
+    # 21 jobs, the workflow's 10 (an export, its 8 pages, a notification), the 33 exports.
+    assert (_scalar(db, USER_JOBS), _scalar(db, DEMO_JOBS)) == (0, 64)
 
     waited: list[bool] = []
     monkeypatch.setattr(demo_module, "_wait_for_stop", lambda stop, worker: waited.append(True))

@@ -235,7 +235,7 @@ def test_a_worker_excluding_queues_is_not_woken_by_them() -> None:
 
 
 class FakeScheduleDb:
-    """Answers the Scheduler's plans like sql/007 would: the database clock is `epoch` plus
+    """Answers the Scheduler's plans like sql/011 would: the database clock is `epoch` plus
     the fake clock's time, and `fire_schedule` keeps its guard (only slots later than
     `last_slot` make a job), so two schedulers on one of these behave like two leaders."""
 
@@ -331,6 +331,87 @@ def test_scheduler_sleeps_until_the_next_slot_and_fires_each_once() -> None:
         assert wakes <= len(fast) + 2
         assert db.queries.count("schedule_active") <= len(fast) + 3
 
+
+# --- the Producer's flow-control decisions (issue 12) ------------------------------------
+
+
+class _FlowDb:
+    """What the Producer asks of the database for flow control, answered from memory."""
+
+    def __init__(self, limited: list[str], wait: float | None, jobs: int = 0) -> None:
+        self.limited = limited
+        self.wait = wait
+        self.jobs = jobs
+        self.fetches = 0
+        self.limits: list[int] = []
+
+    async def fetch(self, name: str, params: Any = None) -> list[Any]:
+        assert name == "queue_flow_settings"
+        self.fetches += 1
+        return [(q, True) for q in self.limited]
+
+    async def claim_limited(self, statement: Any, limit: int, done: Any, *, suspects: bool) -> Any:
+        from pgqueue._core.claiming import ClaimedJob
+        from pgqueue._db.claim import ClaimResult
+
+        self.limits.append(limit)
+        jobs = [ClaimedJob(i, "t", "q", {}, 1, 3, "l", None) for i in range(min(limit, self.jobs))]
+        return ClaimResult(jobs, [], set(), self.wait)
+
+
+def _producer(db: _FlowDb, clock: FakeClock, concurrency: int = 4) -> Any:
+    import uuid
+    from types import SimpleNamespace
+
+    from pgqueue._db.claim import ClaimStatement
+    from pgqueue._db.queries import Queries
+    from pgqueue._runtime.events import Events
+    from pgqueue._runtime.producer import Producer
+    from pgqueue._runtime.settings import WorkerSettings
+
+    completer = SimpleNamespace(
+        take_successes=lambda: [],
+        restore=lambda done: None,
+        claim_finished=lambda: None,
+        accepted=lambda done, ok: None,
+        claim_in_flight=False,
+    )
+    statement = ClaimStatement(Queries("pgqueue"), uuid.uuid4(), ["lim"])
+    return Producer(
+        db,  # type: ignore[arg-type]
+        statement,
+        Ledger(concurrency, concurrency),
+        SimpleNamespace(),  # type: ignore[arg-type]
+        completer,  # type: ignore[arg-type]
+        Events(),
+        WorkerSettings(queues=["lim"], concurrency=concurrency, poll_interval=2.0),
+        clock,
+    )
+
+
+def test_producer_reads_flow_settings_once_a_second_and_sooner_after_a_nudge() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        db = _FlowDb(["lim"], None)
+        producer = _producer(db, clock)
+        await producer.refresh_flow()
+        assert db.fetches == 1 and producer.route.plain is None
+        assert producer.route.limited.queues == ["lim"]
+        await clock.advance(0.5)
+        await producer.refresh_flow()
+        assert db.fetches == 1  # not yet
+        producer.nudge()  # a NOTIFY: configure_queue sends one
+        await producer.refresh_flow()
+        assert db.fetches == 2
+        await clock.advance(0.05)
+        producer.nudge()
+        await producer.refresh_flow()
+        assert db.fetches == 2  # at most every 0.1 s however often it is woken
+        await clock.advance(1.0)
+        db.limited = []
+        await producer.refresh_flow()
+        assert db.fetches == 3 and producer.route.limited is None  # the limit was removed
+
     asyncio.run(scenario())
 
 
@@ -413,5 +494,26 @@ def test_scheduler_survives_a_failing_pass() -> None:
         await _run_until(clock, 130)
         assert [slot.minute for _, slot in db.jobs] == [1, 2] and scheduler.failures == 0
         await scheduler.stop()
+
+
+def test_a_held_back_producer_sleeps_until_the_next_permitted_start() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        db = _FlowDb(["lim"], 0.7)
+        producer = _producer(db, clock)
+        await producer.refresh_flow()
+        assert producer.room() == 4  # a limited queue: free slots only, no prefetch
+        assert await producer.claim(producer.room()) == []
+        assert db.limits == [4]
+        assert producer.flow_wait == 0.7 and not producer.flow_more
+        assert producer._sleep_seconds() == 0.7  # not the 2 s poll, not a hot loop
+        db.wait = 30.0
+        await producer.claim(4)
+        assert producer._sleep_seconds() == 2.0  # the poll interval still bounds a sleep
+        db.wait, db.jobs = None, 9
+        jobs = await producer.claim(4)
+        assert len(jobs) == 4 and producer.flow_more  # got all it asked: claim again
+        producer.ledger.add(jobs)
+        assert producer.room() == 0
 
     asyncio.run(scenario())

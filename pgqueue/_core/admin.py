@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import JobNotFound, ValidationError
 from ..types import JobInfo, JobState, QueueStats
 from .plan import DuplicateKey, Plan, Query
-from .validate import check_int, check_name, check_seconds
+from .validate import check_group_key, check_int, check_name, check_seconds
 
 
 def job_info(row: Mapping[str, Any]) -> JobInfo:
@@ -142,11 +142,14 @@ def list_jobs(
     limit: int,
     before: int | None = None,
     after: int | None = None,
+    group_key: str | None = None,
 ) -> Plan[list[dict[str, Any]]]:
     """Newest first. `before` / `after` are keyset bounds (ids): the page below the smallest
     id of the page shown, or the page just above its largest, each as cheap as the first."""
     if state is not None:
         JobState(state)  # ValueError names the bad state
+    if group_key is not None:
+        check_group_key(group_key)
     for kind, name in (("queue", queue), ("task", task)):
         if name is not None:
             check_name(kind, name)
@@ -154,6 +157,7 @@ def list_jobs(
         "state": state,
         "queue": queue,
         "task": task,
+        "group_key": group_key,
         "older_than": older_than,
         "newer_than": newer_than,
         "limit": check_int("limit", limit, minimum=1),

@@ -1,7 +1,7 @@
 """Schedules: what `app.periodic` declares, and the plans that declare, fire, pause and list
 them. The arithmetic is in `cron.py`; here only what is written and read.
 
-Exactly once per slot: `fire_schedule` (sql/007) advances the schedule's `last_slot` and
+Exactly once per slot: `fire_schedule` (sql/011) advances the schedule's `last_slot` and
 inserts the slot's job in one transaction under the schedule row's lock, and skips any slot
 not later than `last_slot`. So whoever fires (one leader, or two overlapping while a lease
 expires, or a leader after a restart) a slot makes one job, and pruning the job changes

@@ -31,6 +31,10 @@ class JobSpec(NamedTuple):
     timeout: float | None = None
     #: The enqueuer's trace context as JSON (OpenTelemetry), or None: not traced.
     trace: str | None = None
+    group_key: str | None = None
+    expires_at: datetime | None = None
+    #: Seconds from now (the database's clock) until it expires, when expires_at is not set.
+    expires_in: float | None = None
 
     def params(self) -> dict[str, Any]:
         """The parameters of `job_enqueue` (and of `job_enqueue_traced`, with `trace`)."""
@@ -44,6 +48,9 @@ class JobSpec(NamedTuple):
             "unique_key": self.unique_key,
             "max_attempts": self.max_attempts,
             "timeout": self.timeout,
+            "group_key": self.group_key,
+            "expires_at": self.expires_at,
+            "expires_in": self.expires_in,
         }
         if self.trace is not None:
             params["trace"] = self.trace
@@ -67,6 +74,9 @@ def chunk_params(chunk: Sequence[JobSpec]) -> dict[str, Any]:
         "delay": first.delay,
         "max_attempts": first.max_attempts,
         "timeout": first.timeout,
+        "group_key": first.group_key,
+        "expires_at": first.expires_at,
+        "expires_in": first.expires_in,
         "args": "[" + ",".join([s.args for s in chunk]) + "]",
         "trace": first.trace,
     }

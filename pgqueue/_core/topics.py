@@ -3,7 +3,7 @@
 Topic names are dot-separated segments of the queue-name characters (letters, digits,
 `_ : -`), 128 characters at most. A pattern may also use `*` (exactly one segment) and `#`
 (zero or more) as whole segments: `orders.*` matches `orders.created`, not `orders` nor
-`orders.eu.created`; `orders.#` matches all three. Matching happens in SQL (sql/007: a
+`orders.eu.created`; `orders.#` matches all three. Matching happens in SQL (sql/011: a
 pattern without wildcards by equality through the primary key, a wildcard one by a regular
 expression compiled when it is subscribed), so SQL publishers and triggers match exactly
 as Python does; the same rules are checked here first, so bad input fails before any SQL.

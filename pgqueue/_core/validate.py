@@ -105,3 +105,55 @@ def check_seconds(name: str, value: object) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValidationError(f"{name} must be a finite, non-negative number, not {value!r}")
     return float(value)
+
+
+#: group_key: the tenant, customer or API key a job belongs to; 1 to 255 characters, no NUL.
+#: The same rule is a CHECK constraint on the table.
+MAX_GROUP_KEY = 255
+
+
+def check_group_key(value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_GROUP_KEY or "\x00" in value:
+        raise ValidationError(
+            f"group_key must be a string of 1-{MAX_GROUP_KEY} characters without NUL,"
+            f" not {_short(value)}"
+        )
+    return value
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_RATE = re.compile(r"\s*([0-9]{1,9})\s*/\s*([0-9]*\.?[0-9]*)\s*([smhd])\s*")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: The longest rate period: a year.
+MAX_RATE_PERIOD = 366 * 86400.0
+
+
+def parse_rate(name: str, value: object) -> tuple[int, float]:
+    """`"20/s"` -> (20, 1.0): N starts per period. `N/s`, `N/m`, `N/h`, `N/d` or
+    `N/<seconds>s` (`"100/10s"`); N at least 1. The database parses it the same way
+    (`parse_rate` in 012_flow_control.sql)."""
+    match = _RATE.fullmatch(value) if isinstance(value, str) else None
+    hint = "use N/s, N/m, N/h, N/d or N/<seconds>s with N >= 1, such as '20/s' or '100/10s'"
+    if match is None:
+        raise ValidationError(f"invalid {name} {_short(value)}: {hint}")
+    count, number, unit = int(match[1]), match[2], match[3]
+    if count < 1:
+        raise ValidationError(f"invalid {name} {value!r}: {hint}")
+    if number and (unit != "s" or not any(c.isdigit() for c in number)):
+        raise ValidationError(f"invalid {name} {value!r}: {hint}")
+    period = _UNITS[unit] * (float(number) if number else 1.0)
+    if not 0 < period <= MAX_RATE_PERIOD:
+        raise ValidationError(f"invalid {name} {value!r}: the period must be 0-366 days")
+    return count, period
+
+
+def format_rate(count: int, period: float) -> str:
+    """The canonical text of a rate, as the database shows it."""
+    for unit, seconds in _UNITS.items():
+        if period == seconds:
+            return f"{count}/{unit}"
+    return f"{count}/{period:g}s"

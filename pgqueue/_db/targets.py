@@ -7,13 +7,14 @@ Connection) or one of pgqueue's own connections, and runs one step at a time. `d
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
 import psycopg
 
 from .._core.plan import AwaitNotify, DuplicateKey, Listen, Plan, Query, Step
-from ..errors import ValidationError
+from ..errors import QueueFull, ValidationError
 from .queries import Queries
 
 T = TypeVar("T")
@@ -25,6 +26,18 @@ class SyncTarget(Protocol):
 
 class AsyncTarget(Protocol):
     async def run(self, step: Step) -> Any: ...
+
+
+def queue_full(exc: BaseException | None) -> QueueFull | None:
+    """The QueueFull an enqueue function raised (SQLSTATE PGQ01, its DETAIL a JSON object
+    with queue, depth and max_depth), or None for any other error."""
+    if not isinstance(exc, psycopg.Error) or exc.sqlstate != QueueFull.SQLSTATE:
+        return None
+    try:
+        detail = json.loads(exc.diag.message_detail or "{}")
+        return QueueFull(str(detail["queue"]), int(detail["depth"]), int(detail["max_depth"]))
+    except (ValueError, KeyError, TypeError):
+        return QueueFull("?", -1, -1)
 
 
 def _as_dicts(names: list[str], rows: list[Any]) -> list[dict[str, Any]]:
@@ -45,6 +58,11 @@ class PsycopgTarget:
                 cur = self.conn.execute(self.queries[step.name], step.params)
             except psycopg.errors.UniqueViolation as exc:
                 raise DuplicateKey(str(exc)) from exc
+            except psycopg.Error as exc:
+                full = queue_full(exc)
+                if full is not None:
+                    raise full from exc
+                raise
             if cur.description is None:
                 return []
             rows = cur.fetchall()
@@ -63,6 +81,11 @@ class AsyncPsycopgTarget:
                 cur = await self.conn.execute(self.queries[step.name], step.params)
             except psycopg.errors.UniqueViolation as exc:
                 raise DuplicateKey(str(exc)) from exc
+            except psycopg.Error as exc:
+                full = queue_full(exc)
+                if full is not None:
+                    raise full from exc
+                raise
             if cur.description is None:
                 return []
             rows = await cur.fetchall()
@@ -82,13 +105,18 @@ class SqlAlchemyTarget:
         if not isinstance(step, Query):
             return _no_listen(step)
         conn = self.session.connection() if hasattr(self.session, "get_bind") else self.session
-        from sqlalchemy.exc import IntegrityError
+        from sqlalchemy.exc import DBAPIError, IntegrityError
 
         try:
             result = conn.exec_driver_sql(self.queries[step.name], _params(step.params))
         except IntegrityError as exc:
             if isinstance(exc.orig, psycopg.errors.UniqueViolation):
                 raise DuplicateKey(str(exc.orig)) from exc
+            raise
+        except DBAPIError as exc:
+            full = queue_full(exc.orig)
+            if full is not None:
+                raise full from exc
             raise
         if not result.returns_rows:
             return []
@@ -106,13 +134,18 @@ class AsyncSqlAlchemyTarget:
             return _no_listen(step)
         session = self.session
         conn = (await session.connection()) if hasattr(session, "get_bind") else session
-        from sqlalchemy.exc import IntegrityError
+        from sqlalchemy.exc import DBAPIError, IntegrityError
 
         try:
             result = await conn.exec_driver_sql(self.queries[step.name], _params(step.params))
         except IntegrityError as exc:
             if isinstance(exc.orig, psycopg.errors.UniqueViolation):
                 raise DuplicateKey(str(exc.orig)) from exc
+            raise
+        except DBAPIError as exc:
+            full = queue_full(exc.orig)
+            if full is not None:
+                raise full from exc
             raise
         if not result.returns_rows:
             return []

@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from .._core.claiming import Cursor
 from .._core.outcome import Outcome
 from .._core.plan import Plan
-from .claim import ClaimResult, ClaimStatement
+from .claim import ClaimResult, ClaimStatement, LimitedClaim
 from .pools import Database, generic_plans
 from .queries import Queries
 from .targets import AsyncPsycopgTarget, drive_async
@@ -92,6 +92,22 @@ class WorkerDb:
         query, params = statement.build(
             limit, done, start=start, began=began, suspects=suspects, after=after
         )
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return statement.decode(await cur.fetchall())
+
+    async def claim_limited(
+        self,
+        statement: LimitedClaim,
+        limit: int,
+        done: Sequence[Outcome],
+        *,
+        suspects: bool,
+        start: int | None = None,
+        began: Mapping[int, float] | None = None,
+    ) -> ClaimResult:
+        """One job_claim_limited statement: record `done`, claim what the limits allow."""
+        query, params = statement.build(limit, done, start=start, began=began, suspects=suspects)
         async with self.pool.connection() as conn:
             cur = await conn.execute(query, params)
             return statement.decode(await cur.fetchall())

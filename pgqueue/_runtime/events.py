@@ -37,6 +37,12 @@ class Pruned(NamedTuple):
     n: int
 
 
+class Expired(NamedTuple):
+    """Jobs not started by their `expires_at`, cancelled as expired by the leader."""
+
+    n: int
+
+
 class Overdue(NamedTuple):
     job_id: int
 
@@ -55,6 +61,7 @@ Event = (
     | Released
     | Rescued
     | Pruned
+    | Expired
     | Overdue
     | CancelledByRequest
     | ListenerRebuilt
@@ -69,6 +76,7 @@ STAT_KEYS = (
     "stale",
     "released",
     "pruned",
+    "expired",
     "overdue",
     "cancelled",
     "rescued",
@@ -113,6 +121,8 @@ class Stats(dict[str, int]):
             self["rescued"] += len(event.jobs)
         elif isinstance(event, Pruned):
             self["pruned"] += event.n
+        elif isinstance(event, Expired):
+            self["expired"] += event.n
         elif isinstance(event, Overdue):
             self["overdue"] += 1
         elif isinstance(event, CancelledByRequest):

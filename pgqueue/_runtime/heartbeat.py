@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
-from .._core import admin
+from .._core import admin, flow
 from .._db.worker import WorkerDb
-from ..types import QueueStats
+from ..types import QueueLimit, QueueStats
 from .executor import Executor
 from .service import Clock, PeriodicService
 
@@ -35,6 +35,7 @@ class Heartbeat(PeriodicService):
         concurrency: int,
         interval: float,
         timeout: float,
+        exclude_queues: Sequence[str] | None = None,
     ) -> None:
         super().__init__(clock)
         self.db = db
@@ -47,6 +48,7 @@ class Heartbeat(PeriodicService):
             "queues": list(queues) if queues else None,
             "concurrency": concurrency,
             "heartbeat_timeout": timeout,
+            "exclude_queues": list(exclude_queues) if exclude_queues else None,
         }
 
     async def register(self) -> None:
@@ -83,7 +85,8 @@ class CancelWatcher(PeriodicService):
 
 
 class QueueSampler(PeriodicService):
-    """Queue depths and lag for the metrics endpoint."""
+    """Queue depths and lag for the metrics endpoint; with `publish_flow`, the limits with
+    their use (queue_limits) and the enqueues refused with QueueFull."""
 
     name = "queue-sampler"
 
@@ -94,11 +97,16 @@ class QueueSampler(PeriodicService):
         publish: Callable[[list[QueueStats]], None],
         *,
         interval: float,
+        publish_flow: Callable[[list[QueueLimit], int], None] | None = None,
     ) -> None:
         super().__init__(clock)
         self.db = db
         self.publish = publish
+        self.publish_flow = publish_flow
         self.interval = interval
 
     async def run_once(self) -> None:
         self.publish(await self.db.run(admin.queue_stats()))
+        if self.publish_flow is not None:
+            limits = await self.db.run(flow.limits())
+            self.publish_flow(limits, await self.db.run(flow.rejected()))

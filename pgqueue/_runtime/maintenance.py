@@ -9,7 +9,7 @@ import logging
 from .._core import admin
 from .._db.errors import PermissionDenied
 from .._db.worker import WorkerDb
-from .events import Events, Pruned, Rescued
+from .events import Events, Expired, Pruned, Rescued
 from .service import Clock, PeriodicService
 
 log = logging.getLogger("pgqueue.worker")
@@ -18,6 +18,10 @@ log = logging.getLogger("pgqueue.worker")
 #: and no pass holds a long lock.
 PRUNE_BATCH = 1000
 PRUNE_BATCHES = 10
+
+#: Seconds between the leader's flow-control passes (expiry, depth estimate): an expired
+#: job is cancelled within about this long, and the estimate is never older than this.
+FLOW_INTERVAL = 1.0
 
 
 class Rescuer(PeriodicService):
@@ -93,3 +97,32 @@ class Pruner(PeriodicService):
     async def run_once(self) -> None:
         deleted = await self.db.run(admin.prune(None, PRUNE_BATCH, max_batches=PRUNE_BATCHES))
         self.events.emit(Pruned(deleted))
+
+
+class FlowKeeper(PeriodicService):
+    """Flow control's leader duties, about once a second (flow_maintain.sql): jobs past their
+    `expires_at` are cancelled as expired, queues with `max_depth` get a fresh depth
+    estimate (what a far-from-full enqueue trusts), idle rate logs and freed slots go. While
+    nothing needs it (no max_depth, no job that can expire, no slots or logs), it comes back
+    only every `idle_interval`: a database without flow control pays one query per that."""
+
+    name = "flow-keeper"
+    immediate = True
+
+    def __init__(
+        self, db: WorkerDb, clock: Clock, events: Events, *, interval: float, idle_interval: float
+    ) -> None:
+        super().__init__(clock)
+        self.db = db
+        self.events = events
+        self.busy_interval = interval
+        self.idle_interval = max(interval, idle_interval)
+        self.interval = interval
+
+    async def run_once(self) -> None:
+        rows = await self.db.fetch("flow_maintain")
+        self.interval = self.busy_interval if rows else self.idle_interval
+        expired = [r[0] for r in rows if r[0] is not None]
+        if expired:
+            self.events.emit(Expired(len(expired)))
+            log.info("cancelled %d expired jobs: %s", len(expired), expired[:20])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 from .._core.claiming import (
     SUSPECT_PROBE_INTERVAL,
@@ -21,7 +22,7 @@ from .._core.claiming import (
     last_in_claim_order,
 )
 from .._core.outcome import Outcome
-from .._db.claim import ClaimStatement
+from .._db.claim import ClaimStatement, Route, route
 from .._db.errors import DatabaseError
 from .._db.worker import WorkerDb
 from .completer import Completer
@@ -31,6 +32,11 @@ from .service import Clock
 from .settings import WorkerSettings
 
 log = logging.getLogger("pgqueue.worker")
+
+#: Seconds between a claiming worker's looks at which queues have flow-control settings
+#: (the limits themselves are read by every claim); a NOTIFY wake-up looks sooner.
+FLOW_CHECK_INTERVAL = 1.0
+FLOW_CHECK_AFTER_NUDGE = 0.1
 
 
 class Wakeup:
@@ -90,9 +96,28 @@ class Producer:
         self.quarantined: int | None = None  # a suspect job running alone
         self.recorded = False  # the last claim recorded outcomes too
         self._next_suspect_probe = 0.0
+        #: Flow control: the queues with settings (claimed by claim_limited), the route
+        #: that splits this worker's queues between the two claims, when it was read, and
+        #: what the last limited claim said (seconds until a limit permits a start; whether
+        #: it got all it asked for).
+        self.limited: frozenset[str] = frozenset()
+        #: Of those, the queues with a concurrency or rate limit (not only `fair`).
+        self.counted: frozenset[str] = frozenset()
+        self.route = Route(statement, None)
+        self._flow_checked = -FLOW_CHECK_INTERVAL
+        self._flow_nudged = False
+        self.flow_wait: float | None = None
+        self.flow_more = False
+        #: Until when the plain claim of a worker that also serves limited queues is not
+        #: repeated with every limited claim, because it came back short: a wake-up, the
+        #: poll timer, or at most a poll interval (a second at most) ends it (walking past a
+        #: limited queue's backlog in the claim index is not free).
+        self.plain_dry_until = 0.0
 
     def nudge(self) -> None:
         """Something may be claimable now (a NOTIFY, a reconnect): claim without waiting."""
+        self._flow_nudged = True  # a queue's settings may have changed (configure_queue)
+        self.plain_dry_until = 0.0
         self.wakeup.nudge()
 
     def stop(self) -> None:
@@ -102,7 +127,25 @@ class Producer:
     def slot_freed(self, job_id: int) -> None:
         if self.quarantined == job_id:
             self.quarantined = None
+        if self.route.limited is not None:
+            # A limited claim asks for free slots only: a freed one is worth a claim.
+            self.wakeup.maybe_more = True
         self.wakeup.wake()
+
+    def room(self) -> int:
+        """What a claim may ask for: slots plus prefetch; only the free slots when every
+        queue this worker serves is limited (a limited job is claimed only to start)."""
+        room = self.ledger.room()
+        if self.route.plain is None and not self._prefetch_limited():
+            ledger = self.ledger
+            room = min(room, ledger.concurrency - len(ledger.running) - len(ledger.buffer))
+        return room
+
+    def _prefetch_limited(self) -> bool:
+        """Whether the limited claim may claim ahead of free slots: only when no queue it
+        serves has a concurrency or rate limit (a fair queue alone is not counted)."""
+        limited = self.route.limited
+        return limited is not None and not any(q in self.counted for q in limited.queues)
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -112,7 +155,7 @@ class Producer:
         while not self.stopping:
             self.start_buffered()
             idle = ledger.idle()
-            room = ledger.room()
+            room = self.room()
             # A burst worker whose jobs have all finished asks once more before it exits.
             want = wakeup.maybe_more or (settings.burst and idle)
             if room > 0 and ledger.low() and want and self.quarantined is None:
@@ -130,30 +173,45 @@ class Producer:
                 # Fewer than asked means the queue is dry for now: wait for a NOTIFY or the
                 # next poll rather than re-querying each time a slot frees up.
                 wakeup.maybe_more = (
-                    len(jobs) == room or self.quarantined is not None or wakeup.nudged
+                    len(jobs) == room
+                    or self.quarantined is not None
+                    or wakeup.nudged
+                    or self.flow_more
                 )
                 ledger.add(jobs)
                 self.start_buffered()
                 # Only once every outcome is written, and the last claim recorded none: an
                 # outcome may make more work claimable (a workflow job whose last dependency
-                # it settles), which a claim in the same statement cannot see yet.
+                # it settles), which a claim in the same statement cannot see yet. And a
+                # limit holding jobs back (a wait hint) is not "nothing left to do".
                 if (
                     not jobs
                     and settings.burst
                     and idle
                     and not self.recorded
                     and not ledger.claimed
+                    and self.flow_wait is None
                 ):
                     log.info("burst: nothing left to do")
                     return
                 if wakeup.maybe_more and ledger.low():
                     continue  # the next turn claims again, or sleeps if there is no room
-            if await wakeup.sleep(settings.poll_interval) and not self.stopping:
+            if await wakeup.sleep(self._sleep_seconds()) and not self.stopping:
                 wakeup.maybe_more = True  # poll timer fired
+                self.plain_dry_until = 0.0
+
+    def _sleep_seconds(self) -> float:
+        """The poll interval, or less when a limit said when it permits the next start: a
+        held-back worker sleeps until then, never polling in a loop."""
+        wait = self.flow_wait
+        if wait is None:
+            return self.settings.poll_interval
+        return min(self.settings.poll_interval, max(wait, 0.0))
 
     async def _claim_for(self, room: int, idle: bool) -> list[ClaimedJob]:
         if self.orphans_possible:
             await self.release_orphans()
+        await self.refresh_flow()
         if idle and self.clock.now() >= self._next_suspect_probe:
             jobs = await self.claim(1, suspects=True)
             if jobs:
@@ -174,18 +232,94 @@ class Producer:
 
     # --- claiming -------------------------------------------------------------------------
 
+    async def refresh_flow(self) -> None:
+        """Which queues have flow-control settings, read about once a second (sooner after a
+        NOTIFY: configure_queue sends one); a change re-routes this worker's claims."""
+        now = self.clock.now()
+        due = now >= self._flow_checked + FLOW_CHECK_INTERVAL or (
+            self._flow_nudged and now >= self._flow_checked + FLOW_CHECK_AFTER_NUDGE
+        )
+        if not due:
+            return
+        self._flow_checked = now
+        self._flow_nudged = False
+        rows = await self.db.fetch("queue_flow_settings")
+        limited = frozenset(row[0] for row in rows)
+        counted = frozenset(row[0] for row in rows if row[1])
+        if limited != self.limited or counted != self.counted:
+            self.limited = limited
+            self.counted = counted
+            self.route = route(self.statement, limited)
+            self.cursor.reset()  # the plain claim's selection changed
+            self.flow_wait = None
+            self.flow_more = False
+
     async def claim(self, limit: int, *, suspects: bool = False) -> list[ClaimedJob]:
-        """Claim up to `limit` jobs (a seam: tests hold claims back here). Successes waiting
-        for their write ride along with an ordinary claim: one round trip and one commit."""
+        """Claim up to `limit` jobs (a seam: tests hold claims back here): from queues with
+        limits first (at most the free slots: a limited job is claimed only to start), then
+        from the others with the plain statement."""
+        limited = self.route.limited
+        self.recorded = False
+        if limited is None:
+            return await self._claim_plain(limit, suspects=suspects)
+        ledger = self.ledger
+        free = (
+            limit
+            if self._prefetch_limited()
+            else min(limit, ledger.concurrency - len(ledger.running) - len(ledger.buffer))
+        )
+        jobs: list[ClaimedJob] = []
+        self.flow_more = False
+        self.flow_wait = None
+        if free > 0:
+            completer = self.completer
+            done = [] if suspects else completer.take_successes()
+            self.recorded = bool(done)
+            completer.claim_in_flight = True
+            try:
+                result = await self.db.claim_limited(
+                    limited,
+                    free,
+                    done,
+                    suspects=suspects,
+                    start=ledger.startable(),
+                    began=completer.began,
+                )
+            except BaseException:
+                completer.restore(done)
+                raise
+            finally:
+                completer.claim_finished()
+            if done:
+                completer.accepted(done, result.accepted)
+            self.events.emit(Claimed(len(result.jobs)))
+            jobs = result.jobs
+            self.flow_wait = result.wait
+            self.flow_more = result.wait == 0 or len(jobs) == free
+        now = self.clock.now()
+        if self.route.plain is not None and len(jobs) < limit and now >= self.plain_dry_until:
+            plain = await self._claim_plain(limit - len(jobs), suspects=suspects, taken=jobs)
+            if not suspects and len(plain) < limit - len(jobs):
+                self.plain_dry_until = now + min(self.settings.poll_interval, FLOW_CHECK_INTERVAL)
+            jobs += plain
+        return jobs
+
+    async def _claim_plain(
+        self, limit: int, *, suspects: bool = False, taken: Sequence[ClaimedJob] = ()
+    ) -> list[ClaimedJob]:
+        """The plain claim (job_claim.sql). Successes waiting for their write ride along
+        with an ordinary claim: one round trip and one commit. `taken`: jobs the limited
+        claim just took, which start first."""
         completer = self.completer
         done = [] if suspects else completer.take_successes()
-        self.recorded = bool(done)
+        self.recorded = self.recorded or bool(done)
         # The rows that will take a free slot as soon as the claim returns: the claim
         # records their start; the rest wait in the buffer, claimed but not started.
-        start = self.ledger.startable()
+        start = max(0, self.ledger.startable() - len(taken))
         completer.claim_in_flight = True
         try:
-            if suspects or not self.statement.continues or not self.cursor.fresh(self.clock.now()):
+            statement = self.route.plain or self.statement
+            if suspects or not statement.continues or not self.cursor.fresh(self.clock.now()):
                 return await self._statement(limit, done, start, suspects=suspects)
             jobs = await self._statement(limit, done, start, after=True)
             if len(jobs) < limit:
@@ -213,8 +347,9 @@ class Producer:
         after: bool = False,
     ) -> list[ClaimedJob]:
         position = self.cursor.position if after else None
+        statement = self.route.plain or self.statement
         result = await self.db.claim(
-            self.statement,
+            statement,
             limit,
             done,
             start=start,
@@ -222,7 +357,7 @@ class Producer:
             suspects=suspects,
             after=position,
         )
-        if not suspects and self.statement.continues:
+        if not suspects and statement.continues:
             self.cursor.advance(
                 last_in_claim_order(result.positions),
                 restarted=position is None,

@@ -36,7 +36,7 @@ from .events import Events, Stats
 from .executor import Executor
 from .heartbeat import CancelWatcher, Heartbeat, QueueSampler
 from .leadership import Elector
-from .maintenance import Analyzer, Pruner, Rescuer
+from .maintenance import FLOW_INTERVAL, Analyzer, FlowKeeper, Pruner, Rescuer
 from .notifier import Notifier
 from .producer import Producer
 from .scheduler import Scheduler
@@ -139,6 +139,7 @@ class Worker:
             concurrency=s.concurrency,
             interval=s.heartbeat_interval,
             timeout=s.heartbeat_timeout,
+            exclude_queues=s.exclude_queues,
         )
         self.analyzer = Analyzer(self.db, self.clock, interval=s.prune_interval)
         self.maintenance = LeaderGroup(
@@ -153,6 +154,13 @@ class Worker:
                 Pruner(self.db, self.clock, self.events, interval=s.prune_interval),
                 self.analyzer,
                 self.scheduler,
+                FlowKeeper(
+                    self.db,
+                    self.clock,
+                    self.events,
+                    interval=min(FLOW_INTERVAL, s.heartbeat_interval),
+                    idle_interval=s.heartbeat_interval,
+                ),
             ]
         )
         self.elector = Elector(
@@ -223,7 +231,11 @@ class Worker:
             self.events.subscribe(self.metrics)
             self.services.append(
                 QueueSampler(
-                    self.db, self.clock, self.metrics.queues, interval=s.heartbeat_interval
+                    self.db,
+                    self.clock,
+                    self.metrics.queues,
+                    interval=s.heartbeat_interval,
+                    publish_flow=self.metrics.flow,
                 )
             )
         try:

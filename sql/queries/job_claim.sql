@@ -75,10 +75,13 @@ candidates AS MATERIALIZED (
        AND {queue_filter}
        AND {suspect_filter}
        AND {cursor_filter}
-       -- Paused queues: checked in the claim itself, so a pause takes effect in every
-       -- worker process at its next claim.
+       -- A job past its expiry is never started (the leader cancels it as expired).
+       AND (expires_at IS NULL OR expires_at > now())
+       -- Paused queues, and queues with limits (claimed only by claim_limited, 012):
+       -- checked in the claim itself, so a pause or a limit takes effect in every worker
+       -- process at its next claim.
        AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS q
-                        WHERE q.name = jobs.queue AND q.paused)
+                        WHERE q.name = jobs.queue AND (q.paused OR q.limited))
      ORDER BY priority DESC, run_at, id
      LIMIT %(limit)s::integer
        FOR UPDATE SKIP LOCKED

@@ -6,10 +6,12 @@
 -- arguments arrive as one JSON array: the client joins already-encoded texts instead of
 -- adapting a list element by element, and the server parses one document. Two parameters
 -- carry the chunk whatever its size, so the 65,535-parameter limit never applies. The ids
--- come back in the array's order. A delay is added to the database clock, never to the
+-- come back in the array's order. A delay (and an expiry in seconds) is added to the database clock, never to the
 -- client's.
 SELECT id
   FROM {schema}.enqueue_many(
            %(task)s::text, %(args)s::jsonb, %(queue)s::text, %(priority)s::integer,
            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
-           %(max_attempts)s::integer, %(timeout)s::double precision)
+           %(max_attempts)s::integer, %(timeout)s::double precision, %(group_key)s::text,
+           coalesce(%(expires_at)s::timestamptz,
+                    now() + make_interval(secs => %(expires_in)s::float8)))

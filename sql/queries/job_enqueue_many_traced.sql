@@ -6,4 +6,6 @@ SELECT id, set_config('pgqueue.trace_context', '', true) IS NULL AS kept
                 THEN %(task)s::text END,
            %(args)s::jsonb, %(queue)s::text, %(priority)s::integer,
            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
-           %(max_attempts)s::integer, %(timeout)s::double precision)
+           %(max_attempts)s::integer, %(timeout)s::double precision, %(group_key)s::text,
+           coalesce(%(expires_at)s::timestamptz,
+                    now() + make_interval(secs => %(expires_in)s::float8)))

@@ -23,7 +23,8 @@ SELECT j.id, j.task, j.queue,
        END AS last_error,
        j.created_at, j.run_at, j.started_at, j.finished_at,
        CASE WHEN w.id IS NOT NULL THEN w.hostname || ':' || w.pid
-            ELSE j.worker_id::text END AS worker
+            ELSE j.worker_id::text END AS worker,
+       nullif(j.group_key, '') AS group_key
   FROM {schema}.jobs AS j
   LEFT JOIN {schema}.workers AS w ON w.id = j.worker_id
  WHERE j.id < coalesce(%(before)s::bigint, 9223372036854775807)
@@ -31,6 +32,7 @@ SELECT j.id, j.task, j.queue,
    AND {state_filter}
    AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
    AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
+   AND (%(group_key)s::text IS NULL OR j.group_key = %(group_key)s::text)
    AND (%(older_than)s::float8 IS NULL
         OR j.created_at < now() - make_interval(secs => %(older_than)s::float8))
    AND (%(newer_than)s::float8 IS NULL
