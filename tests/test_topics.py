@@ -115,6 +115,24 @@ def test_a_failure_in_one_subscriber_refuses_the_whole_publish(app: pgqueue.App,
     assert _count(db) == 0
 
 
+def test_a_full_subscriber_queue_refuses_the_whole_publish_with_queue_full(
+    app: pgqueue.App, db: Conn
+) -> None:
+    """Back pressure (max_depth) on one subscriber's queue refuses the publish for every
+    subscriber: QueueFull, and no job at all."""
+    app.subscribe("orders.created", "crm.export", queue="crm")
+    app.subscribe("orders.created", "audit.record", queue="audit")
+    app.configure_queue("audit", max_depth=2)
+    app.publish_many("orders.created", [{"order_id": i} for i in range(2)])
+    assert _count(db) == 4
+    with pytest.raises(pgqueue.QueueFull) as refused:
+        app.publish("orders.created", {"order_id": 9})
+    assert (refused.value.queue, refused.value.max_depth) == ("audit", 2)
+    with pytest.raises(pgqueue.QueueFull):
+        app.publish_many("orders.created", [{"order_id": i} for i in range(3)])
+    assert _count(db) == 4
+
+
 def test_a_later_subscription_receives_only_later_publishes(app: pgqueue.App, db: Conn) -> None:
     app.subscribe("orders.created", "crm.export")
     app.publish("orders.created", {"n": 1})
