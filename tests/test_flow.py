@@ -477,6 +477,8 @@ def test_the_plain_claim_skips_limited_queues(app: pgqueue.App, db: Conn) -> Non
             "ids": "{}",
             "leases": "{}",
             "results": "[]",
+            "began": "{}",
+            "start": 10,
             "done_channel": "x",
             "queues": None,
             "queue": None,

@@ -350,7 +350,9 @@ class _FlowDb:
         self.fetches += 1
         return [(q, True) for q in self.limited]
 
-    async def claim_limited(self, statement: Any, limit: int, done: Any, *, suspects: bool) -> Any:
+    async def claim_limited(
+        self, statement: Any, limit: int, done: Any, *, suspects: bool, **_starts: Any
+    ) -> Any:
         from pgqueue._core.claiming import ClaimedJob
         from pgqueue._db.claim import ClaimResult
 
@@ -375,6 +377,7 @@ def _producer(db: _FlowDb, clock: FakeClock, concurrency: int = 4) -> Any:
         claim_finished=lambda: None,
         accepted=lambda done, ok: None,
         claim_in_flight=False,
+        began={},
     )
     statement = ClaimStatement(Queries("pgqueue"), uuid.uuid4(), ["lim"])
     return Producer(
