@@ -279,35 +279,3 @@ SELECT c.name,
        (SELECT j.state FROM jobs AS j WHERE j.id = c.last_job_id) AS last_job_state
   FROM cron_schedules AS c
   LEFT JOIN tasks AS t ON t.name = c.task;
-
--- job_status gains where a job came from. Recreated from 007's definition (a claimed job
--- reads `claimed`), with the three columns appended at the end (CREATE OR REPLACE VIEW may
--- only add columns after the existing ones).
-CREATE OR REPLACE VIEW job_status AS
-SELECT j.id,
-       j.task,
-       j.queue,
-       CASE WHEN j.state = 'scheduled' AND j.run_at <= now() THEN 'available'
-            WHEN j.state = 'running' AND j.started_at IS NULL THEN 'claimed'
-            ELSE j.state END AS state,
-       j.priority,
-       j.attempt,
-       j.max_attempts,
-       j.args,
-       j.result,
-       CASE WHEN jsonb_array_length(j.errors) > 0
-            THEN (j.errors -> -1 ->> 'type') || ': ' || (j.errors -> -1 ->> 'message')
-       END AS last_error,
-       j.created_at,
-       j.run_at,
-       j.started_at,
-       j.finished_at,
-       CASE WHEN w.id IS NOT NULL THEN w.hostname || ':' || w.pid
-            ELSE j.worker_id::text END AS worker,
-       j.rescue_count,
-       j.unique_key,
-       j.topic,
-       j.schedule,
-       j.scheduled_for
-  FROM jobs AS j
-  LEFT JOIN workers AS w ON w.id = j.worker_id;
