@@ -80,6 +80,7 @@ SELECT 't', CASE WHEN i % 1000 = 0 THEN 'failed' ELSE 'completed' END, 1, now()
 LIST_PARAMS = {
     "queue": None,
     "task": None,
+    "group_key": None,
     "older_than": None,
     "newer_than": None,
     "limit": 51,
