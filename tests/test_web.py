@@ -34,6 +34,13 @@ def _tasks(app: pgqueue.App) -> None:
         time.sleep(pause)
         return {"n": n}
 
+    @app.task(name="web.parent")
+    def parent(n: int) -> str:
+        ctx = pgqueue.current_job()
+        ctx.step("fetch", lambda: n)
+        ctx.spawn(work, n=n + 1)  # not gathered: the parent completes without waiting
+        return "spawned"
+
     @app.task(name="web.flaky", max_attempts=1)
     def flaky(order: int) -> str:
         if FLAKY["fail"]:
@@ -246,6 +253,46 @@ def test_cancel_from_the_job_page(qapp: pgqueue.App, site: str, page: Any) -> No
     expect(page.locator("h1 .state")).to_have_text("cancelled")
     assert page.locator("button.cancel").count() == 0
     assert qapp.get_job(job.id).state == pgqueue.JobState.CANCELLED
+
+
+def test_a_workflow_job_page_links_its_parents_children_and_steps(
+    qapp: pgqueue.App, site: str, page: Any
+) -> None:
+    work = qapp.tasks["web.work"]
+    first = work.options(group_key="acme").enqueue(n=1)
+    second = work.options(after=[first]).enqueue(n=2)
+    page.goto(f"{site}/job/{second.id}")
+    expect(page.locator("h1 .state")).to_have_text("waiting")
+    expect(page.locator("#waiting-on")).to_contain_text(f"Waiting for #{first.id}")
+    parent_link = page.locator(f"[data-relation=after] li[data-job='{first.id}']")
+    expect(parent_link.locator(".state")).to_have_text("available")
+    parent_link.locator("a").click()
+    expect(page.locator("h1")).to_contain_text(f"Job #{first.id}")
+    expect(page.locator("#group-key")).to_have_text("acme")
+    expect(page.locator(f"[data-relation=needed_by] li[data-job='{second.id}']")).to_contain_text(
+        "waiting"
+    )
+    page.goto(f"{site}/jobs?state=waiting")
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(1)
+    expect(page.locator(f"tr[data-job='{second.id}']")).to_be_visible()
+    page.goto(f"{site}/job/{first.id}")
+    # The group filter lists the group's jobs only.
+    page.locator("#group-key").click()
+    assert "group=acme" in page.url
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(1)
+
+    spawner = qapp.tasks["web.parent"].enqueue(n=10)
+    with worker_thread(qapp, burst=True):
+        pass
+    assert qapp.get_job(second.id).state == pgqueue.JobState.COMPLETED
+    page.goto(f"{site}/job/{spawner.id}")
+    expect(page.locator("#steps")).to_contain_text("fetch")
+    child = page.locator("[data-relation=spawned] li")
+    expect(child).to_have_count(1)
+    expect(child.locator(".state")).to_have_text("completed")
+    child.locator("a").click()
+    expect(page.locator(f"[data-relation=spawned_by] a[href$='/job/{spawner.id}']")).to_be_visible()
+    expect(page.locator("#waiting-on")).to_have_count(0)
 
 
 def test_workers_page_shows_heartbeat_leader_and_running_jobs(

@@ -234,6 +234,7 @@ class Dashboard:
                 state=filters["state"],
                 queue=filters["queue"],
                 task=filters["task"],
+                group_key=filters["group"],
                 before=before,
                 after=after,
                 limit=PAGE_SIZE + 1,
@@ -297,6 +298,7 @@ class Dashboard:
         except ValidationError as exc:
             return self.error(request, 400, str(exc))
         keys = await self.app.stored_redact_keys_async()
+        graph = await self.app.job_graph_async(job_id)
         errors = [
             {**err, "number": i + 1} for i, err in enumerate(info.errors) if isinstance(err, dict)
         ]
@@ -313,6 +315,8 @@ class Dashboard:
             in (JobState.FAILED, JobState.CANCELLED, JobState.RETRYING, JobState.SCHEDULED),
             can_cancel=not info.state.finished,
             trace=(info.trace or {}).get("traceparent"),
+            graph=graph,
+            workflow=_views.workflow(graph),
         )
 
     async def _workers_context(self) -> dict[str, Any]:

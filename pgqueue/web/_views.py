@@ -15,11 +15,11 @@ from ..types import JobInfo, JobState, QueueStats
 #: The states the jobs page filters by, in lifecycle order.
 STATES = [s.value for s in JobState]
 #: Live states (exact counts from the claim indexes) and finished ones (the last hour's).
-LIVE = ("scheduled", "available", "running", "retrying")
+LIVE = ("scheduled", "available", "claimed", "running", "retrying", "waiting")
 FINISHED = ("completed", "failed", "cancelled")
 #: The jobs page's filters, in the URL (so a filtered page can be shared); flow control,
 #: topics and schedules add theirs here.
-JOB_FILTERS = ("state", "queue", "task")
+JOB_FILTERS = ("state", "queue", "task", "group")
 
 
 def pretty_json(value: Any, keys: frozenset[str]) -> str:
@@ -137,6 +137,21 @@ def timeline(job: JobInfo) -> list[Event]:
         events.append(Event(job.finished_at, job.state.value, job.state.value))
     events.sort(key=lambda e: e.at)
     return events
+
+
+#: A job's workflow relations as the job page lists them: (key in `job_graph`, heading).
+RELATIONS = (
+    ("after", "Runs after"),
+    ("spawned", "Spawned"),
+    ("needed_by", "Needed by"),
+    ("spawned_by", "Spawned by"),
+)
+
+
+def workflow(graph: Mapping[str, Any]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """The relations a job has, in page order: (key, heading, related jobs); empty ones
+    left out, so a job outside any workflow shows no workflow section."""
+    return [(key, title, list(graph.get(key) or [])) for key, title in RELATIONS if graph.get(key)]
 
 
 def _parse_time(value: Any) -> datetime | None:
