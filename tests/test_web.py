@@ -295,6 +295,22 @@ def test_a_workflow_job_page_links_its_parents_children_and_steps(
     expect(page.locator("#waiting-on")).to_have_count(0)
 
 
+def test_overview_shows_depth_limits_and_a_queue_no_worker_serves(
+    qapp: pgqueue.App, site: str, page: Any
+) -> None:
+    qapp.configure_queue("capped", max_depth=2, concurrency=3, rate="20/s")
+    qapp.tasks["web.work"].options(queue="capped").enqueue_many([{"n": 1}, {"n": 2}])
+    page.goto(site + "/")
+    row = page.locator("tr[data-queue=capped]")
+    expect(row.locator("[data-col=depth]")).to_contain_text("2/2")
+    expect(row.locator("[data-col=depth] .mark.full")).to_have_text("full")
+    expect(row.locator("[data-col=limits]")).to_contain_text("slots 0/3")
+    expect(row.locator("[data-col=limits]")).to_contain_text("20 left of 20/s")
+    warning = page.locator(".warning[data-warn-queue=capped]")
+    expect(warning.first).to_contain_text("2 jobs waiting and no live worker")
+    expect(row.locator(".mark.no-worker")).to_be_visible()
+
+
 def test_workers_page_shows_heartbeat_leader_and_running_jobs(
     qapp: pgqueue.App, site: str, page: Any
 ) -> None:

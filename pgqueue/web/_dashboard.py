@@ -186,8 +186,12 @@ class Dashboard:
         stats = await self._stats()
         series = await self.shared.get("throughput", lambda: self.app.throughput_async(60.0, 60))
         workers = await self._workers()
+        limit_rows = await self.shared.get("limits", self.app.queue_limits_async)
         return {
             "queues": stats,
+            "fill": {q.queue: _views.fill(q) for q in stats},
+            "warnings": _views.warnings(stats),
+            "limits": _views.limits(limit_rows),
             "totals": _views.totals(stats),
             "chart": _views.chart(series),
             "workers": workers,

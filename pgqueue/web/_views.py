@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from .._logging import redact
-from ..types import JobInfo, JobState, QueueStats
+from ..types import JobInfo, JobState, QueueLimit, QueueStats
 
 #: The states the jobs page filters by, in lifecycle order.
 STATES = [s.value for s in JobState]
@@ -101,6 +101,63 @@ def totals(stats: Iterable[QueueStats]) -> dict[str, int]:
     for q in stats:
         for state in out:
             out[state] += int(getattr(q, state))
+    return out
+
+
+#: A queue this full (of its max_depth) is marked nearly full (as `pgqueue status` does).
+NEARLY_FULL = 0.9
+
+
+def fill(q: QueueStats) -> str:
+    """The mark for a queue's depth against its max_depth: "full", "nearly-full" or ""."""
+    if q.max_depth is None:
+        return ""
+    if q.depth >= q.max_depth:
+        return "full"
+    if q.depth >= NEARLY_FULL * q.max_depth:
+        return "nearly-full"
+    return ""
+
+
+def warnings(stats: Iterable[QueueStats]) -> list[tuple[str, str]]:
+    """(queue, text) for what an operator should look at first: a queue with jobs waiting to
+    run and no live worker serving it (nothing will run them), a full or nearly full one."""
+    out = []
+    for q in stats:
+        ready = q.available + q.retrying
+        if ready and not q.live_workers and not q.paused:
+            out.append(
+                (q.queue, f"{ready} job{'s' if ready != 1 else ''} waiting and no live worker")
+            )
+        mark = fill(q)
+        if mark:
+            out.append((q.queue, f"{mark.replace('-', ' ')} ({q.depth}/{q.max_depth})"))
+    return out
+
+
+class Limits(NamedTuple):
+    """A queue's own limits and their use now (its row of `queue_limits`, no group)."""
+
+    concurrency: str
+    rate: str
+    groups: int
+
+
+def limits(rows: Iterable[QueueLimit]) -> dict[str, Limits]:
+    """Per queue: "running/limit" for concurrency, "tokens left of rate" for the rate, and
+    how many busy groups have limits of their own; queues without limits are absent."""
+    out: dict[str, Limits] = {}
+    groups: dict[str, int] = {}
+    for r in rows:
+        if r.group_key is not None:
+            groups[r.queue] = groups.get(r.queue, 0) + 1
+    for r in rows:
+        if r.group_key is not None:
+            continue
+        conc = f"{r.running}/{r.concurrency}" if r.concurrency is not None else ""
+        rate = f"{r.tokens if r.tokens is not None else '?'} left of {r.rate}" if r.rate else ""
+        if conc or rate or groups.get(r.queue):
+            out[r.queue] = Limits(conc, rate, groups.get(r.queue, 0))
     return out
 
 
