@@ -311,6 +311,37 @@ def test_overview_shows_depth_limits_and_a_queue_no_worker_serves(
     expect(row.locator(".mark.no-worker")).to_be_visible()
 
 
+def test_pause_and_resume_a_schedule_from_the_schedules_page(
+    qapp: pgqueue.App, site: str, page: Any
+) -> None:
+    qapp.periodic("web.work", "0 3 * * *", name="nightly", args={"n": 1})
+    with worker_thread(qapp, burst=True):  # a worker writes the schedules it declares
+        pass
+    page.goto(site + "/schedules")
+    row = page.locator("tr[data-schedule=nightly]")
+    expect(row).to_contain_text("0 3 * * *")
+    row.locator("button.pause").click()
+    expect(page.locator(".notice")).to_contain_text("Schedule paused")
+    expect(row.locator("[data-col=status]")).to_contain_text("paused")
+    assert qapp.schedules()[0]["paused"] is True
+    row.locator("button.resume").click()
+    expect(page.locator(".notice")).to_contain_text("Schedule resumed")
+    assert qapp.schedules()[0]["paused"] is False
+
+
+def test_topics_page_lists_subscriptions_and_a_published_job_shows_its_topic(
+    qapp: pgqueue.App, site: str, page: Any
+) -> None:
+    qapp.subscribe("orders.*", "web.work", queue="orders")
+    [job] = qapp.publish("orders.paid", {"n": 5})
+    page.goto(site + "/topics")
+    row = page.locator("tr[data-pattern='orders.*']")
+    expect(row).to_contain_text("web.work")
+    expect(row.locator("[data-col=published]")).to_have_text("1")
+    page.goto(f"{site}/job/{job.id}")
+    expect(page.locator("#topic")).to_have_text("orders.paid")
+
+
 def test_workers_page_shows_heartbeat_leader_and_running_jobs(
     qapp: pgqueue.App, site: str, page: Any
 ) -> None:
@@ -376,7 +407,7 @@ def test_read_only_mode_has_no_actions(qapp: pgqueue.App, dash_app: pgqueue.App,
     job_id = _failed_job(qapp)
     qapp.tasks["web.work"].enqueue(n=1)
     with serve(create_app(dash_app, read_only=True)) as url:
-        for path in ("/", f"/job/{job_id}", "/jobs?state=failed", "/workers"):
+        for path in ("/", f"/job/{job_id}", "/jobs?state=failed", "/workers", "/schedules"):
             page.goto(url + path)
             expect(page.locator("h1")).to_be_visible()
             assert page.locator("form[method=post]").count() == 0, path
@@ -386,6 +417,7 @@ def test_read_only_mode_has_no_actions(qapp: pgqueue.App, dash_app: pgqueue.App,
         form = {"content-type": "application/x-www-form-urlencoded"}
         assert _post(f"{url}/job/{job_id}/retry", b"", form) in (404, 405)
         assert _post(f"{url}/queue/default/pause", b"", form) in (404, 405)
+        assert _post(f"{url}/schedule/nightly/pause", b"", form) in (404, 405)
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"{url}/bulk-retry", timeout=10)
         assert missing.value.code == 404
