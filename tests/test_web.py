@@ -327,6 +327,9 @@ def test_pause_and_resume_a_schedule_from_the_schedules_page(
     row.locator("button.resume").click()
     expect(page.locator(".notice")).to_contain_text("Schedule resumed")
     assert qapp.schedules()[0]["paused"] is False
+    page.locator("tr[data-schedule=nightly] a").first.click()  # the jobs it made
+    assert "schedule=nightly" in page.url
+    expect(page.locator("h1")).to_have_text("Jobs")
 
 
 def test_topics_page_lists_subscriptions_and_a_published_job_shows_its_topic(
@@ -340,6 +343,11 @@ def test_topics_page_lists_subscriptions_and_a_published_job_shows_its_topic(
     expect(row.locator("[data-col=published]")).to_have_text("1")
     page.goto(f"{site}/job/{job.id}")
     expect(page.locator("#topic")).to_have_text("orders.paid")
+    qapp.tasks["web.work"].options(queue="orders").enqueue(n=6)  # the same task, no topic
+    page.locator("#topic").click()
+    assert "topic=orders.paid" in page.url
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(1)
+    expect(page.locator(f"tr[data-job='{job.id}']")).to_be_visible()
 
 
 def test_workers_page_shows_heartbeat_leader_and_running_jobs(

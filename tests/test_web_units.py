@@ -81,6 +81,8 @@ LIST_PARAMS = {
     "queue": None,
     "task": None,
     "group_key": None,
+    "topic": None,
+    "schedule": None,
     "older_than": None,
     "newer_than": None,
     "limit": 51,

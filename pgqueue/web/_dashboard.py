@@ -231,6 +231,8 @@ class Dashboard:
                 queue=filters["queue"],
                 task=filters["task"],
                 group_key=filters["group"],
+                topic=filters["topic"],
+                schedule=filters["schedule"],
                 before=before,
                 after=after,
                 limit=PAGE_SIZE + 1,

@@ -19,7 +19,7 @@ LIVE = ("scheduled", "available", "claimed", "running", "retrying", "waiting")
 FINISHED = ("completed", "failed", "cancelled")
 #: The jobs page's filters, in the URL (so a filtered page can be shared); flow control,
 #: topics and schedules add theirs here.
-JOB_FILTERS = ("state", "queue", "task", "group")
+JOB_FILTERS = ("state", "queue", "task", "group", "topic", "schedule")
 
 
 def pretty_json(value: Any, keys: frozenset[str]) -> str:
