@@ -250,7 +250,10 @@ class Dashboard:
             has_newer, has_older = before is not None, more
         stats = await self._stats()  # once: the counts and the queue names
         failed = None
-        if filters["state"] == "failed" and not self.read_only:
+        # Bulk retry takes a queue and a task only: under a narrower filter (group, topic,
+        # schedule) its button would retry more than the page lists, so it is not offered.
+        narrower = any(filters[name] for name in _views.NOT_BULK_FILTERS)
+        if filters["state"] == "failed" and not self.read_only and not narrower:
             failed = await self.app.count_failed_async(filters["queue"], filters["task"])
         return self.render(
             request,

@@ -20,6 +20,8 @@ FINISHED = ("completed", "failed", "cancelled")
 #: The jobs page's filters, in the URL (so a filtered page can be shared); flow control,
 #: topics and schedules add theirs here.
 JOB_FILTERS = ("state", "queue", "task", "group", "topic", "schedule")
+#: Filters that bulk retry (`retry_failed`: a queue and a task) cannot narrow by.
+NOT_BULK_FILTERS = ("group", "topic", "schedule")
 
 
 def pretty_json(value: Any, keys: frozenset[str]) -> str:
