@@ -601,6 +601,8 @@ class App:
         before: int | None = None,
         after: int | None = None,
         group_key: str | None = None,
+        topic: str | None = None,
+        schedule: str | None = None,
     ) -> list[dict[str, Any]]:
         """Jobs as the `job_status` view shows them, newest first; every filter is optional.
 
@@ -618,6 +620,8 @@ class App:
                 before=before,
                 after=after,
                 group_key=group_key,
+                topic=topic,
+                schedule=schedule,
             )
         )
 
@@ -633,6 +637,8 @@ class App:
         before: int | None = None,
         after: int | None = None,
         group_key: str | None = None,
+        topic: str | None = None,
+        schedule: str | None = None,
     ) -> list[dict[str, Any]]:
         return await self.client.run_async(
             admin.list_jobs(
@@ -645,6 +651,8 @@ class App:
                 before=before,
                 after=after,
                 group_key=group_key,
+                topic=topic,
+                schedule=schedule,
             )
         )
 

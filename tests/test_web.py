@@ -34,6 +34,13 @@ def _tasks(app: pgqueue.App) -> None:
         time.sleep(pause)
         return {"n": n}
 
+    @app.task(name="web.parent")
+    def parent(n: int) -> str:
+        ctx = pgqueue.current_job()
+        ctx.step("fetch", lambda: n)
+        ctx.spawn(work, n=n + 1)  # not gathered: the parent completes without waiting
+        return "spawned"
+
     @app.task(name="web.flaky", max_attempts=1)
     def flaky(order: int) -> str:
         if FLAKY["fail"]:
@@ -222,6 +229,10 @@ def test_bulk_retry_of_a_filtered_set_asks_first(qapp: pgqueue.App, site: str, p
     ids = [flaky.enqueue(order=i).id for i in range(3)]
     with worker_thread(qapp, burst=True):
         pass
+    # Bulk retry cannot narrow by group: under a group filter it is not offered.
+    page.goto(site + "/jobs?state=failed&task=web.flaky&group=acme")
+    expect(page.locator("h1")).to_have_text("Jobs")
+    assert page.locator("a.danger").count() == 0
     page.goto(site + "/jobs?state=failed&task=web.flaky")
     page.click("text=Retry these 3 failed jobs")
     expect(page.locator("#bulk-count")).to_have_text("3")
@@ -246,6 +257,101 @@ def test_cancel_from_the_job_page(qapp: pgqueue.App, site: str, page: Any) -> No
     expect(page.locator("h1 .state")).to_have_text("cancelled")
     assert page.locator("button.cancel").count() == 0
     assert qapp.get_job(job.id).state == pgqueue.JobState.CANCELLED
+
+
+def test_a_workflow_job_page_links_its_parents_children_and_steps(
+    qapp: pgqueue.App, site: str, page: Any
+) -> None:
+    work = qapp.tasks["web.work"]
+    first = work.options(group_key="acme").enqueue(n=1)
+    second = work.options(after=[first]).enqueue(n=2)
+    page.goto(f"{site}/job/{second.id}")
+    expect(page.locator("h1 .state")).to_have_text("waiting")
+    expect(page.locator("#waiting-on")).to_contain_text(f"Waiting for #{first.id}")
+    parent_link = page.locator(f"[data-relation=after] li[data-job='{first.id}']")
+    expect(parent_link.locator(".state")).to_have_text("available")
+    parent_link.locator("a").click()
+    expect(page.locator("h1")).to_contain_text(f"Job #{first.id}")
+    expect(page.locator("#group-key")).to_have_text("acme")
+    expect(page.locator(f"[data-relation=needed_by] li[data-job='{second.id}']")).to_contain_text(
+        "waiting"
+    )
+    page.goto(f"{site}/jobs?state=waiting")
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(1)
+    expect(page.locator(f"tr[data-job='{second.id}']")).to_be_visible()
+    page.goto(f"{site}/job/{first.id}")
+    # The group filter lists the group's jobs only.
+    page.locator("#group-key").click()
+    assert "group=acme" in page.url
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(1)
+
+    spawner = qapp.tasks["web.parent"].enqueue(n=10)
+    with worker_thread(qapp, burst=True):
+        pass
+    assert qapp.get_job(second.id).state == pgqueue.JobState.COMPLETED
+    page.goto(f"{site}/job/{spawner.id}")
+    expect(page.locator("#steps")).to_contain_text("fetch")
+    child = page.locator("[data-relation=spawned] li")
+    expect(child).to_have_count(1)
+    expect(child.locator(".state")).to_have_text("completed")
+    child.locator("a").click()
+    expect(page.locator(f"[data-relation=spawned_by] a[href$='/job/{spawner.id}']")).to_be_visible()
+    expect(page.locator("#waiting-on")).to_have_count(0)
+
+
+def test_overview_shows_depth_limits_and_a_queue_no_worker_serves(
+    qapp: pgqueue.App, site: str, page: Any
+) -> None:
+    qapp.configure_queue("capped", max_depth=2, concurrency=3, rate="20/s")
+    qapp.tasks["web.work"].options(queue="capped").enqueue_many([{"n": 1}, {"n": 2}])
+    page.goto(site + "/")
+    row = page.locator("tr[data-queue=capped]")
+    expect(row.locator("[data-col=depth]")).to_contain_text("2/2")
+    expect(row.locator("[data-col=depth] .mark.full")).to_have_text("full")
+    expect(row.locator("[data-col=limits]")).to_contain_text("slots 0/3")
+    expect(row.locator("[data-col=limits]")).to_contain_text("20 left of 20/s")
+    warning = page.locator(".warning[data-warn-queue=capped]")
+    expect(warning.first).to_contain_text("2 jobs waiting and no live worker")
+    expect(row.locator(".mark.no-worker")).to_be_visible()
+
+
+def test_pause_and_resume_a_schedule_from_the_schedules_page(
+    qapp: pgqueue.App, site: str, page: Any
+) -> None:
+    qapp.periodic("web.work", "0 3 * * *", name="nightly", args={"n": 1})
+    with worker_thread(qapp, burst=True):  # a worker writes the schedules it declares
+        pass
+    page.goto(site + "/schedules")
+    row = page.locator("tr[data-schedule=nightly]")
+    expect(row).to_contain_text("0 3 * * *")
+    row.locator("button.pause").click()
+    expect(page.locator(".notice")).to_contain_text("Schedule paused")
+    expect(row.locator("[data-col=status]")).to_contain_text("paused")
+    assert qapp.schedules()[0]["paused"] is True
+    row.locator("button.resume").click()
+    expect(page.locator(".notice")).to_contain_text("Schedule resumed")
+    assert qapp.schedules()[0]["paused"] is False
+    page.locator("tr[data-schedule=nightly] a").first.click()  # the jobs it made
+    assert "schedule=nightly" in page.url
+    expect(page.locator("h1")).to_have_text("Jobs")
+
+
+def test_topics_page_lists_subscriptions_and_a_published_job_shows_its_topic(
+    qapp: pgqueue.App, site: str, page: Any
+) -> None:
+    qapp.subscribe("orders.*", "web.work", queue="orders")
+    [job] = qapp.publish("orders.paid", {"n": 5})
+    page.goto(site + "/topics")
+    row = page.locator("tr[data-pattern='orders.*']")
+    expect(row).to_contain_text("web.work")
+    expect(row.locator("[data-col=published]")).to_have_text("1")
+    page.goto(f"{site}/job/{job.id}")
+    expect(page.locator("#topic")).to_have_text("orders.paid")
+    qapp.tasks["web.work"].options(queue="orders").enqueue(n=6)  # the same task, no topic
+    page.locator("#topic").click()
+    assert "topic=orders.paid" in page.url
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(1)
+    expect(page.locator(f"tr[data-job='{job.id}']")).to_be_visible()
 
 
 def test_workers_page_shows_heartbeat_leader_and_running_jobs(
@@ -313,7 +419,7 @@ def test_read_only_mode_has_no_actions(qapp: pgqueue.App, dash_app: pgqueue.App,
     job_id = _failed_job(qapp)
     qapp.tasks["web.work"].enqueue(n=1)
     with serve(create_app(dash_app, read_only=True)) as url:
-        for path in ("/", f"/job/{job_id}", "/jobs?state=failed", "/workers"):
+        for path in ("/", f"/job/{job_id}", "/jobs?state=failed", "/workers", "/schedules"):
             page.goto(url + path)
             expect(page.locator("h1")).to_be_visible()
             assert page.locator("form[method=post]").count() == 0, path
@@ -323,6 +429,7 @@ def test_read_only_mode_has_no_actions(qapp: pgqueue.App, dash_app: pgqueue.App,
         form = {"content-type": "application/x-www-form-urlencoded"}
         assert _post(f"{url}/job/{job_id}/retry", b"", form) in (404, 405)
         assert _post(f"{url}/queue/default/pause", b"", form) in (404, 405)
+        assert _post(f"{url}/schedule/nightly/pause", b"", form) in (404, 405)
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"{url}/bulk-retry", timeout=10)
         assert missing.value.code == 404

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from pgqueue.types import JobInfo, JobState
+from pgqueue.types import JobInfo, JobState, QueueLimit, QueueStats
 from pgqueue.web import _csrf, _views
 
 
@@ -72,6 +72,63 @@ def test_filters_go_in_the_url_without_the_empty_ones() -> None:
     assert _views.ago(0.25) == "250 ms" and _views.ago(75) == "75 s" and _views.ago(600) == "10 min"
 
 
+def _stats(queue: str, **counts: Any) -> QueueStats:
+    zero = dict.fromkeys(
+        ("scheduled", "available", "running", "retrying", "completed", "failed", "cancelled"), 0
+    )
+    base: dict[str, Any] = {**zero, "lag_seconds": 0.0, "failed_last_hour": 0}
+    base.update(completed_last_minute=0, paused=False)
+    return QueueStats(queue=queue, **{**base, **counts})
+
+
+def test_queue_marks_and_warnings_follow_pgqueue_status() -> None:
+    assert _views.fill(_stats("a", depth=5)) == ""  # no max_depth
+    assert _views.fill(_stats("a", depth=8, max_depth=10)) == ""
+    assert _views.fill(_stats("a", depth=9, max_depth=10)) == "nearly-full"
+    assert _views.fill(_stats("a", depth=10, max_depth=10)) == "full"
+    stats = [
+        _stats("orphan", available=3, depth=3),  # ready, nobody serves it
+        _stats("served", available=3, depth=3, live_workers=1),
+        _stats("paused", available=3, depth=3, paused=True),  # paused says why, not a worker
+        _stats("waits", waiting=4),  # workflow jobs wait for others, not for a worker
+        _stats("capped", depth=2, max_depth=2, live_workers=1),
+    ]
+    assert _views.warnings(stats) == [
+        ("orphan", "3 jobs waiting and no live worker"),
+        ("capped", "full (2/2)"),
+    ]
+
+
+def test_limits_per_queue_from_queue_limits_rows() -> None:
+    def row(queue: str, group: str | None = None, **kw: Any) -> QueueLimit:
+        base: dict[str, Any] = dict(concurrency=None, running=0, rate=None, starts=None)
+        base.update(tokens=None, waiting=0, fair=False, max_depth=None, paused=False)
+        return QueueLimit(queue=queue, group_key=group, **{**base, **kw})
+
+    rows = [
+        row("api", concurrency=5, running=2, rate="20/s", starts=2, tokens=18),
+        row("api", "acme", concurrency=1, running=1),
+        row("plain"),  # no limits: absent
+    ]
+    assert _views.limits(rows) == {"api": _views.Limits("2/5", "18 left of 20/s", 1)}
+
+
+def test_workflow_relations_in_page_order_empty_ones_left_out() -> None:
+    graph = {
+        "after": [],
+        "spawned": [{"id": 3, "task": "t", "state": "running"}],
+        "needed_by": [],
+        "spawned_by": [{"id": 1, "task": "p", "state": "waiting"}],
+        "steps": [],
+        "waiting_on": [3],
+    }
+    assert [(k, len(jobs)) for k, _, jobs in _views.workflow(graph)] == [
+        ("spawned", 1),
+        ("spawned_by", 1),
+    ]
+    assert _views.workflow({"after": [], "steps": []}) == []
+
+
 FILL = """
 INSERT INTO pgqueue.jobs (task, state, attempt, finished_at)
 SELECT 't', CASE WHEN i % 1000 = 0 THEN 'failed' ELSE 'completed' END, 1, now()
@@ -81,6 +138,8 @@ LIST_PARAMS = {
     "queue": None,
     "task": None,
     "group_key": None,
+    "topic": None,
+    "schedule": None,
     "older_than": None,
     "newer_than": None,
     "limit": 51,

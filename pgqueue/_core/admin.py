@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import JobNotFound, ValidationError
 from ..types import JobInfo, JobState, QueueStats
 from .plan import DuplicateKey, Plan, Query
+from .topics import check_topic
 from .validate import check_group_key, check_int, check_name, check_seconds
 
 
@@ -143,9 +144,12 @@ def list_jobs(
     before: int | None = None,
     after: int | None = None,
     group_key: str | None = None,
+    topic: str | None = None,
+    schedule: str | None = None,
 ) -> Plan[list[dict[str, Any]]]:
     """Newest first. `before` / `after` are keyset bounds (ids): the page below the smallest
-    id of the page shown, or the page just above its largest, each as cheap as the first."""
+    id of the page shown, or the page just above its largest, each as cheap as the first.
+    `topic` / `schedule`: only the jobs a publish on that topic / that schedule made."""
     if state is not None:
         JobState(state)  # ValueError names the bad state
     if group_key is not None:
@@ -158,6 +162,8 @@ def list_jobs(
         "queue": queue,
         "task": task,
         "group_key": group_key,
+        "topic": None if topic is None else check_topic(topic),
+        "schedule": None if schedule is None else check_name("schedule", schedule),
         "older_than": older_than,
         "newer_than": newer_than,
         "limit": check_int("limit", limit, minimum=1),

@@ -49,6 +49,8 @@ NOTICES = {
     "paused": "Queue paused: workers claim none of its jobs from their next claim on.",
     "resumed": "Queue resumed.",
     "bulk-retried": "Failed jobs put back in line.",
+    "schedule-paused": "Schedule paused: it fires no job until resumed.",
+    "schedule-resumed": "Schedule resumed: it fires again from its next slot.",
 }
 #: Browsers may run nothing but our own script, load nothing from elsewhere, and never frame
 #: the dashboard (clickjacking an action button).
@@ -62,12 +64,6 @@ SECURITY_HEADERS = {
     "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
-#: Optional pages: shown when the App has the method that reads them (flow control,
-#: topics and schedules add these), omitted otherwise. (path, title, App method).
-OPTIONAL_PAGES = (
-    ("schedules", "Schedules", "schedules_async"),
-    ("topics", "Topics", "subscriptions_async"),
-)
 
 
 def _environment() -> jinja2.Environment:
@@ -132,9 +128,6 @@ class Dashboard:
         self.shared = _Shared(min(1.0, refresh / 2))
         self.env = _environment()
         self.static = {name: _static(name) for name in STATIC_TYPES}
-        self.optional = [
-            (path, title) for path, title, method in OPTIONAL_PAGES if hasattr(app, method)
-        ]
 
     # --- rendering ------------------------------------------------------------------------
 
@@ -151,7 +144,6 @@ class Dashboard:
             csrf_field=_csrf.FIELD,
             csrf_token=_csrf.token_for(self.secret, nonce),
             refresh_ms=int(self.refresh * 1000),
-            optional_pages=self.optional,
             schema=self.app.schema,
             notice=notice,
             states=_views.STATES,
@@ -186,8 +178,12 @@ class Dashboard:
         stats = await self._stats()
         series = await self.shared.get("throughput", lambda: self.app.throughput_async(60.0, 60))
         workers = await self._workers()
+        limit_rows = await self.shared.get("limits", self.app.queue_limits_async)
         return {
             "queues": stats,
+            "fill": {q.queue: _views.fill(q) for q in stats},
+            "warnings": _views.warnings(stats),
+            "limits": _views.limits(limit_rows),
             "totals": _views.totals(stats),
             "chart": _views.chart(series),
             "workers": workers,
@@ -234,6 +230,9 @@ class Dashboard:
                 state=filters["state"],
                 queue=filters["queue"],
                 task=filters["task"],
+                group_key=filters["group"],
+                topic=filters["topic"],
+                schedule=filters["schedule"],
                 before=before,
                 after=after,
                 limit=PAGE_SIZE + 1,
@@ -251,7 +250,10 @@ class Dashboard:
             has_newer, has_older = before is not None, more
         stats = await self._stats()  # once: the counts and the queue names
         failed = None
-        if filters["state"] == "failed" and not self.read_only:
+        # Bulk retry takes a queue and a task only: under a narrower filter (group, topic,
+        # schedule) its button would retry more than the page lists, so it is not offered.
+        narrower = any(filters[name] for name in _views.NOT_BULK_FILTERS)
+        if filters["state"] == "failed" and not self.read_only and not narrower:
             failed = await self.app.count_failed_async(filters["queue"], filters["task"])
         return self.render(
             request,
@@ -297,6 +299,7 @@ class Dashboard:
         except ValidationError as exc:
             return self.error(request, 400, str(exc))
         keys = await self.app.stored_redact_keys_async()
+        graph = await self.app.job_graph_async(job_id)
         errors = [
             {**err, "number": i + 1} for i, err in enumerate(info.errors) if isinstance(err, dict)
         ]
@@ -313,6 +316,8 @@ class Dashboard:
             in (JobState.FAILED, JobState.CANCELLED, JobState.RETRYING, JobState.SCHEDULED),
             can_cancel=not info.state.finished,
             trace=(info.trace or {}).get("traceparent"),
+            graph=graph,
+            workflow=_views.workflow(graph),
         )
 
     async def _workers_context(self) -> dict[str, Any]:
@@ -330,17 +335,13 @@ class Dashboard:
     async def workers_fragment(self, request: Request) -> Response:
         return self.render(request, "_workers_live.html", **(await self._workers_context()))
 
-    async def optional_page(self, request: Request) -> Response:
-        path = request.url.path.rstrip("/").rsplit("/", 1)[-1]
-        for name, title, method in OPTIONAL_PAGES:
-            if name == path and hasattr(self.app, method):
-                rows = await getattr(self.app, method)()
-                rows = [r if isinstance(r, Mapping) else vars(r) for r in rows]
-                columns = list(rows[0]) if rows else []
-                return self.render(
-                    request, "table.html", page=name, title=title, rows=rows, columns=columns
-                )
-        return self.error(request, 404, "No such page.")
+    async def schedules(self, request: Request) -> Response:
+        rows = await self.app.schedules_async()
+        return self.render(request, "schedules.html", page="schedules", rows=rows)
+
+    async def topics(self, request: Request) -> Response:
+        rows = await self.app.subscriptions_async()
+        return self.render(request, "topics.html", page="topics", rows=rows)
 
     async def bulk_retry_confirm(self, request: Request) -> Response:
         try:
@@ -434,6 +435,20 @@ class Dashboard:
             return self.error(request, 400, str(exc))
         return self._back(request, "/", "paused" if paused else "resumed")
 
+    async def pause_schedule(self, request: Request) -> Response:
+        if await self._form(request) is None:
+            return self._refused(request)
+        name = request.path_params["name"]
+        paused = request.url.path.endswith("/pause")
+        try:
+            if paused:
+                await self.app.pause_schedule_async(name)
+            else:
+                await self.app.resume_schedule_async(name)
+        except ValidationError as exc:
+            return self.error(request, 400, str(exc))
+        return self._back(request, "/schedules", f"schedule-{'paused' if paused else 'resumed'}")
+
     async def bulk_retry(self, request: Request) -> Response:
         fields = await self._form(request)
         if fields is None:
@@ -455,18 +470,21 @@ class Dashboard:
             Route("/jobs", self.jobs),
             Route("/job/{job_id:int}", self.job),
             Route("/workers", self.workers),
+            Route("/schedules", self.schedules),
+            Route("/topics", self.topics),
             Route("/live/overview", self.overview_fragment),
             Route("/live/counts", self.counts_fragment),
             Route("/live/workers", self.workers_fragment),
             Route("/static/{name}", self.static_file),
         ]
-        routes += [Route(f"/{path}", self.optional_page) for path, _ in self.optional]
         if not self.read_only:
             routes += [
                 Route("/job/{job_id:int}/retry", self.retry, methods=["POST"]),
                 Route("/job/{job_id:int}/cancel", self.cancel, methods=["POST"]),
                 Route("/queue/{queue}/pause", self.pause, methods=["POST"]),
                 Route("/queue/{queue}/resume", self.pause, methods=["POST"]),
+                Route("/schedule/{name}/pause", self.pause_schedule, methods=["POST"]),
+                Route("/schedule/{name}/resume", self.pause_schedule, methods=["POST"]),
                 Route("/bulk-retry", self.bulk_retry_confirm),
                 Route("/bulk-retry", self.bulk_retry, methods=["POST"]),
             ]

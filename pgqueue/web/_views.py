@@ -10,16 +10,18 @@ from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from .._logging import redact
-from ..types import JobInfo, JobState, QueueStats
+from ..types import JobInfo, JobState, QueueLimit, QueueStats
 
 #: The states the jobs page filters by, in lifecycle order.
 STATES = [s.value for s in JobState]
 #: Live states (exact counts from the claim indexes) and finished ones (the last hour's).
-LIVE = ("scheduled", "available", "running", "retrying")
+LIVE = ("scheduled", "available", "claimed", "running", "retrying", "waiting")
 FINISHED = ("completed", "failed", "cancelled")
 #: The jobs page's filters, in the URL (so a filtered page can be shared); flow control,
 #: topics and schedules add theirs here.
-JOB_FILTERS = ("state", "queue", "task")
+JOB_FILTERS = ("state", "queue", "task", "group", "topic", "schedule")
+#: Filters that bulk retry (`retry_failed`: a queue and a task) cannot narrow by.
+NOT_BULK_FILTERS = ("group", "topic", "schedule")
 
 
 def pretty_json(value: Any, keys: frozenset[str]) -> str:
@@ -104,6 +106,63 @@ def totals(stats: Iterable[QueueStats]) -> dict[str, int]:
     return out
 
 
+#: A queue this full (of its max_depth) is marked nearly full (as `pgqueue status` does).
+NEARLY_FULL = 0.9
+
+
+def fill(q: QueueStats) -> str:
+    """The mark for a queue's depth against its max_depth: "full", "nearly-full" or ""."""
+    if q.max_depth is None:
+        return ""
+    if q.depth >= q.max_depth:
+        return "full"
+    if q.depth >= NEARLY_FULL * q.max_depth:
+        return "nearly-full"
+    return ""
+
+
+def warnings(stats: Iterable[QueueStats]) -> list[tuple[str, str]]:
+    """(queue, text) for what an operator should look at first: a queue with jobs waiting to
+    run and no live worker serving it (nothing will run them), a full or nearly full one."""
+    out = []
+    for q in stats:
+        ready = q.available + q.retrying
+        if ready and not q.live_workers and not q.paused:
+            out.append(
+                (q.queue, f"{ready} job{'s' if ready != 1 else ''} waiting and no live worker")
+            )
+        mark = fill(q)
+        if mark:
+            out.append((q.queue, f"{mark.replace('-', ' ')} ({q.depth}/{q.max_depth})"))
+    return out
+
+
+class Limits(NamedTuple):
+    """A queue's own limits and their use now (its row of `queue_limits`, no group)."""
+
+    concurrency: str
+    rate: str
+    groups: int
+
+
+def limits(rows: Iterable[QueueLimit]) -> dict[str, Limits]:
+    """Per queue: "running/limit" for concurrency, "tokens left of rate" for the rate, and
+    how many busy groups have limits of their own; queues without limits are absent."""
+    out: dict[str, Limits] = {}
+    groups: dict[str, int] = {}
+    for r in rows:
+        if r.group_key is not None:
+            groups[r.queue] = groups.get(r.queue, 0) + 1
+    for r in rows:
+        if r.group_key is not None:
+            continue
+        conc = f"{r.running}/{r.concurrency}" if r.concurrency is not None else ""
+        rate = f"{r.tokens if r.tokens is not None else '?'} left of {r.rate}" if r.rate else ""
+        if conc or rate or groups.get(r.queue):
+            out[r.queue] = Limits(conc, rate, groups.get(r.queue, 0))
+    return out
+
+
 class Event(NamedTuple):
     at: datetime
     what: str
@@ -137,6 +196,21 @@ def timeline(job: JobInfo) -> list[Event]:
         events.append(Event(job.finished_at, job.state.value, job.state.value))
     events.sort(key=lambda e: e.at)
     return events
+
+
+#: A job's workflow relations as the job page lists them: (key in `job_graph`, heading).
+RELATIONS = (
+    ("after", "Runs after"),
+    ("spawned", "Spawned"),
+    ("needed_by", "Needed by"),
+    ("spawned_by", "Spawned by"),
+)
+
+
+def workflow(graph: Mapping[str, Any]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """The relations a job has, in page order: (key, heading, related jobs); empty ones
+    left out, so a job outside any workflow shows no workflow section."""
+    return [(key, title, list(graph.get(key) or [])) for key, title in RELATIONS if graph.get(key)]
 
 
 def _parse_time(value: Any) -> datetime | None:

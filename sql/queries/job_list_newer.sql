@@ -22,6 +22,8 @@ SELECT j.id, j.task, j.queue,
    AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
    AND (%(task)s::text IS NULL OR j.task = %(task)s::text)
    AND (%(group_key)s::text IS NULL OR j.group_key = %(group_key)s::text)
+   AND (%(topic)s::text IS NULL OR j.topic = %(topic)s::text)
+   AND (%(schedule)s::text IS NULL OR j.schedule = %(schedule)s::text)
    AND (%(older_than)s::float8 IS NULL
         OR j.created_at < now() - make_interval(secs => %(older_than)s::float8))
    AND (%(newer_than)s::float8 IS NULL
