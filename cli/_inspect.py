@@ -81,6 +81,12 @@ def jobs(
     group: Annotated[
         str | None, typer.Option("--group", help="Jobs of this group_key (tenant, customer).")
     ] = None,
+    topic: Annotated[
+        str | None, typer.Option("--topic", help="Jobs a publish to this topic made.")
+    ] = None,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="Jobs this schedule made.")
+    ] = None,
     older_than: Annotated[
         str | None, typer.Option("--older-than", help="A duration with its unit, e.g. 1h.")
     ] = None,
@@ -93,7 +99,7 @@ def jobs(
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List jobs, newest first, filtered by state, queue, task and age."""
+    """List jobs, newest first, filtered by state, queue, task, group, topic, schedule, age."""
     older = parse_duration(older_than, "--older-than") if older_than is not None else None
     newer = parse_duration(newer_than, "--newer-than") if newer_than is not None else None
     with errors():
@@ -107,6 +113,8 @@ def jobs(
                     queue=queue,
                     task=task,
                     group_key=group,
+                    topic=topic,
+                    schedule=schedule,
                     limit=limit,
                     older_than=older,
                     newer_than=newer,

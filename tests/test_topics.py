@@ -203,6 +203,22 @@ def test_publish_many_and_job_status_topic(app: pgqueue.App, db: Conn) -> None:
     assert sub["queue"] == "stats"
 
 
+def test_the_jobs_command_filters_by_topic(app: pgqueue.App, dsn: str) -> None:
+    import json
+
+    from pgqueue.cli.main import app as cli
+    from typer.testing import CliRunner
+
+    app.subscribe("orders.*", "audit.record", queue="audit")
+    published = {j.id for j in app.publish_many("orders.created", [{"n": 1}, {"n": 2}])}
+    app.enqueue("audit.record", {"n": 3})  # the same task, no topic
+    result = CliRunner().invoke(
+        cli, ["jobs", "--topic", "orders.created", "--json"], env={"PGQUEUE_DSN": dsn}
+    )
+    assert result.exit_code == 0, result.output
+    assert {row["id"] for row in json.loads(result.stdout)} == published
+
+
 def test_bad_input_is_refused_and_nothing_is_written(app: pgqueue.App, db: Conn) -> None:
     app.subscribe("orders.created", "crm.export")
     for call, message in [
