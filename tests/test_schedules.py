@@ -37,7 +37,7 @@ async def declared(app: pgqueue.App) -> AsyncIterator[Worker]:
     await worker.db.open()
     try:
         await worker.heartbeat.register()
-        await worker._declare()
+        await worker.announce()
         yield worker
     finally:
         await worker.heartbeat.deregister()

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .._core import catalog, schedules, topics
+from .._core import schedules
 from .._core.claiming import Ledger
 from .._core.schedules import Schedule
 from .._core.schema import check_schema
@@ -31,6 +31,7 @@ from .._db.queries import Queries
 from .._db.worker import WorkerDb
 from .._metrics import Metrics
 from .._task import Task
+from . import startup
 from .completer import Completer
 from .events import Events, Stats
 from .executor import Executor
@@ -241,19 +242,9 @@ class Worker:
         try:
             await self.db.run(check_schema(self.app.queries.schema, latest_version()))
             await self.heartbeat.register()
-            # The catalog learns this worker's tasks (SQL enqueue applies their defaults);
-            # its logs mask every App's redaction keys, not only this one's.
-            await self.db.run(
-                catalog.register_all(
-                    self.app.tasks.values(), self.app.redact_keys, self.executor.worker_name
-                )
-            )
-            self.executor.redact_keys = await self.db.run(catalog.stored_redact_keys()) | (
-                self.app.redact_keys
-            )
-            await self._declare()
+            await self.announce()
             await self.analyzer.run_once()  # every worker, once: a claim planned blind is slow
-            await self._warn_unknown_queues()
+            await startup.warn_unknown_queues(self.db, s.queues, s.exclude_queues)
             log.info(
                 "worker %s started: queues=%s concurrency=%d",
                 self.id,
@@ -280,33 +271,10 @@ class Worker:
                 for sig in installed:
                     loop.remove_signal_handler(sig)
 
-    async def _declare(self) -> None:
-        """Write what this worker's code declares: the topics its tasks subscribe to
-        (`@app.task(topics=...)`) and its schedules (`app.periodic`), which fire only while
-        a live worker declares them. A schedule name another live worker declares for a
-        different task stops the start with ValidationError."""
-        subscriptions = [
-            topics.Subscription(pattern, task.name)
-            for task in self.app.tasks.values()
-            for pattern in task.topics
-        ]
-        if subscriptions:
-            await self.db.run(topics.subscribe(subscriptions))
-        declared = list(self.app.declared_schedules.values())
-        if declared:
-            await self.db.run(schedules.declare(declared, self.id))
-            await self.db.fetch("schedules_changed")
-
-    async def _warn_unknown_queues(self) -> None:
-        named = list(self.settings.queues or []) + list(self.settings.exclude_queues or [])
-        if not named:
-            return
-        known = {row[0] for row in await self.db.fetch("queue_known", {"queues": named})}
-        for queue in named:
-            if queue not in known:
-                log.warning(
-                    "queue %r has no waiting jobs and no settings: is the name right?", queue
-                )
+    async def announce(self) -> None:
+        """Tasks, topics and schedules into the database; every App's redaction keys back."""
+        name = self.executor.worker_name
+        self.executor.redact_keys = await startup.announce(self.db, self.app, self.id, name)
 
     async def _finish(self) -> None:
         # Let the completer finish the write it may be in the middle of, then record the rest.
