@@ -77,8 +77,11 @@ _LIST_STATES = {
     },
 }
 _VARIANTS = {
-    "job_list": {f"job_list{s}": {"state_filter": f} for s, f in _LIST_STATES.items()},
-    "job_list_newer": {f"job_list_newer{s}": {"state_filter": f} for s, f in _LIST_STATES.items()},
+    "job_list": {
+        f"job_list{newer}{s}": {"state_filter": f, "direction": direction}
+        for newer, direction in (("", "DESC"), ("_newer", "ASC"))
+        for s, f in _LIST_STATES.items()
+    },
     "job_claim": {
         f"job_claim{suspect}{queues}": {
             "queue_filter": qf,

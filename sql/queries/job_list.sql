@@ -13,6 +13,11 @@
 -- under a generic plan, so a rare state is found through its index (jobs_failed_idx for
 -- failed and cancelled, the claim and running indexes for live states) instead of by walking
 -- every newer job.
+--
+-- Rendered twice per state (see _VARIANTS): `job_list*` newest first, and `job_list_newer*`
+-- (the dashboard's "newer" link: the page just above `after`) walking the primary key up
+-- from the bound, so it costs one page whatever the depth; its caller turns the rows back to
+-- newest first.
 SELECT j.id, j.task, j.queue,
        CASE WHEN j.state = 'scheduled' AND j.run_at <= now() THEN 'available'
             WHEN j.state = 'running' AND j.started_at IS NULL THEN 'claimed'
@@ -39,5 +44,5 @@ SELECT j.id, j.task, j.queue,
         OR j.created_at < now() - make_interval(secs => %(older_than)s::float8))
    AND (%(newer_than)s::float8 IS NULL
         OR j.created_at > now() - make_interval(secs => %(newer_than)s::float8))
- ORDER BY j.id DESC
+ ORDER BY j.id {direction}
  LIMIT %(limit)s::integer
