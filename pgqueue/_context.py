@@ -23,6 +23,7 @@ from ._core.validate import encode_result
 from .errors import JobFailed, ValidationError
 
 if TYPE_CHECKING:
+    from ._core.spec import JobSpec
     from ._task import Job, Task, TaskCall
 
 #: The claimed row itself; the JobContext is built only for a task that asks for it.
@@ -168,7 +169,11 @@ class JobContext:
 
     # --- children -------------------------------------------------------------------------
 
-    def _spawn_plan(self, run: _Run, task: Any, items: Iterable[Mapping[str, Any]]) -> Any:
+    def _spawn_plan(
+        self, run: _Run, task: Any, items: Iterable[Mapping[str, Any]]
+    ) -> tuple[str, list[JobSpec], TaskCall[Any, Any]]:
+        """The step name this spawn is recorded under (by its order in the run), its specs,
+        and the call that makes handles of the children."""
         call = _call(run.host, task)
         specs = call._many(items)
         name = f"spawn:{run.spawns}"
@@ -213,7 +218,7 @@ class JobContext:
     ) -> Job:
         return (await self.map_async(task, [kwargs]))[0]
 
-    def _gather_ids(self, run: _Run, steps: dict[str, Any], jobs: Iterable[Any]) -> list[int]:
+    def _gather_ids(self, steps: dict[str, Any], jobs: Iterable[Any]) -> list[int]:
         ids = [getattr(j, "id", j) for j in jobs]
         mine = {i for key, value in steps.items() if key.startswith("spawn:") for i in value}
         strangers = [i for i in ids if i not in mine]
@@ -238,7 +243,7 @@ class JobContext:
         top when the last child ends. A child that failed or was cancelled raises JobFailed."""
         run = _run()
         steps = self._steps(run)
-        ids = self._gather_ids(run, steps, jobs)
+        ids = self._gather_ids(steps, jobs)
         if not ids:
             return []
         return self._gathered(ids, run.host.client.run(workflow.gather_state(ids)))
@@ -246,7 +251,7 @@ class JobContext:
     async def gather_async(self, jobs: Iterable[Job | int]) -> list[Any]:
         run = _run()
         steps = await self._steps_async(run)
-        ids = self._gather_ids(run, steps, jobs)
+        ids = self._gather_ids(steps, jobs)
         if not ids:
             return []
         return self._gathered(ids, await run.host.client.run_async(workflow.gather_state(ids)))
