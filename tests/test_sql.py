@@ -38,6 +38,26 @@ def test_every_named_query_prepares(app: pgqueue.App, db: psycopg.Connection[Any
         db.execute(f"DEALLOCATE q{i}")
 
 
+def test_every_named_query_fits_psycopgs_parse_cache(app: pgqueue.App) -> None:
+    """psycopg keeps a query's parsed form only up to a length: past it, every execution
+    parses the text again (the claim statement, with its comments, once cost a twentieth of
+    a drain worker's CPU that way). Comments are stripped at load, quoted text kept."""
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+
+    from pgqueue._db.queries import strip_comments
+
+    too_long = {
+        name: len(app.queries[name])
+        for name in app.queries.names()
+        if len(app.queries[name].encode()) > MAX_CACHED_STATEMENT_LENGTH
+    }
+    assert not too_long
+    assert "--" not in app.queries["job_claim_all"]
+    assert strip_comments("SELECT '--x', \"a--b\" -- note\n\n  -- gone\nFROM t\n") == (
+        "SELECT '--x', \"a--b\"\nFROM t\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("query", "queues", "index"),
     [

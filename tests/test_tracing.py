@@ -182,3 +182,50 @@ print("ok")
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_no_span_is_opened_until_the_application_sets_a_tracer_provider(dsn: str) -> None:
+    """With OpenTelemetry installed but no provider set, a job's run opens no span (each
+    would be a non-recording no-op, and opening one cost a drain worker CPU per job); a
+    provider set while the worker runs is used from the next job on."""
+    script = """
+import sys
+import pgqueue, pgqueue._tracing as tracing
+from opentelemetry import trace
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pgqueue.testing import drain
+assert tracing.ENABLED and not tracing.spans_wanted()
+opened = []
+real = tracing.job_span
+def counting(*args, **kwargs):
+    opened.append(args[0])
+    return real(*args, **kwargs)
+import pgqueue._runtime.executor as executor
+executor.job_span = counting
+app = pgqueue.App(sys.argv[1])
+@app.task(name="t.plain")
+def plain(n: int) -> int:
+    return n + 1
+first = plain.enqueue(n=1)
+drain(app)
+assert first.wait(timeout=10) == 2 and opened == [], opened
+exporter = InMemorySpanExporter()
+provider = sdk_trace.TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+assert tracing.spans_wanted()
+second = plain.enqueue(n=2)
+drain(app)
+assert second.wait(timeout=10) == 3 and opened == [second.id], opened
+assert [s.name for s in exporter.get_finished_spans()] == ["process t.plain"]
+app.close()
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, dsn], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -22,8 +22,7 @@ from .._core.outcome import Outcome
 from .._core.retry import DEFAULT_RETRY, RetryPolicy
 from .._logging import redact
 from .._task import Task
-from .._tracing import ENABLED as TRACING
-from .._tracing import job_span
+from .._tracing import job_span, spans_wanted
 from ..errors import ConfigurationError, JobTimeout, UnknownTask
 from .events import CancelledByRequest, Events, Overdue
 
@@ -200,7 +199,7 @@ class Executor:
         started = time.monotonic()
         try:
             task.check_argument_names(job.args)
-            if TRACING:
+            if spans_wanted():
                 with job_span(job.id, job.task, job.queue, job.attempt, job.trace):
                     result = task.fn(**job.args)
             else:
@@ -279,7 +278,7 @@ class Executor:
         # Each job task has its own context copy, so this is visible to exactly this job.
         current.set(job)
         current_host.set(self.host)
-        if TRACING:
+        if spans_wanted():
             with job_span(job.id, job.task, job.queue, job.attempt, job.trace):
                 return await self._await(task, kwargs, timeout, job)
         return await self._await(task, kwargs, timeout, job)
