@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import secrets
 import shutil
 import statistics
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -167,8 +168,15 @@ def analyze(dsn: str) -> None:
         conn.execute("ANALYZE")
 
 
-def drain_run(admin_dsn: str, jobs: int, concurrency: int, profile: Path | None = None) -> Run:
-    """Pre-insert `jobs` no-op jobs, then time one burst worker process draining them."""
+def drain_run(
+    admin_dsn: str,
+    jobs: int,
+    concurrency: int,
+    profile: Path | None = None,
+    worker_args: Sequence[str] = (),
+) -> Run:
+    """Pre-insert `jobs` no-op jobs, then time one burst worker process draining them
+    (`worker_args`: more `pgqueue worker` options, e.g. `--prefetch 10` for an A/B)."""
     with scratch_database(admin_dsn) as dsn:
         app, task = migrated_app(dsn)
         try:
@@ -185,6 +193,7 @@ def drain_run(admin_dsn: str, jobs: int, concurrency: int, profile: Path | None 
             "-c",
             str(concurrency),
             "--burst",
+            *worker_args,
         ]
         if profile is not None:
             command = [
@@ -624,6 +633,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", choices=WORKLOADS, help="run just this workload")
     parser.add_argument(
+        "--worker-args",
+        default="",
+        metavar="ARGS",
+        help="more `pgqueue worker` options for the drain, e.g. '--prefetch 10'",
+    )
+    parser.add_argument(
         "--profile-drain",
         type=Path,
         metavar="FILE",
@@ -647,12 +662,17 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
             "drain",
             args.jobs,
             min(args.jobs, 2_000),
-            lambda n: drain_run(dsn, n, args.concurrency),
+            lambda n: drain_run(dsn, n, args.concurrency, worker_args=shlex.split(args.worker_args)),
             [
                 Metric("drain (DB span)", "jobs_per_s_db_span", "jobs/s"),
                 Metric("drain (wall, incl. startup)", "jobs_per_s_wall", "jobs/s"),
             ],
-            {"concurrency": args.concurrency, "worker": "subprocess --burst", "task": "sync noop"},
+            {
+                "concurrency": args.concurrency,
+                "worker": "subprocess --burst",
+                "task": "sync noop",
+                "worker_args": args.worker_args,
+            },
         ),
         Workload(
             "enqueue-single",

@@ -9,6 +9,7 @@ the ids an orphan check must not touch are all derived from that one ledger.
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -85,15 +86,41 @@ def last_in_claim_order(positions: Iterable[Cursor]) -> Cursor | None:
     return max(positions, key=lambda p: (-p[0], p[1], p[2]), default=None)
 
 
+class Pace:
+    """The pace of a worker's starts and the round trip of its claims, smoothed, for
+    `Ledger.tune`. The clock is passed in, so the rule is tested without waiting."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0  # starts per second between consecutive claims
+        self.latency = 0.0  # seconds from sending a claim to its reply
+        self._at: float | None = None
+        self._starts = 0
+
+    def claimed(self, now: float, starts: int, took: float) -> None:
+        """After a claim that took `took` seconds; `starts` is the ledger's count so far."""
+        if self._at is not None and now > self._at:
+            rate = (starts - self._starts) / (now - self._at)
+            # Quick to follow a burst up, and an idle spell (a long gap, few starts) pulls
+            # it down at once.
+            self.rate = rate if rate > self.rate else (self.rate + rate) / 2
+        self._at, self._starts = now, starts
+        self.latency = took if self.latency == 0.0 else 0.7 * self.latency + 0.3 * took
+
+
 class Ledger:
     """Every job this worker has claimed and not yet written back or released."""
 
-    def __init__(self, concurrency: int, prefetch: int) -> None:
+    def __init__(self, concurrency: int, prefetch: int, *, ceiling: int | None = None) -> None:
         self.concurrency = concurrency
+        #: Jobs claimed ahead of free slots, now: fixed at `prefetch`, or, given a `ceiling`
+        #: above it, tuned between the two by the pace of starts (see `tune`).
         self.prefetch = prefetch
+        self.floor = prefetch
+        self.ceiling = max(prefetch, ceiling if ceiling is not None else prefetch)
         self.claimed: dict[int, ClaimedJob] = {}
         self.buffer: collections.deque[ClaimedJob] = collections.deque()
         self.running: set[int] = set()
+        self.starts = 0  # every start so far: the pace of starts is measured from it
 
     def add(self, jobs: Sequence[ClaimedJob]) -> None:
         for job in jobs:
@@ -109,12 +136,38 @@ class Ledger:
         jobs; with prefetch 0, claim only for free slots."""
         return len(self.buffer) <= self.prefetch // 2
 
+    @property
+    def adaptive(self) -> bool:
+        return self.ceiling > self.floor
+
+    def tune(self, rate: float, latency: float) -> None:
+        """Size the prefetch by throughput: enough buffered jobs to keep every slot busy for
+        about three claim round trips at the current pace of starts (a claim is sent when
+        half the buffer is left, and its reply takes one round trip), within floor and
+        ceiling. Each job's outcome rides along with a claim or a write, so a bigger buffer
+        is also a bigger batch: one statement and one commit for many jobs, where a commit
+        waits for a WAL flush (3 ms on this project's CI machine). A slow or idle queue
+        shrinks it back to the floor, so a worker never holds more than it will start
+        within a few round trips, and other workers find the rest."""
+        if not self.adaptive:
+            return
+        want = math.ceil(3.0 * rate * latency)
+        self.prefetch = min(self.ceiling, max(self.floor, want))
+
+    @property
+    def unwritten_cap(self) -> int:
+        """Runs that may be over with their outcome not yet written, plus those running: a
+        worker killed at any moment loses the outcomes of at most this many runs (they run
+        again). Twice the concurrency, or concurrency plus the prefetch when that is more:
+        the outcomes of about one claim's worth of jobs, which is what a batch is."""
+        return self.concurrency + max(self.concurrency, self.prefetch)
+
     def startable(self) -> int:
         """How many jobs a claim made now would start at once: the claim records the start
         of these (the first ones in claim order), the rest wait in the buffer, unstarted."""
         slots = min(
             self.concurrency - len(self.running),
-            2 * self.concurrency - (len(self.claimed) - len(self.buffer)),
+            self.unwritten_cap - (len(self.claimed) - len(self.buffer)),
         )
         return max(0, slots - len(self.buffer))
 
@@ -123,18 +176,19 @@ class Ledger:
 
     def can_start(self) -> bool:
         """A slot frees when its task returns, while the outcome waits for the next batched
-        write; but no more than `concurrency` outcomes may wait, so a worker killed at any
-        moment has lost the outcomes of at most 2 x concurrency runs (running + waiting),
-        and only those can run again."""
+        write; but no more than `unwritten_cap` runs may be running or waiting for their
+        write, so a worker killed at any moment has lost the outcomes of at most that many
+        runs, and only those can run again."""
         return (
             bool(self.buffer)
             and len(self.running) < self.concurrency
-            and len(self.claimed) - len(self.buffer) < 2 * self.concurrency
+            and len(self.claimed) - len(self.buffer) < self.unwritten_cap
         )
 
     def start_next(self) -> ClaimedJob:
         job = self.buffer.popleft()
         self.running.add(job.id)
+        self.starts += 1
         return job
 
     def finished(self, job_id: int) -> None:

@@ -19,6 +19,7 @@ from .._core.claiming import (
     ClaimCursor,
     ClaimedJob,
     Ledger,
+    Pace,
     last_in_claim_order,
 )
 from .._core.outcome import Outcome
@@ -89,6 +90,7 @@ class Producer:
         self.clock = clock
         self.wakeup = Wakeup()
         self.cursor = ClaimCursor()
+        self.pace = Pace()  # sizes an adaptive prefetch (Ledger.tune)
         self.stopping = False
         #: A claim may have committed with its reply lost, or the server may have lost
         #: recent commits: check for rows claimed under our id that we do not know of.
@@ -160,6 +162,7 @@ class Producer:
             want = wakeup.maybe_more or (settings.burst and idle)
             if room > 0 and ledger.low() and want and self.quarantined is None:
                 wakeup.nudged = False
+                sent = self.clock.now()
                 try:
                     jobs = await self._claim_for(room, idle)
                 except DatabaseError as exc:
@@ -180,6 +183,10 @@ class Producer:
                 )
                 ledger.add(jobs)
                 self.start_buffered()
+                if ledger.adaptive:
+                    now = self.clock.now()
+                    self.pace.claimed(now, ledger.starts, now - sent)
+                    ledger.tune(self.pace.rate, self.pace.latency)
                 # Only once every outcome is written, and the last claim recorded none: an
                 # outcome may make more work claimable (a workflow job whose last dependency
                 # it settles), which a claim in the same statement cannot see yet. And a

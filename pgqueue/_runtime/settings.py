@@ -12,6 +12,9 @@ from typing import Any
 from .._core.validate import check_int, check_name, check_seconds
 from ..errors import ValidationError
 
+#: The most jobs an adaptive prefetch claims ahead of free slots (about 1 MB of small jobs).
+PREFETCH_CEILING = 1000
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -38,7 +41,10 @@ SETTINGS: dict[str, Setting] = {
     ),
     "concurrency": Setting(("-c", "--concurrency"), "Jobs run at once.", 1, kind="int"),
     "prefetch": Setting(
-        ("--prefetch",), "Jobs claimed ahead of free slots (default: -c).", 0, kind="int"
+        ("--prefetch",), "Jobs claimed ahead of free slots (default: tuned to throughput, from -c up to"
+        f" {PREFETCH_CEILING}).",
+        0,
+        kind="int",
     ),
     "burst": Setting(("--burst",), "Exit when no job is due.", kind="bool"),
     "poll_interval": Setting(("--poll-interval",), "Seconds between polls.", 0.01),
@@ -108,6 +114,8 @@ class WorkerSettings:
     exclude_queues: Sequence[str] | None = None
     concurrency: int = 16
     #: Jobs claimed ahead of free slots, so slots never wait for a claim's round trip.
+    #: None: tuned to throughput, from `concurrency` up to PREFETCH_CEILING (a fixed number
+    #: keeps it there; 0 claims only for free slots).
     prefetch: int | None = None
     #: Exit once no job is due and none is running (jobs scheduled for later, retries
     #: waiting out their backoff included, are left for a later run).
@@ -147,15 +155,8 @@ class WorkerSettings:
                 " (serving named queues already leaves the others alone)"
             )
         check_int("concurrency", self.concurrency, minimum=1)
-        set_(
-            self,
-            "prefetch",
-            check_int(
-                "prefetch",
-                self.concurrency if self.prefetch is None else self.prefetch,
-                minimum=0,
-            ),
-        )
+        if self.prefetch is not None:
+            check_int("prefetch", self.prefetch, minimum=0)
         if check_seconds("poll_interval", self.poll_interval) <= 0:
             raise ValidationError("poll_interval must be positive")
         for name in (
