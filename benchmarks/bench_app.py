@@ -6,6 +6,7 @@ read from PGQUEUE_DSN so that each benchmark run can point the worker at its scr
 
 from __future__ import annotations
 
+import os
 import time
 
 import pgqueue
@@ -13,10 +14,20 @@ import pgqueue
 app = pgqueue.App()
 
 
-@app.task(name="bench.noop")
 def noop(n: int) -> None:
     """Does nothing, so that the drain benchmark measures the queue and not the task."""
     return None
+
+
+async def async_noop(n: int) -> None:
+    """The same as a coroutine (`--async-task`): run on the event loop, no thread hand-off."""
+    return None
+
+
+if os.environ.get("PGQUEUE_BENCH_ASYNC") == "1":
+    app.task(name="bench.noop")(async_noop)
+else:
+    app.task(name="bench.noop")(noop)
 
 
 @app.task(name="bench.stamp")

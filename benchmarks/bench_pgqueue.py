@@ -22,8 +22,8 @@ import os
 import platform
 import re
 import resource
-import shlex
 import secrets
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -174,6 +174,7 @@ def drain_run(
     concurrency: int,
     profile: Path | None = None,
     worker_args: Sequence[str] = (),
+    async_task: bool = False,
 ) -> Run:
     """Pre-insert `jobs` no-op jobs, then time one burst worker process draining them
     (`worker_args`: more `pgqueue worker` options, e.g. `--prefetch 10` for an A/B)."""
@@ -212,6 +213,7 @@ def drain_run(
                 *command,
             ]
         env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
+        env["PGQUEUE_BENCH_ASYNC"] = "1" if async_task else "0"
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             spawned_at = fetch_one(conn, "SELECT clock_timestamp()")[0]
             cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -633,6 +635,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", choices=WORKLOADS, help="run just this workload")
     parser.add_argument(
+        "--async-task",
+        action="store_true",
+        help="drain with the no-op task as a coroutine (default: a plain function, on threads)",
+    )
+    parser.add_argument(
         "--worker-args",
         default="",
         metavar="ARGS",
@@ -662,7 +669,13 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
             "drain",
             args.jobs,
             min(args.jobs, 2_000),
-            lambda n: drain_run(dsn, n, args.concurrency, worker_args=shlex.split(args.worker_args)),
+            lambda n: drain_run(
+                dsn,
+                n,
+                args.concurrency,
+                worker_args=shlex.split(args.worker_args),
+                async_task=args.async_task,
+            ),
             [
                 Metric("drain (DB span)", "jobs_per_s_db_span", "jobs/s"),
                 Metric("drain (wall, incl. startup)", "jobs_per_s_wall", "jobs/s"),
@@ -670,7 +683,7 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
             {
                 "concurrency": args.concurrency,
                 "worker": "subprocess --burst",
-                "task": "sync noop",
+                "task": "async noop" if args.async_task else "sync noop",
                 "worker_args": args.worker_args,
             },
         ),
@@ -775,7 +788,14 @@ def main(argv: list[str] | None = None) -> int:
                 out.write(json.dumps(record, default=str) + "\n")
         print(f"appended {len(records)} result lines to {RESULTS_FILE.relative_to(ROOT)}")
     if args.profile_drain is not None and args.only in (None, "drain"):
-        profiled = drain_run(args.dsn, args.jobs, args.concurrency, profile=args.profile_drain)
+        profiled = drain_run(
+            args.dsn,
+            args.jobs,
+            args.concurrency,
+            profile=args.profile_drain,
+            worker_args=shlex.split(args.worker_args),
+            async_task=args.async_task,
+        )
         if profiled.error is not None:
             print(f"profiled drain run FAILED: {profiled.error}")
         else:

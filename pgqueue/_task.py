@@ -192,23 +192,29 @@ class Task(Generic[P, R]):
                 f"task {self.name} takes keyword arguments only (they are stored as JSON);"
                 f" got {len(args)} positional"
             )
-        self._bind_names(kwargs, f"task {self.name}: ")
+        self._bind_names(kwargs, worker=False)
 
     def check_argument_names(self, kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError unless a row's arguments fit the function (worker side)."""
-        self._bind_names(kwargs, f"arguments {sorted(kwargs)} do not match task {self.name}: ")
+        self._bind_names(kwargs, worker=True)
 
-    def _bind_names(self, kwargs: Mapping[str, Any], error_prefix: str) -> None:
+    def _bind_names(self, kwargs: Mapping[str, Any], *, worker: bool) -> None:
         # Whether keyword arguments bind depends only on their names, so each accepted set of
         # names is remembered (up to a bound, for functions taking **kwargs) and the
-        # signature is consulted once per shape, not once per job.
+        # signature is consulted once per shape, not once per job (nor is an error message
+        # built before there is an error: it ran for every job).
         names = frozenset(kwargs)
         if names in self._accepted_names:
             return
         try:
             self.signature.bind(**kwargs)
         except TypeError as exc:
-            raise TypeError(f"{error_prefix}{exc}") from None
+            prefix = (
+                f"arguments {sorted(kwargs)} do not match task {self.name}: "
+                if worker
+                else f"task {self.name}: "
+            )
+            raise TypeError(f"{prefix}{exc}") from None
         if len(self._accepted_names) < MAX_REMEMBERED_SHAPES:
             self._accepted_names.add(names)
 

@@ -10,6 +10,7 @@ nothing else in this module runs, so enqueue and the worker pay one boolean test
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -25,12 +26,23 @@ else:
     _NO_PROVIDER = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
 
+#: (monotonic time of the last look, its answer): see spans_wanted.
+_wanted = (-1.0, False)
+
+
 def spans_wanted() -> bool:
     """Whether a job's run should open a span: only once the application has set a tracer
     provider. Before that every span is a non-recording no-op, yet opening one (attributes,
-    links, context) cost a sixteenth of a drain worker's CPU per job; a provider set later
-    is seen by the next job."""
-    return ENABLED and not isinstance(trace.get_tracer_provider(), _NO_PROVIDER)
+    links, context) cost a sixteenth of a drain worker's CPU per job. The answer is kept
+    for a second (looking reads the environment while no provider is set): a provider set
+    later is used from a second after."""
+    global _wanted
+    if not ENABLED:
+        return False
+    now = time.monotonic()
+    if now - _wanted[0] >= 1.0:
+        _wanted = (now, not isinstance(trace.get_tracer_provider(), _NO_PROVIDER))
+    return _wanted[1]
 
 
 def current_context() -> str | None:

@@ -143,6 +143,32 @@ def test_ledger_bounds_unwritten_outcomes_to_twice_the_concurrency() -> None:
     assert [j.id for j in ledger.unrecorded({2})] == [3, 4, 5]
 
 
+def test_adaptive_prefetch_follows_the_pace_between_floor_and_ceiling() -> None:
+    from pgqueue._core.claiming import Pace
+
+    fixed = Ledger(concurrency=10, prefetch=10)
+    fixed.tune(rate=50_000.0, latency=0.01)
+    assert not fixed.adaptive and fixed.prefetch == 10  # a fixed prefetch stays put
+    ledger = Ledger(concurrency=10, prefetch=10, ceiling=1000)
+    # 20,000 starts/s and a 5 ms round trip: three round trips' worth is 300 jobs.
+    ledger.tune(rate=20_000.0, latency=0.005)
+    assert ledger.prefetch == 300
+    assert ledger.room() == 310 and ledger.unwritten_cap == 310
+    ledger.tune(rate=1e9, latency=1.0)
+    assert ledger.prefetch == 1000  # the ceiling
+    ledger.tune(rate=5.0, latency=0.005)
+    assert ledger.prefetch == 10  # a slow queue: back to the floor
+    assert ledger.unwritten_cap == 20  # twice the concurrency, as with a fixed prefetch
+
+    pace = Pace()
+    pace.claimed(now=0.0, starts=0, took=0.004)
+    pace.claimed(now=0.1, starts=1000, took=0.006)
+    assert pace.rate == pytest.approx(10_000.0)
+    assert pace.latency == pytest.approx(0.7 * 0.004 + 0.3 * 0.006)
+    pace.claimed(now=10.1, starts=1000, took=0.004)  # an idle spell: no starts for 10 s
+    assert pace.rate == pytest.approx(5_000.0)  # halved at once
+
+
 def test_enqueue_many_plan_cuts_chunks_and_keeps_input_order() -> None:
     specs = [JobSpec("t", f'{{"n":{i}}}') for i in range(ENQUEUE_CHUNK + 3)]
     first = [(i,) for i in reversed(range(ENQUEUE_CHUNK))]

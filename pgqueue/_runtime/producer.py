@@ -10,7 +10,6 @@ it first gives back rows claimed under its id that it does not know of.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -58,11 +57,24 @@ class Wakeup:
         self.event.set()
 
     async def sleep(self, seconds: float) -> bool:
-        """Sleep until woken or `seconds` pass; True if the timer fired."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.event.wait(), seconds)
-        fired = not self.event.is_set()
-        self.event.clear()
+        """Sleep until woken or `seconds` pass; True if the timer fired. A timer handle
+        sets the event, where `wait_for` made a Task and a timer for every wait (the
+        producer waits between claims, many times a second under load)."""
+        event = self.event
+        fired = False
+        if not event.is_set():
+
+            def timeout() -> None:
+                nonlocal fired
+                fired = True
+                event.set()
+
+            timer = asyncio.get_running_loop().call_later(seconds, timeout)
+            try:
+                await event.wait()
+            finally:
+                timer.cancel()
+        event.clear()
         return fired
 
 

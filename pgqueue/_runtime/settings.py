@@ -41,7 +41,8 @@ SETTINGS: dict[str, Setting] = {
     ),
     "concurrency": Setting(("-c", "--concurrency"), "Jobs run at once.", 1, kind="int"),
     "prefetch": Setting(
-        ("--prefetch",), "Jobs claimed ahead of free slots (default: tuned to throughput, from -c up to"
+        ("--prefetch",),
+        "Jobs claimed ahead of free slots (default: tuned to throughput, from -c up to"
         f" {PREFETCH_CEILING}).",
         0,
         kind="int",
