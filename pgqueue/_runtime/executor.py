@@ -10,9 +10,10 @@ import contextvars
 import functools
 import logging
 import queue as queue_mod
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from .._context import Suspended, completed_by_task, current, current_host
@@ -27,6 +28,20 @@ from ..errors import ConfigurationError, JobTimeout, UnknownTask
 from .events import CancelledByRequest, Events, Overdue
 
 log = logging.getLogger("pgqueue.worker")
+
+
+def _eager_task(coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+    """A job's Task that runs its first step at once (Python 3.12+): a job that finishes
+    without suspending, as most short ones do, is done before it would have been scheduled,
+    with no trip through the event loop (a fifth of a no-op drain worker's loop work). It is
+    still a Task of its own, with its own context, as with `create_task`."""
+    loop = asyncio.get_running_loop()
+    return asyncio.Task(coro, loop=loop, name=name, eager_start=True)  # type: ignore[call-arg]
+
+
+_start_task: Callable[..., asyncio.Task[None]] = (
+    _eager_task if sys.version_info >= (3, 12) else asyncio.create_task
+)
 
 
 class DaemonThreads:
@@ -164,7 +179,7 @@ class Executor:
         if task is not None and not task.is_async:
             self._start_sync(job, task)
             return
-        runner = asyncio.create_task(self._run_async(job, task), name=f"pgqueue-job-{job.id}")
+        runner = _start_task(self._run_async(job, task), name=f"pgqueue-job-{job.id}")
         self.running[job.id] = runner
         runner.add_done_callback(functools.partial(self._done, job.id))
 

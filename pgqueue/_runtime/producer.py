@@ -17,6 +17,7 @@ from .._core.claiming import (
     SUSPECT_PROBE_INTERVAL,
     ClaimCursor,
     ClaimedJob,
+    Cursor,
     Ledger,
     Pace,
     last_in_claim_order,
@@ -37,6 +38,12 @@ log = logging.getLogger("pgqueue.worker")
 #: (the limits themselves are read by every claim); a NOTIFY wake-up looks sooner.
 FLOW_CHECK_INTERVAL = 1.0
 FLOW_CHECK_AFTER_NUDGE = 0.1
+
+
+def _in_claim_order(jobs: list[ClaimedJob], positions: list[Cursor]) -> list[ClaimedJob]:
+    """Jobs of two claims merged in claim order: priority DESC, run_at, id."""
+    ranked = sorted(zip(positions, jobs, strict=True), key=lambda pj: (-pj[0][0], pj[0][1:]))
+    return [job for _, job in ranked]
 
 
 class Wakeup:
@@ -339,16 +346,18 @@ class Producer:
         try:
             statement = self.route.plain or self.statement
             if suspects or not statement.continues or not self.cursor.fresh(self.clock.now()):
-                return await self._statement(limit, done, start, suspects=suspects)
-            jobs = await self._statement(limit, done, start, after=True)
+                return (await self._statement(limit, done, start, suspects=suspects))[0]
+            jobs, positions = await self._statement(limit, done, start, after=True)
             if len(jobs) < limit:
-                # The continuation ran dry, or what is left sorts before it: from the front.
-                # Those rows sort before the continuation's, so they start first (and may
-                # push a continuation row recorded as started back into the buffer: rare,
-                # and it only makes that row's start look earlier than it was).
+                # The continuation ran dry (it stays within one priority), or what is left
+                # sorts before it: from the front. The two batches are merged in claim
+                # order, so a higher priority or an earlier row starts first (this may push
+                # a continuation row recorded as started back in the buffer: rare, and it
+                # only makes that row's start look earlier than it was).
                 self.cursor.reset()
                 done = []
-                jobs = await self._statement(limit - len(jobs), [], start) + jobs
+                front, front_positions = await self._statement(limit - len(jobs), [], start)
+                jobs = _in_claim_order(front + jobs, front_positions + positions)
             return jobs
         except BaseException:
             completer.restore(done)
@@ -364,7 +373,8 @@ class Producer:
         *,
         suspects: bool = False,
         after: bool = False,
-    ) -> list[ClaimedJob]:
+    ) -> tuple[list[ClaimedJob], list[Cursor]]:
+        """One claim statement: the jobs, and their positions in claim order."""
         position = self.cursor.position if after else None
         statement = self.route.plain or self.statement
         result = await self.db.claim(
@@ -385,7 +395,7 @@ class Producer:
         if done:
             self.completer.accepted(done, result.accepted)
         self.events.emit(Claimed(len(result.jobs)))
-        return result.jobs
+        return result.jobs, result.positions
 
     async def release_orphans(self) -> None:
         # Cleared first: a connection opened while this runs sets it again.
