@@ -344,3 +344,41 @@ def test_prune_keeps_a_parent_that_a_waiting_child_needs(
     assert app.get_job(child.id).state is pgqueue.JobState.WAITING
     app.prune(older_than=0)
     assert app.get_job(first.id).state is pgqueue.JobState.COMPLETED
+
+
+def test_children_completed_by_several_workers_at_once_wake_their_parent_once(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """Three worker processes complete the children of one parent in concurrent batches,
+    so statements in different transactions settle the same parent (migration 014 settles
+    once per statement, by the number of children each settled). A lost or doubled
+    decrement shows up as a parent that never wakes, or wakes before its last child."""
+    app = flow_app
+    n = 240
+    fan = task(app, "flows.fan").enqueue(n=n)
+    root = task(app, "flows.root").enqueue(day="x")
+    parts = task(app, "flows.part").options(after=[root]).enqueue_many([{"n": i} for i in range(n)])
+    join = task(app, "flows.join").options(after=parts).enqueue()
+    workers = [spawn_worker(APP, dsn, "-c", "4", *FAST) for _ in range(3)]
+    try:
+        assert fan.wait(timeout=120) == sum(i * i for i in range(n))
+        assert join.wait(timeout=120) == sum(i * i for i in range(n))
+    finally:
+        stop(*workers)
+    rows = ledger(db)
+    # The gatherer ran twice (the spawn, then one resume after its last child), the `after`
+    # join once after every part: never woken early, never twice.
+    fan_runs = [at for job, what, at in rows if job == fan.id and what == "fan"]
+    squares = [at for _, what, at in rows if what.startswith("square:")]
+    assert len(fan_runs) == 2 and len(squares) == n
+    assert max(squares) < fan_runs[1]
+    assert len(ledger(db, "joined")) == 1
+    joins = ledger(db, "join")
+    part_times = [at for _, what, at in rows if what.startswith("part:")]
+    assert len(joins) == 1 and len(part_times) == n and max(part_times) < joins[0][2]
+    assert len({pid for pid in db.execute("SELECT DISTINCT pid FROM flow_ledger")}) > 1
+    counters = db.execute(
+        "SELECT count(*) FILTER (WHERE waits_for <> 0),"
+        " count(*) FILTER (WHERE state <> 'completed') FROM pgqueue.jobs"
+    ).fetchone()
+    assert counters == (0, 0)
