@@ -6,6 +6,7 @@ pgqueue (tests/apps/flows.py)."""
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any
 
 import psycopg
@@ -382,3 +383,107 @@ def test_children_completed_by_several_workers_at_once_wake_their_parent_once(
         " count(*) FILTER (WHERE state <> 'completed') FROM pgqueue.jobs"
     ).fetchone()
     assert counters == (0, 0)
+
+
+def _fan_in(db: psycopg.Connection[Any], children: int) -> tuple[int, list[int]]:
+    """A parent waiting for `children` running children (gather edges), written directly."""
+    row = db.execute(
+        "INSERT INTO pgqueue.jobs (task, state, in_workflow, waits_for)"
+        " VALUES ('flows.fan', 'waiting', true, %s) RETURNING id",
+        [children],
+    ).fetchone()
+    assert row is not None
+    kids = db.execute(
+        "INSERT INTO pgqueue.jobs (task, state, in_workflow, lease)"
+        " SELECT 'flows.square', 'running', true, gen_random_uuid()"
+        " FROM generate_series(1, %s) RETURNING id",
+        [children],
+    ).fetchall()
+    ids = [int(str(k[0])) for k in kids]
+    db.execute(
+        "INSERT INTO pgqueue.job_edges (job_id, depends_on, kind)"
+        " SELECT %s, unnest(%s::bigint[]), 'gather'",
+        [row[0], ids],
+    )
+    return int(str(row[0])), ids
+
+
+COMPLETE = "UPDATE pgqueue.jobs SET state = 'completed', lease = NULL WHERE id = ANY(%s)"
+
+
+def test_two_transactions_settling_one_parent_lose_no_decrement(
+    dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """READ COMMITTED: the second statement waits for the first one's lock on the parent,
+    then subtracts its own count from the committed one."""
+    parent, kids = _fan_in(db, 4)
+    first = psycopg.connect(dsn)
+    second = psycopg.connect(dsn, autocommit=True)
+    try:
+        first.execute(COMPLETE, [kids[:2]])
+        blocked = threading.Thread(target=second.execute, args=(COMPLETE, [kids[2:3]]))
+        blocked.start()
+        pid = second.info.backend_pid
+        wait_until(
+            lambda: (
+                db.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+                ).fetchone()
+                == ("Lock",)
+            ),
+            10,
+            "the second statement to wait for the parent's lock",
+        )
+        first.commit()
+        blocked.join(10)
+        assert not blocked.is_alive()
+    finally:
+        first.close()
+        second.close()
+    state = "SELECT state, waits_for FROM pgqueue.jobs WHERE id = %s"
+    assert db.execute(state, [parent]).fetchone() == ("waiting", 1)
+    db.execute(COMPLETE, [kids[3:]])
+    assert db.execute(state, [parent]).fetchone() == ("available", 0)
+
+
+def test_one_statement_ending_two_parents_counts_the_completed_one_before_cancelling(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    """A dependent of a job that completed and one that failed in the same statement is
+    cancelled naming the failed one, with the completed one already subtracted: a retry of
+    the failed one then lets it run once that one completes (whatever order the statement
+    visited the two rows in)."""
+    app = flow_app
+    failing = task(app, "flows.root").enqueue(day="a")  # the lower id: visited first
+    fine = task(app, "flows.root").enqueue(day="b")
+    child = task(app, "flows.join").options(after=[fine, failing]).enqueue()
+    db.execute(
+        "UPDATE pgqueue.jobs SET state = CASE WHEN id = %s THEN 'failed' ELSE 'completed' END,"
+        " finished_at = now() WHERE id = ANY(%s)",
+        [failing.id, [failing.id, fine.id]],
+    )
+    info = app.get_job(child.id)
+    assert info.state is pgqueue.JobState.CANCELLED
+    assert info.last_error is not None and str(failing.id) in info.last_error["message"]
+    assert app.retry(failing.id)
+    assert app.get_job(child.id).state is pgqueue.JobState.WAITING
+    db.execute("UPDATE pgqueue.jobs SET state = 'completed' WHERE id = %s", [failing.id])
+    assert app.get_job(child.id).state is pgqueue.JobState.AVAILABLE
+
+
+def test_depending_on_a_finished_job_settles_nothing_twice(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    """`after=` on a job that already completed marks it in_workflow without a state change:
+    the trigger sees that update too, and must not count the completion again."""
+    app = flow_app
+    done = task(app, "flows.root").enqueue(day="a")
+    db.execute("UPDATE pgqueue.jobs SET state = 'completed' WHERE id = %s", [done.id])
+    pending = task(app, "flows.root").enqueue(day="b")
+    first = task(app, "flows.join").options(after=[done, pending]).enqueue()
+    second = task(app, "flows.join").options(after=[done, pending]).enqueue()
+    counts = db.execute(
+        "SELECT state, waits_for FROM pgqueue.jobs WHERE id = ANY(%s) ORDER BY id",
+        [[first.id, second.id]],
+    ).fetchall()
+    assert counts == [("waiting", 1), ("waiting", 1)]
