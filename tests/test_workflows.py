@@ -6,6 +6,7 @@ pgqueue (tests/apps/flows.py)."""
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any
 
 import psycopg
@@ -344,3 +345,145 @@ def test_prune_keeps_a_parent_that_a_waiting_child_needs(
     assert app.get_job(child.id).state is pgqueue.JobState.WAITING
     app.prune(older_than=0)
     assert app.get_job(first.id).state is pgqueue.JobState.COMPLETED
+
+
+def test_children_completed_by_several_workers_at_once_wake_their_parent_once(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """Three worker processes complete the children of one parent in concurrent batches,
+    so statements in different transactions settle the same parent (migration 014 settles
+    once per statement, by the number of children each settled). A lost or doubled
+    decrement shows up as a parent that never wakes, or wakes before its last child."""
+    app = flow_app
+    n = 240
+    fan = task(app, "flows.fan").enqueue(n=n)
+    root = task(app, "flows.root").enqueue(day="x")
+    parts = task(app, "flows.part").options(after=[root]).enqueue_many([{"n": i} for i in range(n)])
+    join = task(app, "flows.join").options(after=parts).enqueue()
+    workers = [spawn_worker(APP, dsn, "-c", "4", *FAST) for _ in range(3)]
+    try:
+        assert fan.wait(timeout=120) == sum(i * i for i in range(n))
+        assert join.wait(timeout=120) == sum(i * i for i in range(n))
+    finally:
+        stop(*workers)
+    rows = ledger(db)
+    # The gatherer ran twice (the spawn, then one resume after its last child), the `after`
+    # join once after every part: never woken early, never twice.
+    fan_runs = [at for job, what, at in rows if job == fan.id and what == "fan"]
+    squares = [at for _, what, at in rows if what.startswith("square:")]
+    assert len(fan_runs) == 2 and len(squares) == n
+    assert max(squares) < fan_runs[1]
+    assert len(ledger(db, "joined")) == 1
+    joins = ledger(db, "join")
+    part_times = [at for _, what, at in rows if what.startswith("part:")]
+    assert len(joins) == 1 and len(part_times) == n and max(part_times) < joins[0][2]
+    assert len({pid for pid in db.execute("SELECT DISTINCT pid FROM flow_ledger")}) > 1
+    counters = db.execute(
+        "SELECT count(*) FILTER (WHERE waits_for <> 0),"
+        " count(*) FILTER (WHERE state <> 'completed') FROM pgqueue.jobs"
+    ).fetchone()
+    assert counters == (0, 0)
+
+
+def _fan_in(db: psycopg.Connection[Any], children: int) -> tuple[int, list[int]]:
+    """A parent waiting for `children` running children (gather edges), written directly."""
+    row = db.execute(
+        "INSERT INTO pgqueue.jobs (task, state, in_workflow, waits_for)"
+        " VALUES ('flows.fan', 'waiting', true, %s) RETURNING id",
+        [children],
+    ).fetchone()
+    assert row is not None
+    kids = db.execute(
+        "INSERT INTO pgqueue.jobs (task, state, in_workflow, lease)"
+        " SELECT 'flows.square', 'running', true, gen_random_uuid()"
+        " FROM generate_series(1, %s) RETURNING id",
+        [children],
+    ).fetchall()
+    ids = [int(str(k[0])) for k in kids]
+    db.execute(
+        "INSERT INTO pgqueue.job_edges (job_id, depends_on, kind)"
+        " SELECT %s, unnest(%s::bigint[]), 'gather'",
+        [row[0], ids],
+    )
+    return int(str(row[0])), ids
+
+
+COMPLETE = "UPDATE pgqueue.jobs SET state = 'completed', lease = NULL WHERE id = ANY(%s)"
+
+
+def test_two_transactions_settling_one_parent_lose_no_decrement(
+    dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """READ COMMITTED: the second statement waits for the first one's lock on the parent,
+    then subtracts its own count from the committed one."""
+    parent, kids = _fan_in(db, 4)
+    first = psycopg.connect(dsn)
+    second = psycopg.connect(dsn, autocommit=True)
+    try:
+        first.execute(COMPLETE, [kids[:2]])
+        blocked = threading.Thread(target=second.execute, args=(COMPLETE, [kids[2:3]]))
+        blocked.start()
+        pid = second.info.backend_pid
+        wait_until(
+            lambda: (
+                db.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+                ).fetchone()
+                == ("Lock",)
+            ),
+            10,
+            "the second statement to wait for the parent's lock",
+        )
+        first.commit()
+        blocked.join(10)
+        assert not blocked.is_alive()
+    finally:
+        first.close()
+        second.close()
+    state = "SELECT state, waits_for FROM pgqueue.jobs WHERE id = %s"
+    assert db.execute(state, [parent]).fetchone() == ("waiting", 1)
+    db.execute(COMPLETE, [kids[3:]])
+    assert db.execute(state, [parent]).fetchone() == ("available", 0)
+
+
+def test_one_statement_ending_two_parents_counts_the_completed_one_before_cancelling(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    """A dependent of a job that completed and one that failed in the same statement is
+    cancelled naming the failed one, with the completed one already subtracted: a retry of
+    the failed one then lets it run once that one completes (whatever order the statement
+    visited the two rows in)."""
+    app = flow_app
+    failing = task(app, "flows.root").enqueue(day="a")  # the lower id: visited first
+    fine = task(app, "flows.root").enqueue(day="b")
+    child = task(app, "flows.join").options(after=[fine, failing]).enqueue()
+    db.execute(
+        "UPDATE pgqueue.jobs SET state = CASE WHEN id = %s THEN 'failed' ELSE 'completed' END,"
+        " finished_at = now() WHERE id = ANY(%s)",
+        [failing.id, [failing.id, fine.id]],
+    )
+    info = app.get_job(child.id)
+    assert info.state is pgqueue.JobState.CANCELLED
+    assert info.last_error is not None and str(failing.id) in info.last_error["message"]
+    assert app.retry(failing.id)
+    assert app.get_job(child.id).state is pgqueue.JobState.WAITING
+    db.execute("UPDATE pgqueue.jobs SET state = 'completed' WHERE id = %s", [failing.id])
+    assert app.get_job(child.id).state is pgqueue.JobState.AVAILABLE
+
+
+def test_depending_on_a_finished_job_settles_nothing_twice(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    """`after=` on a job that already completed marks it in_workflow without a state change:
+    the trigger sees that update too, and must not count the completion again."""
+    app = flow_app
+    done = task(app, "flows.root").enqueue(day="a")
+    db.execute("UPDATE pgqueue.jobs SET state = 'completed' WHERE id = %s", [done.id])
+    pending = task(app, "flows.root").enqueue(day="b")
+    first = task(app, "flows.join").options(after=[done, pending]).enqueue()
+    second = task(app, "flows.join").options(after=[done, pending]).enqueue()
+    counts = db.execute(
+        "SELECT state, waits_for FROM pgqueue.jobs WHERE id = ANY(%s) ORDER BY id",
+        [[first.id, second.id]],
+    ).fetchall()
+    assert counts == [("waiting", 1), ("waiting", 1)]

@@ -1,8 +1,9 @@
 """Workflow plans: dependencies between jobs, durable steps, spawning and gathering children,
 suspending a run, completing a job inside the caller's transaction.
 
-The rules that make them safe live in SQL (`008_workflows.sql`: the trigger that settles a
-job's dependents, and the row locks that order an edge against the end of the job it
+The rules that make them safe live in SQL (`008_workflows.sql` and
+`014_settle_per_statement.sql`: the trigger that settles the dependents of the jobs a
+statement ended, and the row locks that order an edge against the end of the job it
 names); these plans only sequence the statements, so sync and async callers share them.
 """
 

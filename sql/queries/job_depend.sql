@@ -2,7 +2,7 @@
 -- every job in `parents`. Locking the parents (the UPDATE) orders this against their end: a
 -- parent that ended before is seen as ended here (the UPDATE re-reads its latest version
 -- after any lock wait), one that ends later waits for this transaction and then settles the
--- new edges (see job_settle_dependents in 008_workflows.sql). A child whose parent already
+-- new edges (see job_settle_dependents, 008 and 014). A child whose parent already
 -- failed or was cancelled is cancelled at once, naming it; one whose parents all completed
 -- stays as it was. (The edges CTE runs although nothing reads it: data-modifying CTEs always
 -- run to completion.)
