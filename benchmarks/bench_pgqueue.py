@@ -349,6 +349,7 @@ RAW_INSERT_NOTIFY = (
 BREAKDOWN = (
     "insert",
     "insert_notify",
+    "insert_jobs",
     "sql_enqueue",
     "sql_enqueue_job",
     "task_enqueue",
@@ -358,6 +359,7 @@ BREAKDOWN = (
 BREAKDOWN_LABELS = {
     "insert": "autocommit INSERT (floor)",
     "insert_notify": "INSERT + pg_notify",
+    "insert_jobs": "INSERT INTO jobs (bare)",
     "sql_enqueue": "SELECT enqueue() (psycopg)",
     "sql_enqueue_job": "job_enqueue.sql (psycopg)",
     "task_enqueue": "task.enqueue()",
@@ -384,6 +386,9 @@ def enqueue_breakdown_run(admin_dsn: str, jobs: int) -> Run:
             enqueue_sql = sql.SQL("SELECT {}.enqueue(%s, %s::jsonb)").format(
                 sql.Identifier(app.schema)
             )
+            insert_jobs_sql = sql.SQL("INSERT INTO {} (task, args) VALUES (%s, %s::jsonb)").format(
+                jobs_table(app)
+            )
             enqueue_job_sql = app.client.queries["job_enqueue"]
             via_conn = task.options(conn=caller)
 
@@ -398,6 +403,9 @@ def enqueue_breakdown_run(admin_dsn: str, jobs: int) -> Run:
                 elif variant == "insert_notify":
                     for i in range(start, stop):
                         raw.execute(RAW_INSERT_NOTIFY, (f'{{"n": {i}}}',))
+                elif variant == "insert_jobs":
+                    for i in range(start, stop):
+                        raw.execute(insert_jobs_sql, (TASK_NAME, f'{{"n": {i}}}'))
                 elif variant == "sql_enqueue":
                     for i in range(start, stop):
                         raw.execute(enqueue_sql, (TASK_NAME, f'{{"n": {i}}}'))
@@ -432,7 +440,7 @@ def enqueue_breakdown_run(admin_dsn: str, jobs: int) -> Run:
             loop.run_until_complete(app.aclose())
             loop.close()
             app.close()
-    expected_jobs = 5 * (jobs + 10)
+    expected_jobs = 6 * (jobs + 10)
     if raw_rows != 2 * (jobs + 10) or rows != expected_jobs:
         return Run(
             error=f"expected {expected_jobs} jobs, {2 * (jobs + 10)} raw rows;"
