@@ -96,19 +96,9 @@ class Client:
         first, rest = self._start(plan, register=external is None)
         if external is not None:
             return drive(rest, sync_target(external, self.queries), first)
-        if atomic:
-            with self.database.connection(atomic=True) as conn:
-                return drive(rest, PsycopgTarget(conn, self.queries), first)
-        # The pool's own get and put, without its context manager: on an autocommit
-        # connection the `with conn:` inside it only runs a COMMIT that has nothing to do,
-        # and a single enqueue is short enough for that to show. `putconn` still discards a
-        # connection that broke, and rolls back one a plan left inside a transaction.
-        pool = self.database.pool
-        conn = pool.getconn()
-        try:
-            return drive(rest, PsycopgTarget(conn, self.queries), first)
-        finally:
-            pool.putconn(conn)
+        with self.database.connection(atomic=atomic) as conn:
+            target = PsycopgTarget(conn, self.queries)
+            return drive(rest, target, first)
 
     async def run_async(self, plan: Plan[T], external: Any = None, *, atomic: bool = False) -> T:
         first, rest = self._start(plan, register=external is None)

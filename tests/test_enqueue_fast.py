@@ -135,13 +135,26 @@ def test_other_schema_keeps_its_own_channel(server_dsn: str, dsn: str) -> None:
 
 
 def test_a_failed_pooled_enqueue_leaves_the_pool_usable(app: pgqueue.App) -> None:
-    """Single enqueue takes and returns its pooled connection by hand (no context manager):
-    an error on it still returns the connection, and the next enqueue runs."""
+    """A refused enqueue returns its pooled connection: more refusals than the pool holds
+    connections, and the next enqueue still runs, with every connection back in the pool."""
     app.configure_queue("q", max_depth=1)
     app.enqueue("t.a", {}, queue="q")
-    for _ in range(12):  # more than the pool holds: a leaked connection would exhaust it
+    for _ in range(12):
         with pytest.raises(pgqueue.errors.QueueFull):
             app.enqueue("t.a", {}, queue="q")
     assert app.enqueue("t.a", {}, queue="other").id > 0
     stats = app.database.pool.get_stats()
     assert stats["pool_size"] - stats["pool_available"] == 0
+
+
+def test_a_pooled_connection_left_outside_autocommit_still_commits(
+    app: pgqueue.App, db: Conn
+) -> None:
+    """A caller may hand the App a pool whose connections are not autocommit (or switch one
+    off, as the benchmark harness does): the single enqueue's job is committed anyway, by
+    the connection's context on the way back into the pool."""
+    with app.database.pool.connection() as conn:
+        conn.autocommit = False
+    for i in range(3):  # whichever connection the pool hands out
+        app.enqueue("t.a", {"i": i})
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (3,)
