@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import hashlib
 import json
 import os
@@ -40,7 +41,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg.types.json import Jsonb
 
 import pgqueue
 
@@ -51,7 +51,9 @@ WORKER_APP = "benchmarks.bench_app:app"
 #: Bound on every subprocess, so that a hung worker fails the run instead of the session.
 SUBPROCESS_TIMEOUT = 300.0
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-WORKLOADS = ("drain", "enqueue-single", "enqueue-bulk", "fanout")
+WORKLOADS = ("drain", "enqueue-single", "enqueue-bulk", "fanout", "enqueue-breakdown")
+#: Run only when asked for by name (`--only`): a diagnosis, not a result to compare peers on.
+ON_REQUEST = ("enqueue-breakdown",)
 SOURCE_DIRS = ("pgqueue", "sql", "cli")
 #: Server settings that change the numbers by integer factors; recorded with every result.
 SETTINGS = (
@@ -65,20 +67,23 @@ SETTINGS = (
     "jit",
 )
 
-# A table shaped like a job row (identity pk, jsonb args, defaulted text columns, a timestamp)
-# without pgqueue's partial indexes, checks, plpgsql function and NOTIFY: the cost of a
-# one-row transaction that nothing can go below.
+# A table shaped like a job row (identity pk, jsonb args, defaulted text and integer columns,
+# timestamps) without pgqueue's partial indexes, checks, SQL function and NOTIFY: the cost of
+# a one-row transaction that nothing can go below.
 RAW_TABLE = """
 CREATE TABLE bench_raw (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    task        text NOT NULL DEFAULT 'bench.noop',
-    queue       text NOT NULL DEFAULT 'default',
-    state       text NOT NULL DEFAULT 'available',
-    args        jsonb NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task         text NOT NULL DEFAULT 'bench.noop',
+    queue        text NOT NULL DEFAULT 'default',
+    state        text NOT NULL DEFAULT 'available',
+    priority     integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 3,
+    args         jsonb NOT NULL,
+    run_at       timestamptz NOT NULL DEFAULT now(),
+    created_at   timestamptz NOT NULL DEFAULT now()
 )
 """
-RAW_INSERT = "INSERT INTO bench_raw (args) VALUES (%s)"
+RAW_INSERT = "INSERT INTO bench_raw (args) VALUES (%s::jsonb)"
 
 
 def _noop(n: int) -> None:
@@ -281,20 +286,19 @@ def drain_run(
 
 
 def raw_insert_loop(dsn: str, jobs: int) -> tuple[float, int]:
-    """The floor for single enqueues: seconds for `jobs` one-row INSERT + COMMIT transactions
-    into a job-shaped table (created here), and the rows it then holds."""
-    # Same transaction shape as a pooled enqueue (BEGIN, one statement, COMMIT), so the
-    # ratio isolates what a queue adds on top of a one-row insert.
-    with psycopg.connect(dsn, connect_timeout=10) as conn:
+    """The floor for single enqueues: seconds for `jobs` autocommit one-row INSERTs into a
+    job-shaped table (created here), and the rows it then holds."""
+    # One round trip and one commit per row, the least any enqueue can cost: an enqueue on
+    # a pooled autocommit connection is one statement too, so the ratio isolates what the
+    # queue adds to the row. (A BEGIN ... COMMIT loop costs two more round trips a row and
+    # made the floor look lower than pgqueue's own path.)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         conn.execute(RAW_TABLE)
-        conn.commit()
         start = time.perf_counter()
         for i in range(jobs):
-            conn.execute(RAW_INSERT, (Jsonb({"n": i}),))
-            conn.commit()
+            conn.execute(RAW_INSERT, (f'{{"n": {i}}}',))
         elapsed = time.perf_counter() - start
         rows = int(fetch_one(conn, "SELECT count(*) FROM bench_raw")[0])
-        conn.commit()
     return elapsed, rows
 
 
@@ -345,6 +349,140 @@ def enqueue_bulk_run(admin_dsn: str, jobs: int) -> Run:
     if rows != jobs or len(handles) != jobs:
         return Run(error=f"expected {jobs} jobs, found {rows} rows and {len(handles)} handles")
     return Run(metrics={"jobs_per_s": jobs / elapsed}, details={"elapsed_s": elapsed})
+
+
+#: One round trip that inserts a job-shaped row and sends the wake-up a due job sends.
+RAW_INSERT_NOTIFY = (
+    "WITH r AS (INSERT INTO bench_raw (args) VALUES (%s::jsonb) RETURNING id)"
+    " SELECT r.id, pg_notify('bench_raw', 'default') FROM r"
+)
+#: The breakdown's variants, cheapest first: each adds one layer to the one before.
+BREAKDOWN = (
+    "insert",
+    "insert_notify",
+    "insert_jobs",
+    "sql_enqueue",
+    "sql_enqueue_job",
+    "task_enqueue",
+    "task_enqueue_async",
+    "task_enqueue_conn",
+)
+BREAKDOWN_LABELS = {
+    "insert": "autocommit INSERT (floor)",
+    "insert_notify": "INSERT + pg_notify",
+    "insert_jobs": "INSERT INTO jobs (bare)",
+    "sql_enqueue": "SELECT enqueue() (psycopg)",
+    "sql_enqueue_job": "job_enqueue.sql (psycopg)",
+    "task_enqueue": "task.enqueue()",
+    "task_enqueue_async": "await task.enqueue_async()",
+    "task_enqueue_conn": "task.options(conn=).enqueue()",
+}
+#: Jobs per variant before the next one takes over: small, so that a slow moment on the
+#: shared machine falls on every variant alike.
+BREAKDOWN_BLOCK = 100
+
+
+def enqueue_breakdown_run(admin_dsn: str, jobs: int) -> Run:
+    """Where a single enqueue's time goes: `jobs` one-job transactions per variant, from the
+    bare autocommit INSERT up to `task.enqueue()`, taking turns in blocks of
+    BREAKDOWN_BLOCK on one scratch database, each on a warm connection of its own."""
+    with scratch_database(admin_dsn) as dsn:
+        app, task = migrated_app(dsn)
+        loop = asyncio.new_event_loop()
+        raw = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        caller = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        try:
+            raw.execute(RAW_TABLE)
+            app.pool.wait(timeout=30)
+            enqueue_sql = sql.SQL("SELECT {}.enqueue(%s, %s::jsonb)").format(
+                sql.Identifier(app.schema)
+            )
+            insert_jobs_sql = sql.SQL("INSERT INTO {} (task, args) VALUES (%s, %s::jsonb)").format(
+                jobs_table(app)
+            )
+            enqueue_job_sql = app.client.queries["job_enqueue"]
+            via_conn = task.options(conn=caller)
+
+            async def async_block(start: int, stop: int) -> None:
+                for i in range(start, stop):
+                    await task.enqueue_async(n=i)
+
+            def block(variant: str, start: int, stop: int) -> None:
+                if variant == "insert":
+                    for i in range(start, stop):
+                        raw.execute(RAW_INSERT, (f'{{"n": {i}}}',))
+                elif variant == "insert_notify":
+                    for i in range(start, stop):
+                        raw.execute(RAW_INSERT_NOTIFY, (f'{{"n": {i}}}',))
+                elif variant == "insert_jobs":
+                    for i in range(start, stop):
+                        raw.execute(insert_jobs_sql, (TASK_NAME, f'{{"n": {i}}}'))
+                elif variant == "sql_enqueue":
+                    for i in range(start, stop):
+                        raw.execute(enqueue_sql, (TASK_NAME, f'{{"n": {i}}}'))
+                elif variant == "sql_enqueue_job":
+                    for i in range(start, stop):
+                        params = pgqueue_spec_params(f'{{"n": {i}}}')
+                        raw.execute(enqueue_job_sql, params)
+                elif variant == "task_enqueue":
+                    for i in range(start, stop):
+                        task.enqueue(n=i)
+                elif variant == "task_enqueue_async":
+                    loop.run_until_complete(async_block(start, stop))
+                else:
+                    for i in range(start, stop):
+                        via_conn.enqueue(n=i)
+
+            # One untimed block each: connections, prepared statements, the schema check.
+            for variant in BREAKDOWN:
+                block(variant, 0, 10)
+            elapsed = dict.fromkeys(BREAKDOWN, 0.0)
+            for start in range(0, jobs, BREAKDOWN_BLOCK):
+                stop = min(start + BREAKDOWN_BLOCK, jobs)
+                for variant in BREAKDOWN:
+                    began = time.perf_counter()
+                    block(variant, start, stop)
+                    elapsed[variant] += time.perf_counter() - began
+            raw_rows = int(fetch_one(raw, "SELECT count(*) FROM bench_raw")[0])
+            rows = count_jobs(app)
+        finally:
+            raw.close()
+            caller.close()
+            loop.run_until_complete(app.aclose())
+            loop.close()
+            app.close()
+    expected_jobs = 6 * (jobs + 10)
+    if raw_rows != 2 * (jobs + 10) or rows != expected_jobs:
+        return Run(
+            error=f"expected {expected_jobs} jobs, {2 * (jobs + 10)} raw rows;"
+            f" found {rows} and {raw_rows}"
+        )
+    metrics = {f"{v}_per_s": jobs / elapsed[v] for v in BREAKDOWN}
+    metrics["task_enqueue_to_floor"] = elapsed["insert"] / elapsed["task_enqueue"]
+    return Run(
+        metrics=metrics,
+        details={f"{v}_us_per_job": elapsed[v] / jobs * 1e6 for v in BREAKDOWN},
+    )
+
+
+def pgqueue_spec_params(args: str) -> dict[str, Any]:
+    """job_enqueue.sql's parameters for a job with every option left to the database."""
+    return pgqueue_params_template | {"args": args}
+
+
+pgqueue_params_template: dict[str, Any] = {
+    "task": TASK_NAME,
+    "queue": None,
+    "priority": None,
+    "run_at": None,
+    "delay": None,
+    "unique_key": None,
+    "max_attempts": None,
+    "timeout": None,
+    "group_key": None,
+    "expires_at": None,
+    "expires_in": None,
+}
 
 
 FANOUT_TIMES = """
@@ -504,17 +642,17 @@ def print_table(
         f" | {m['nproc']} CPUs | Python {m['python']} | psycopg {m['psycopg']}"
     )
     header = (
-        f"{'workload':<30} {'jobs':>8} {'runs':>4} {'median':>11} {'min':>11} "
+        f"{'workload':<40} {'jobs':>8} {'runs':>4} {'median':>11} {'min':>11} "
         f"{'max':>11}  {'unit':<8} notes"
     )
     print(header)
     print("-" * len(header))
     for label, jobs, runs, stats, unit, note in rows:
         if stats.get("status") == "FAILED":
-            print(f"{label:<30} {jobs:>8} {runs:>4} {'FAILED':>11}  {note}")
+            print(f"{label:<40} {jobs:>8} {runs:>4} {'FAILED':>11}  {note}")
             continue
         print(
-            f"{label:<30} {jobs:>8} {runs:>4} {fmt(stats.get('median')):>11} "
+            f"{label:<40} {jobs:>8} {runs:>4} {fmt(stats.get('median')):>11} "
             f"{fmt(stats.get('min')):>11} {fmt(stats.get('max')):>11}  {unit:<8} {note}"
         )
     print()
@@ -719,13 +857,31 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
             [Metric("enqueue-bulk", "jobs_per_s", "jobs/s")],
             {"calls": 1, "chunk": 5000},
         ),
+        Workload(
+            "enqueue-breakdown",
+            args.single_jobs,
+            min(args.single_jobs, 200),
+            lambda n: enqueue_breakdown_run(dsn, n),
+            [
+                *(
+                    Metric(f"breakdown {BREAKDOWN_LABELS[v]}", f"{v}_per_s", "jobs/s")
+                    for v in BREAKDOWN
+                ),
+                Metric("breakdown task.enqueue/floor", "task_enqueue_to_floor", "ratio"),
+            ],
+            {"transaction": "one per job", "block": BREAKDOWN_BLOCK, "variants": BREAKDOWN},
+        ),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = environment(args.dsn)
-    chosen = [w for w in workloads(args) if args.only in (None, w.name)]
+    chosen = [
+        w
+        for w in workloads(args)
+        if args.only == w.name or (args.only is None and w.name not in ON_REQUEST)
+    ]
     table: list[tuple[str, int, int, dict[str, Any], str, str]] = []
     records: list[dict[str, Any]] = []
     failed = False

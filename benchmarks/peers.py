@@ -83,7 +83,8 @@ FULL_DRAIN_JOBS = 100_000
 
 
 class Floor(Library):
-    """The raw psycopg INSERT + COMMIT loop: a row in the enqueue-single table only."""
+    """The floor: autocommit psycopg INSERTs of a job-shaped row (one round trip, one commit
+    each), in the enqueue-single table only."""
 
     name = "raw INSERT"
 

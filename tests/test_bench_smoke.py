@@ -62,3 +62,21 @@ def test_harness_runs_every_workload_for_pgqueue(server_dsn: str, tmp_path: Path
         assert by_case[(workload, "pgqueue", None)]["runs"][0]["details"]["timed_jobs"] == size
     # The runs that drain report a worker's peak RSS, measured through the wrapper.
     assert by_case[("memory", "pgqueue", None)]["metrics"]["rss_large_mib"]["samples"]
+
+
+def test_enqueue_breakdown_runs_every_layer(server_dsn: str) -> None:
+    """`bench_pgqueue.py --only enqueue-breakdown`: every variant enqueues its jobs (the run
+    checks the row counts itself and fails otherwise) and reports a rate."""
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_pgqueue.py"),
+        *("--dsn", server_dsn, "--only", "enqueue-breakdown", "--single-jobs", "30"),
+        *("--repeats", "1", "--no-save"),
+    ]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "FAILED" not in done.stdout
+    for label in ("autocommit INSERT (floor)", "task.enqueue()", "await task.enqueue_async()"):
+        assert f"breakdown {label}" in done.stdout, done.stdout

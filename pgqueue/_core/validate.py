@@ -54,10 +54,16 @@ def _check_strings(value: Any, path: str) -> None:
             _check_strings(v, f"{path}[{i}]")
 
 
+#: One strict encoder for every payload: `json.dumps` with any option builds a new encoder
+#: per call, which is a measurable part of a single enqueue's Python time. An encoder keeps
+#: no state between calls, so threads can share it.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def encode_json(value: Any, what: str) -> str:
     """JSON-encode `value` strictly: no NaN or infinity, no NUL, no objects json can't map."""
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except ValueError as exc:  # NaN / infinity, or a circular reference
         raise ValidationError(f"{what} is not valid JSON: {exc}") from exc
     except TypeError as exc:
@@ -86,7 +92,8 @@ def encode_args(args: Any) -> str:
     for key in args:
         if not isinstance(key, str):
             raise ValidationError(f"task argument names must be strings, not {key!r}")
-    return encode_json(dict(args), "task arguments")
+    # Keyword arguments arrive as a dict already; any other mapping is copied into one.
+    return encode_json(args if type(args) is dict else dict(args), "task arguments")
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None, bits: int = 32) -> int:

@@ -18,6 +18,7 @@ from ..errors import QueueFull, ValidationError
 from .queries import Queries
 
 T = TypeVar("T")
+TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 
 
 class SyncTarget(Protocol):
@@ -63,10 +64,12 @@ class PsycopgTarget:
                 if full is not None:
                     raise full from exc
                 raise
-            if cur.description is None:
+            # The result's status, not `description`, which builds a Column per field.
+            if cur.pgresult is None or cur.pgresult.status != TUPLES_OK:
                 return []
             rows = cur.fetchall()
-            return _as_dicts([c.name for c in cur.description], rows) if step.columns else rows
+            names = [c.name for c in cur.description or ()] if step.columns else None
+            return rows if names is None else _as_dicts(names, rows)
         return _no_listen(step)
 
 
@@ -86,10 +89,12 @@ class AsyncPsycopgTarget:
                 if full is not None:
                     raise full from exc
                 raise
-            if cur.description is None:
+            # The result's status, not `description`, which builds a Column per field.
+            if cur.pgresult is None or cur.pgresult.status != TUPLES_OK:
                 return []
             rows = await cur.fetchall()
-            return _as_dicts([c.name for c in cur.description], rows) if step.columns else rows
+            names = [c.name for c in cur.description or ()] if step.columns else None
+            return rows if names is None else _as_dicts(names, rows)
         return _no_listen(step)
 
 
