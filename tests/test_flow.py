@@ -353,6 +353,40 @@ def test_concurrency_slots_are_never_exceeded(app: pgqueue.App, db: Conn) -> Non
     assert held.count(("available", 0)) == 5
 
 
+def test_slots_are_rewritten_in_place_and_maintenance_forgets_idle_ones(
+    app: pgqueue.App, db: Conn
+) -> None:
+    """The slots live in the queue's queue_flow row (016): a claim keeps the held ones and
+    adds its own, so they never pile up; the leader's pass prunes those of a queue no claim
+    visits, and once none is left (and nothing else needs it) it reports not busy."""
+
+    def held() -> list[int]:
+        row = db.execute("SELECT held_ids FROM pgqueue.queue_flow WHERE queue = 'q'").fetchone()
+        return sorted(row[0]) if row else []
+
+    app.configure_queue("q", concurrency=2)
+    app.enqueue_many("t.a", [{}] * 5, queue="q")
+    first, _ = claim(db, ["q"], 5)
+    assert held() == sorted(first)
+    finish(db, first[:1])
+    second, _ = claim(db, ["q"], 5)
+    assert len(second) == 1 and held() == sorted([first[1], *second])
+    finish(db, [first[1], *second])
+    assert db.execute("SELECT busy FROM pgqueue.flow_maintain()").fetchall() == [(True,)]
+    assert held() == []
+    assert db.execute("SELECT * FROM pgqueue.flow_maintain()").fetchall() == []
+    # A queue whose limit is removed keeps no slots, even of jobs still running.
+    (third,), _ = claim(db, ["q"], 1)
+    assert held() == [third]
+    app.configure_queue("q", concurrency=None)
+    db.execute("SELECT * FROM pgqueue.flow_maintain()")
+    assert held() == []
+    # Set again, the limit counts the jobs running now.
+    app.configure_queue("q", concurrency=1)
+    assert held() == [third]
+    assert claim(db, ["q"], 5)[0] == []
+
+
 def test_a_stale_outcome_frees_no_slot_and_rescue_does(app: pgqueue.App, db: Conn) -> None:
     app.configure_queue("q", concurrency=1)
     app.enqueue_many("t.a", [{}] * 3, queue="q")

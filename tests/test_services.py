@@ -546,3 +546,49 @@ def test_a_held_back_producer_sleeps_until_the_next_permitted_start() -> None:
         assert producer.room() == 0
 
     asyncio.run(scenario())
+
+
+def test_a_free_slots_only_producer_gathers_freed_slots_and_takes_the_successes() -> None:
+    """Jobs ending together refill in one claim (issue 17): the first freed slot waits up to
+    LIMITED_BATCH_WAIT for half the slots, and meanwhile the completer leaves the successes
+    to that claim, whose write is what frees the slots in the database."""
+    from pgqueue._runtime.producer import LIMITED_BATCH_WAIT
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        db = _FlowDb(["lim"], None, jobs=4)
+        producer = _producer(db, clock)
+        await producer.refresh_flow()
+        ledger = producer.ledger
+        ledger.add(await producer.claim(producer.room()))
+        for _ in range(4):
+            ledger.start_next()
+        assert producer.room() == 0 and not producer.claim_coming()  # nothing to claim for
+        ledger.finished(0)
+        assert producer.room() == 1 and producer.claim_coming()
+        assert producer._batch_wait(1) == LIMITED_BATCH_WAIT  # one of four: gather more
+        await clock.advance(LIMITED_BATCH_WAIT / 2)
+        assert producer._batch_wait(1) == LIMITED_BATCH_WAIT / 2  # from the first one freed
+        ledger.finished(1)
+        assert producer._batch_wait(2) == 0  # half the slots: claim now
+        ledger.running.update({0, 1})
+        ledger.finished(0)
+        assert producer._batch_wait(1) == LIMITED_BATCH_WAIT  # a new wait starts afresh
+        await clock.advance(LIMITED_BATCH_WAIT)
+        assert producer._batch_wait(1) == 0  # never longer than that
+        for job_id in (1, 2, 3):
+            ledger.finished(job_id)
+        assert producer._batch_wait(4) == 0  # nothing running: nothing to wait for
+        producer.stop()
+        assert not producer.claim_coming()  # a stopping worker claims no more: write them
+        # A queue that is only fair prefetches: its claims never wait, nor do successes.
+        producer = _producer(_FlowDb(["lim"], None), clock)
+        producer.db.fetch = _fair_only
+        await producer.refresh_flow()
+        assert producer.route.limited is not None and not producer.claim_coming()
+        assert producer._batch_wait(1) == 0
+
+    async def _fair_only(name: str, params: Any = None) -> list[Any]:
+        return [("lim", False)]
+
+    asyncio.run(scenario())

@@ -59,6 +59,9 @@ class Completer:
         self.ready = asyncio.Event()
         #: A claim statement is under way; its successes ride along with it.
         self.claim_in_flight = False
+        #: Whether the Producer's next claim, made now, takes the successes along (set by
+        #: the worker to the Producer's own): then they wait for it.
+        self.claim_coming: Callable[[], bool] = lambda: False
         self.closing = False
         self._task: asyncio.Task[None] | None = None
         #: Jobs that started from the buffer and whose start the database has not recorded
@@ -134,11 +137,15 @@ class Completer:
             self.ready.clear()
             # A claim about to start (woken by the same finished jobs) takes the successes
             # along; while one is under way, only failures are worth a statement of their own.
+            # A worker claiming for free slots only (its queues have counted limits) frees
+            # the slots in the database by writing its successes: written on their own, the
+            # claim that follows at once finds those slots still held and takes nothing, so
+            # they wait for that claim instead (claim_coming).
             await asyncio.sleep(0)
             try:
                 if self._report_due:
                     await self.report_starts()
-                if self.claim_in_flight and all(
+                if (self.claim_in_flight or self.claim_coming()) and all(
                     o.state is JobState.COMPLETED for o in self.outcomes
                 ):
                     continue  # the claim wakes us again if anything is left when it returns

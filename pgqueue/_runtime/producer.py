@@ -38,6 +38,12 @@ log = logging.getLogger("pgqueue.worker")
 #: (the limits themselves are read by every claim); a NOTIFY wake-up looks sooner.
 FLOW_CHECK_INTERVAL = 1.0
 FLOW_CHECK_AFTER_NUDGE = 0.1
+#: Seconds a worker that claims only for free slots (every queue it serves has a counted
+#: limit) may wait, once a slot frees, for half its slots to free before it claims: jobs
+#: ending together then refill in one claim, where the first one to end used to take a
+#: claim of its own (a drain of no-op jobs averaged half the slots per claim). Short next
+#: to any job that does work, so a slot waits at most this long for a start.
+LIMITED_BATCH_WAIT = 0.002
 
 
 def _in_claim_order(jobs: list[ClaimedJob], positions: list[Cursor]) -> list[ClaimedJob]:
@@ -134,6 +140,9 @@ class Producer:
         #: poll timer, or at most a poll interval (a second at most) ends it (walking past a
         #: limited queue's backlog in the claim index is not free).
         self.plain_dry_until = 0.0
+        #: When a free slot began waiting for a limited-only claim to gather more (None:
+        #: none waits).
+        self._short_since: float | None = None
 
     def nudge(self) -> None:
         """Something may be claimable now (a NOTIFY, a reconnect): claim without waiting."""
@@ -162,6 +171,39 @@ class Producer:
             room = min(room, ledger.concurrency - len(ledger.running) - len(ledger.buffer))
         return room
 
+    def claim_coming(self) -> bool:
+        """Whether a claim follows at once that will take the completer's successes along:
+        only a worker claiming for free slots alone (a separate write of the successes is
+        what frees those slots in the database, so it must come first or with the claim),
+        with room to claim now and nothing keeping it from claiming."""
+        return (
+            self.route.limited is not None
+            and self.route.plain is None
+            and not self._prefetch_limited()
+            and not self.stopping
+            and self.quarantined is None
+            and self.ledger.low()
+            and self.room() > 0
+        )
+
+    def _batch_wait(self, room: int) -> float:
+        """Seconds to hold back a claim for `room` free slots so that it gathers more (see
+        LIMITED_BATCH_WAIT); 0: claim now. Only a worker claiming for free slots alone, with
+        fewer than half free and jobs still running (one of them may end soon)."""
+        ledger = self.ledger
+        if (
+            self.route.plain is not None
+            or self._prefetch_limited()
+            or not ledger.running
+            or 2 * room >= ledger.concurrency
+        ):
+            self._short_since = None
+            return 0.0
+        now = self.clock.now()
+        if self._short_since is None:
+            self._short_since = now
+        return max(0.0, self._short_since + LIMITED_BATCH_WAIT - now)
+
     def _prefetch_limited(self) -> bool:
         """Whether the limited claim may claim ahead of free slots: only when no queue it
         serves has a concurrency or rate limit (a fair queue alone is not counted)."""
@@ -180,6 +222,11 @@ class Producer:
             # A burst worker whose jobs have all finished asks once more before it exits.
             want = wakeup.maybe_more or (settings.burst and idle)
             if room > 0 and ledger.low() and want and self.quarantined is None:
+                hold = self._batch_wait(room)
+                if hold > 0:
+                    await wakeup.sleep(hold)  # a slot freed meanwhile wakes it sooner
+                    continue
+                self._short_since = None
                 wakeup.nudged = False
                 sent = self.clock.now()
                 try:

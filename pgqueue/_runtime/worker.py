@@ -125,6 +125,7 @@ class Worker:
             self.clock,
         )
         self.executor.slot_freed = self.producer.slot_freed
+        self.completer.claim_coming = self.producer.claim_coming
         self.scheduler = Scheduler(self.db, self.clock)
         self.notifier = Notifier(
             self.db,
