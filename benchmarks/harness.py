@@ -53,6 +53,7 @@ from bench_pgqueue import (  # noqa: E402
     analyze,
     fetch_one,
     migrated_app,
+    py_spy,
     raw_insert_loop,
     scratch_database,
 )
@@ -93,6 +94,8 @@ class Exit:
     stdout: str
     stderr: str
     timed_out: bool
+    #: user + system CPU seconds of the process (through the wrapper: of the command).
+    cpu_s: float = 0.0
 
 
 class Process:
@@ -153,8 +156,11 @@ class Process:
             return False
         self.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
         maxrss = None
+        cpu_s = usage.ru_utime + usage.ru_stime
         if self._rss_path is not None and self._rss_path.exists():
-            maxrss = json.loads(self._rss_path.read_text(encoding="utf-8"))["maxrss_kib"]
+            measured = json.loads(self._rss_path.read_text(encoding="utf-8"))
+            maxrss = measured["maxrss_kib"]
+            cpu_s = measured["user_s"] + measured["sys_s"]
         self.exit = Exit(
             returncode=self.proc.returncode,
             # Without the wrapper this is at least the harness's own RSS (see rss_wrapper.py).
@@ -163,6 +169,7 @@ class Process:
             stdout=self.stdout(),
             stderr=self.stderr(),
             timed_out=False,
+            cpu_s=cpu_s,
         )
         for path in (self._out_path, self._err_path, self._rss_path):
             if path is not None:
@@ -384,6 +391,16 @@ def _noop(n: int) -> None:
     return None
 
 
+def py_spy_record(output: Path) -> list[str]:
+    """py-spy's command line for a raw, GIL-only profile (what bench_pgqueue.print_profile
+    reads), up to the `--` before the profiled command."""
+    return [
+        py_spy(),
+        *("record", "--format", "raw", "--function", "--gil", "--threads"),
+        *("--rate", "200", "-o", str(output)),
+    ]
+
+
 def _stamp(n: int) -> float:
     return time.time()
 
@@ -392,6 +409,8 @@ class Pgqueue(Library):
     """pgqueue: enqueues from this process, workers are `pgqueue worker` processes."""
 
     name = "pgqueue"
+    #: Where a py-spy raw profile of the next workers goes; None: workers run unprofiled.
+    profile: Path | None = None
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -475,6 +494,8 @@ class Pgqueue(Library):
             command.append("--no-listen")
         if spec.poll_interval is not None:
             command += ["--poll-interval", str(spec.poll_interval)]
+        if self.profile is not None:  # benchmarks/where.py --profile
+            command = [*py_spy_record(self.profile), "--", *command]
         env = {**os.environ, "PGQUEUE_DSN": target.arg, "PYTHONPATH": str(ROOT)}
         return Process(command, cwd=ROOT, env=env, measure_rss=True)
 
@@ -910,7 +931,23 @@ def _worker_exits(
     return exits, None
 
 
-def drain_run(lib: Library, jobs: int, concurrency: int, processes: int) -> Run:
+@dataclass
+class DrainObserver:
+    """Called around the timed part of a drain (benchmarks/where.py reads the server's
+    counters there): `before` just before the first worker spawns, `after` as soon as the
+    last one has exited, before the harness's own verification queries."""
+
+    before: Callable[[Target], None]
+    after: Callable[[Target], None]
+
+
+def drain_run(
+    lib: Library,
+    jobs: int,
+    concurrency: int,
+    processes: int,
+    observer: DrainObserver | None = None,
+) -> Run:
     """Pre-insert `jobs` with the bulk API, then time `processes` worker processes from the
     first spawn to the last committed completion."""
     timeout = lib.settings.timeout
@@ -922,6 +959,8 @@ def drain_run(lib: Library, jobs: int, concurrency: int, processes: int) -> Run:
         if target.dsn is not None:
             analyze(target.dsn)
         spec = WorkerSpec(total=jobs, concurrency=concurrency, mode="drain")
+        if observer is not None:
+            observer.before(target)
         t0 = time.time()
         deadline = time.monotonic() + timeout
         procs = [lib.spawn_worker(target, spec) for _ in range(processes)]
@@ -931,6 +970,8 @@ def drain_run(lib: Library, jobs: int, concurrency: int, processes: int) -> Run:
             _stop_all(procs)
         if problem:
             return Run(error=problem)
+        if observer is not None:
+            observer.after(target)
         reports = [lib.report(target, e) for e in exits]
         verify = lib.verify(target)
     error = check_exactly_once(jobs, verify, reports, drained=True)
@@ -943,6 +984,7 @@ def drain_run(lib: Library, jobs: int, concurrency: int, processes: int) -> Run:
         "spawn_to_last_completion_s": last - t0,
         "peak_rss_mib": [e.maxrss_kib / 1024 for e in exits],
         "worker_wall_s": [e.wall_s for e in exits],
+        "worker_cpu_s": [e.cpu_s for e in exits],
         "worker_stats": [r.stats for r in reports if r.stats] or None,
     }
     if first is not None:

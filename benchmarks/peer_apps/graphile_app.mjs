@@ -152,7 +152,7 @@ async function work(args) {
       ledger,
       () => runner.stop(),
       async () =>
-        (await probe.query("SELECT NOT EXISTS (SELECT FROM graphile_worker._private_jobs) AS e"))
+        (await probe.query("/* bench-probe */ SELECT NOT EXISTS (SELECT FROM graphile_worker._private_jobs) AS e"))
           .rows[0].e,
     );
     await runner.promise;

@@ -120,7 +120,7 @@ async function work(args) {
       async () =>
         (
           await probe.query(
-            "SELECT NOT EXISTS (SELECT FROM pgboss.job WHERE name = $1 AND state < 'completed') AS e",
+            "/* bench-probe */ SELECT NOT EXISTS (SELECT FROM pgboss.job WHERE name = $1 AND state < 'completed') AS e",
             [QUEUE],
           )
         ).rows[0].e,
