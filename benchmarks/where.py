@@ -15,6 +15,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import secrets
@@ -304,7 +305,13 @@ class Observer:
                 " WHERE datname = %s AND pid <> %s",
                 (self.dbname, self.probe.info.backend_pid),
             )
-            target.app.pool.check()
+            pool_log = logging.getLogger("psycopg.pool")
+            level = pool_log.level
+            pool_log.setLevel(logging.ERROR)  # it warns of each connection ended on purpose
+            try:
+                target.app.pool.check()
+            finally:
+                pool_log.setLevel(level)
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while fetch_one(self.probe, TABLE_STATS)[0] < self.reading.jobs:
             if time.monotonic() > deadline:
