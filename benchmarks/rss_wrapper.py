@@ -5,7 +5,8 @@ the address space it replaced at exec, i.e. its parent's at spawn time. Spawned 
 the harness (tens of MiB, growing with what it has enqueued), every small worker would report
 the harness's size. Spawned from this small process (a few MiB, no site packages), the
 number is the worker's own peak. SIGTERM and SIGINT are passed on to the command. Standard
-library only; writes {"maxrss_kib", "wrapper_maxrss_kib", "returncode"} as JSON to RESULT
+library only; writes {"maxrss_kib", "wrapper_maxrss_kib", "returncode", "user_s", "sys_s"}
+(the command's peak RSS and CPU time, its own waited-for children included) as JSON to RESULT
 and exits with the command's exit code.
 """
 
@@ -34,7 +35,14 @@ def main() -> int:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(result_path, "w", encoding="utf-8") as out:
         json.dump(
-            {"maxrss_kib": usage.ru_maxrss, "wrapper_maxrss_kib": own, "returncode": code}, out
+            {
+                "maxrss_kib": usage.ru_maxrss,
+                "wrapper_maxrss_kib": own,
+                "returncode": code,
+                "user_s": usage.ru_utime,
+                "sys_s": usage.ru_stime,
+            },
+            out,
         )
     return code if code >= 0 else 128 - code
 

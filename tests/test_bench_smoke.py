@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -80,3 +82,33 @@ def test_enqueue_breakdown_runs_every_layer(server_dsn: str) -> None:
     assert "FAILED" not in done.stdout
     for label in ("autocommit INSERT (floor)", "task.enqueue()", "await task.enqueue_async()"):
         assert f"breakdown {label}" in done.stdout, done.stdout
+
+
+def test_where_reads_the_counters_of_a_pgqueue_drain(tmp_path: Path) -> None:
+    """benchmarks/where.py's pgqueue half on a throwaway cluster of its own: the drain passes
+    its exactly-once check and every per-job row is filled in (the Node peers need npm, so
+    they are left to the benchmark itself)."""
+    if not Path("/usr/lib/postgresql/15/bin/initdb").exists():
+        pytest.skip("where.py needs PostgreSQL 15's server binaries")
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "where.py"),
+        *("--only", "pgqueue", "--jobs", "300", "--top", "3", "--timeout", "60"),
+    ]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {}
+    for line in done.stdout.splitlines():
+        label, _, value = line.rpartition("  ")
+        if label.strip() and value.strip():
+            rows[label.strip()] = value.strip()
+    # Every job is completed once: one UPDATE of its row at least, and commits and WAL to match.
+    assert float(rows["row versions written"]) >= 1.0, done.stdout
+    assert float(rows["commits"]) > 0 and float(rows["statements"]) > 0, done.stdout
+    assert float(rows["WAL bytes"].replace(",", "")) > 0, done.stdout
+    assert float(rows["index entries written (WAL)"]) > 0, done.stdout
+    assert float(rows["worker CPU, µs"].replace(",", "")) > 0, done.stdout
+    assert float(rows["server CPU, µs"].replace(",", "")) > 0, done.stdout
+    assert "pgqueue: top statements by total execution time" in done.stdout
