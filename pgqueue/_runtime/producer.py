@@ -285,7 +285,11 @@ class Producer:
         if self.orphans_possible:
             await self.release_orphans()
         await self.refresh_flow()
-        if idle and self.clock.now() >= self._next_suspect_probe:
+        # A suspect runs alone, and only once every outcome of this worker is written: a
+        # finished job whose outcome still waits would share the suspect's crash and be
+        # charged a rescue it did not cause (an innocent neighbour of a poison job in claim
+        # order was failed as poison that way).
+        if idle and not self.ledger.claimed and self.clock.now() >= self._next_suspect_probe:
             jobs = await self.claim(1, suspects=True)
             if jobs:
                 self.quarantined = jobs[0].id
