@@ -110,6 +110,26 @@ function parse(argv) {
 }
 
 /** Run the command named on the command line; print its result as the last JSON line. */
+/** The latency workload's enqueues: `warmup` jobs, a second's pause, then `jobs` more, each
+ * at `rate` per second; `enqueue(n)` resolves once its job is committed, which is when
+ * the job's commit time is taken. */
+export async function pacedEnqueues(args, enqueue) {
+  const commits = {};
+  for (const [first, last] of [
+    [0, args.warmup],
+    [args.warmup, args.warmup + args.jobs],
+  ]) {
+    const start = performance.now();
+    for (let n = first; n < last; n++) {
+      await paced(n - first, start, args.rate);
+      await enqueue(n);
+      commits[n] = now();
+    }
+    if (first === 0) await sleep(1000);
+  }
+  return commits;
+}
+
 export async function serve(handlers) {
   const args = parse(process.argv.slice(2));
   const handler = handlers[args.command];

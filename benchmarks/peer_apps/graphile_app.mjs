@@ -22,7 +22,7 @@
 
 import pg from "pg";
 import { Logger, run, runMigrations, makeWorkerUtils } from "graphile-worker";
-import { Ledger, now, paced, ready, serve, sleep, stopWhen } from "./_protocol.mjs";
+import { Ledger, now, pacedEnqueues, ready, serve, stopWhen } from "./_protocol.mjs";
 
 const TASK = "bench_noop";
 const CONFIG = process.env.GRAPHILE_CONFIG ?? "fast";
@@ -85,18 +85,8 @@ async function enqueueSingle(args) {
 async function latencyEnqueue(args) {
   const commits = {};
   await utils(args.target, async (u) => {
-    for (const [first, last] of [
-      [0, args.warmup],
-      [args.warmup, args.warmup + args.jobs],
-    ]) {
-      const start = performance.now();
-      for (let n = first; n < last; n++) {
-        await paced(n - first, start, args.rate);
-        await u.addJob(TASK, { n });
-        commits[n] = now(); // addJob resolves after its autocommit statement
-      }
-      if (first === 0) await sleep(1000);
-    }
+    // addJob resolves after its autocommit statement
+    Object.assign(commits, await pacedEnqueues(args, (n) => u.addJob(TASK, { n })));
   });
   return { commits };
 }

@@ -18,7 +18,7 @@
 
 import { PgBoss } from "pg-boss";
 import pg from "pg";
-import { Ledger, now, paced, ready, serve, sleep, stopWhen } from "./_protocol.mjs";
+import { Ledger, now, pacedEnqueues, ready, serve, stopWhen } from "./_protocol.mjs";
 
 const QUEUE = "bench_noop";
 
@@ -75,18 +75,8 @@ async function enqueueSingle(args) {
 async function latencyEnqueue(args) {
   const commits = {};
   await withBoss(args.target, { migrate: false }, async (boss) => {
-    for (const [first, last] of [
-      [0, args.warmup],
-      [args.warmup, args.warmup + args.jobs],
-    ]) {
-      const start = performance.now();
-      for (let n = first; n < last; n++) {
-        await paced(n - first, start, args.rate);
-        await boss.send(QUEUE, { n });
-        commits[n] = now(); // send resolves after its autocommit INSERT
-      }
-      if (first === 0) await sleep(1000);
-    }
+    // send resolves after its autocommit INSERT
+    Object.assign(commits, await pacedEnqueues(args, (n) => boss.send(QUEUE, { n })));
   });
   return { commits };
 }
