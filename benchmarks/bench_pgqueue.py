@@ -43,6 +43,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import pgqueue
+from pgqueue._core.spec import JobSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = ROOT / "benchmarks" / "results" / "results.jsonl"
@@ -422,7 +423,7 @@ def enqueue_breakdown_run(admin_dsn: str, jobs: int) -> Run:
                         raw.execute(enqueue_sql, (TASK_NAME, f'{{"n": {i}}}'))
                 elif variant == "sql_enqueue_job":
                     for i in range(start, stop):
-                        params = pgqueue_spec_params(f'{{"n": {i}}}')
+                        params = JobSpec(TASK_NAME, f'{{"n": {i}}}').params()
                         raw.execute(enqueue_job_sql, params)
                 elif variant == "task_enqueue":
                     for i in range(start, stop):
@@ -463,26 +464,6 @@ def enqueue_breakdown_run(admin_dsn: str, jobs: int) -> Run:
         metrics=metrics,
         details={f"{v}_us_per_job": elapsed[v] / jobs * 1e6 for v in BREAKDOWN},
     )
-
-
-def pgqueue_spec_params(args: str) -> dict[str, Any]:
-    """job_enqueue.sql's parameters for a job with every option left to the database."""
-    return pgqueue_params_template | {"args": args}
-
-
-pgqueue_params_template: dict[str, Any] = {
-    "task": TASK_NAME,
-    "queue": None,
-    "priority": None,
-    "run_at": None,
-    "delay": None,
-    "unique_key": None,
-    "max_attempts": None,
-    "timeout": None,
-    "group_key": None,
-    "expires_at": None,
-    "expires_in": None,
-}
 
 
 FANOUT_TIMES = """

@@ -2,6 +2,8 @@
 // Worker, pg-boss): the same commands, options and last-line JSON as _protocol.py, so the
 // harness drives a Node peer exactly as it drives a Python one. Node's standard library only.
 
+import pg from "pg";
+
 import { parseArgs } from "node:util";
 
 /** Wall-clock seconds with sub-millisecond resolution (Date.now() has only milliseconds). */
@@ -128,6 +130,17 @@ export async function pacedEnqueues(args, enqueue) {
     if (first === 0) await sleep(1000);
   }
   return commits;
+}
+
+/** One connection for `fn`, closed whatever happens. */
+export async function withClient(target, fn) {
+  const client = new pg.Client({ connectionString: target });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
 }
 
 export async function serve(handlers) {

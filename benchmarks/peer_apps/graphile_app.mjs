@@ -22,7 +22,7 @@
 
 import pg from "pg";
 import { Logger, run, runMigrations, makeWorkerUtils } from "graphile-worker";
-import { Ledger, now, pacedEnqueues, ready, serve, stopWhen } from "./_protocol.mjs";
+import { Ledger, now, pacedEnqueues, ready, serve, stopWhen, withClient } from "./_protocol.mjs";
 
 const TASK = "bench_noop";
 const CONFIG = process.env.GRAPHILE_CONFIG ?? "fast";
@@ -33,16 +33,6 @@ const logger = new Logger(() => (level, message) => {
   if (level === "error" || level === "warning") process.stderr.write(`[${level}] ${message}\n`);
 });
 const COMPLETION = /^\s*(with j as \(\s*)?delete from\s+\S*_private_jobs/i;
-
-async function withClient(target, fn) {
-  const client = new pg.Client({ connectionString: target });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
 
 async function utils(target, fn) {
   const u = await makeWorkerUtils({ connectionString: target, logger });

@@ -18,7 +18,7 @@
 
 import { PgBoss } from "pg-boss";
 import pg from "pg";
-import { Ledger, now, pacedEnqueues, ready, serve, stopWhen } from "./_protocol.mjs";
+import { Ledger, now, pacedEnqueues, ready, serve, stopWhen, withClient } from "./_protocol.mjs";
 
 const QUEUE = "bench_noop";
 
@@ -30,16 +30,6 @@ async function withBoss(target, options, fn) {
     return await fn(boss);
   } finally {
     await boss.stop({ graceful: true });
-  }
-}
-
-async function withClient(target, fn) {
-  const client = new pg.Client({ connectionString: target });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
   }
 }
 

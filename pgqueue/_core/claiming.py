@@ -110,7 +110,7 @@ class Pace:
 class Ledger:
     """Every job this worker has claimed and not yet written back or released."""
 
-    def __init__(self, concurrency: int, prefetch: int, *, ceiling: int | None = None) -> None:
+    def __init__(self, concurrency: int, prefetch: int, ceiling: int | None = None) -> None:
         self.concurrency = concurrency
         #: Jobs claimed ahead of free slots, now: fixed at `prefetch`, or, given a `ceiling`
         #: above it, tuned between the two by the pace of starts (see `tune`).

@@ -136,6 +136,13 @@ class WorkerSettings:
     metrics_addr: str = "127.0.0.1"
     handle_signals: bool = True
 
+    def prefetch_range(self) -> tuple[int, int]:
+        """The prefetch's floor and ceiling: a fixed `prefetch` is both; the default tunes it
+        between `concurrency` and PREFETCH_CEILING (see Ledger.tune)."""
+        if self.prefetch is not None:
+            return self.prefetch, self.prefetch
+        return self.concurrency, max(self.concurrency, PREFETCH_CEILING)
+
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalised values are written once, here
         set_(

@@ -42,7 +42,7 @@ from .notifier import Notifier
 from .producer import Producer
 from .scheduler import Scheduler
 from .service import Clock, LeaderGroup, Service
-from .settings import PREFETCH_CEILING, WorkerSettings
+from .settings import WorkerSettings
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -93,11 +93,7 @@ class Worker:
             application_name=f"pgqueue worker {os.getpid()}",
             on_connect=self._on_connect,
         )
-        self.ledger = (
-            Ledger(s.concurrency, s.concurrency, ceiling=max(s.concurrency, PREFETCH_CEILING))
-            if s.prefetch is None
-            else Ledger(s.concurrency, s.prefetch)
-        )
+        self.ledger = Ledger(s.concurrency, *s.prefetch_range())
         statement = ClaimStatement(app.queries, self.id, s.queues, s.exclude_queues)
         self.completer = Completer(
             self.db, statement, self.ledger, self.events, written=self._slots_freed
