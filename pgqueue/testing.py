@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -201,6 +203,29 @@ async def drain_async(
     return dict(worker.stats)
 
 
+def _stuck(thread: threading.Thread, loop_box: list[asyncio.AbstractEventLoop]) -> str:
+    """Where a worker that would not stop is waiting: its thread's stack and every task's,
+    so that a hang explains itself in the failure instead of only timing out."""
+    lines: list[str] = []
+    frame = sys._current_frames().get(thread.ident or -1)
+    if frame is not None:
+        lines += ["thread:", *traceback.format_stack(frame)]
+    if loop_box:
+        for task in asyncio.all_tasks(loop_box[0]):
+            lines.append(f"{task.get_name()}, awaiting:")
+            awaited: Any = task.get_coro()
+            while awaited is not None:  # the whole await chain, not only the task's frame
+                frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+                if frame is not None:
+                    lines.append(
+                        f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}"
+                    )
+                awaited = getattr(awaited, "cr_await", None) or getattr(
+                    awaited, "gi_yieldfrom", None
+                )
+    return "\n".join(lines)
+
+
 @contextmanager
 def worker_thread(app: App, worker: Worker | None = None, **settings: Any) -> Iterator[Worker]:
     """A real worker on its own event loop in a thread, for the length of a `with` block.
@@ -242,7 +267,7 @@ def worker_thread(app: App, worker: Worker | None = None, **settings: Any) -> It
             loop_box[0].call_soon_threadsafe(worker.stop)
         thread.join(60)
         if thread.is_alive():
-            raise AssertionError("worker thread did not stop")
+            raise AssertionError("worker thread did not stop\n" + _stuck(thread, loop_box))
     if errors:
         raise errors[0]
 
