@@ -6,6 +6,7 @@ Cloning a template is much faster than migrating per test and isolates tests com
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -93,6 +94,20 @@ def dsn(server_dsn: str, template_db: str) -> Iterator[str]:
 def empty_dsn(server_dsn: str) -> Iterator[str]:
     """A database with no pgqueue schema at all."""
     yield from _fresh_db(server_dsn, None)
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Undo what an in-process `pgqueue worker` (CliRunner) does to logging: it replaces the
+    root's handlers with one writing to that invocation's stderr, which is closed when the
+    invocation ends. Left in place, every later test's log line fails to print, and the
+    failure's traceback lands in whatever stream a later CliRunner is capturing."""
+    root, ours = logging.getLogger(), logging.getLogger("pgqueue")
+    handlers, level, our_level = root.handlers[:], root.level, ours.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    ours.setLevel(our_level)
 
 
 @pytest.fixture
