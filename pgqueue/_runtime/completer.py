@@ -37,6 +37,11 @@ log = logging.getLogger("pgqueue.worker")
 #: maybe_started, so its next claim records the start at once: see job_rescue.sql).
 START_REPORT_DELAY = 0.5
 
+#: Longest that successes wait for the Producer's next claim to carry them, while one is
+#: due soon (a backlog is being worked through): in a drain a claim follows within a few
+#: milliseconds, and a batch written on its own costs a statement and a commit.
+SUCCESS_HOLD = 0.050
+
 
 class Completer:
     name = "completer"
@@ -62,6 +67,11 @@ class Completer:
         #: Whether the Producer's next claim, made now, takes the successes along (set by
         #: the worker to the Producer's own): then they wait for it.
         self.claim_coming: Callable[[], bool] = lambda: False
+        #: Whether a claim is due soon, though not at once (the Producer's buffer is being
+        #: worked through): successes then wait up to SUCCESS_HOLD for it.
+        self.claim_soon: Callable[[], bool] = lambda: False
+        self._holding_since: float | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
         self.closing = False
         self._task: asyncio.Task[None] | None = None
         #: Jobs that started from the buffer and whose start the database has not recorded
@@ -96,7 +106,36 @@ class Completer:
         done = [o for o in self.outcomes if o.state is JobState.COMPLETED]
         if done:
             self.outcomes = [o for o in self.outcomes if o.state is not JobState.COMPLETED]
+        self._end_hold()
         return done
+
+    def _end_hold(self) -> None:
+        self._holding_since = None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
+    def _hold_over(self) -> None:
+        self._hold_timer = None
+        self.ready.set()
+
+    def _holding(self) -> bool:
+        """Whether successes wait a little longer for the claim that is due: from the first
+        such wait, at most SUCCESS_HOLD. The hold ends when its timer fires (not by reading
+        the clock: a loop runs a timer up to its clock resolution early, and a hold still
+        'under way' then would never be woken again)."""
+        if not self.outcomes or not self.claim_soon():
+            self._end_hold()
+            return False
+        if self._holding_since is None:
+            loop = asyncio.get_running_loop()
+            self._holding_since = loop.time()
+            self._hold_timer = loop.call_later(SUCCESS_HOLD, self._hold_over)
+            return True
+        if self._hold_timer is not None:
+            return True
+        self._end_hold()
+        return False
 
     def restore(self, done: Sequence[Outcome]) -> None:
         """Kept, whatever went wrong: written again by the next claim or flush (if the
@@ -145,17 +184,19 @@ class Completer:
             try:
                 if self._report_due:
                     await self.report_starts()
-                if (self.claim_in_flight or self.claim_coming()) and all(
-                    o.state is JobState.COMPLETED for o in self.outcomes
+                if all(o.state is JobState.COMPLETED for o in self.outcomes) and (
+                    self.claim_in_flight or self.claim_coming() or self._holding()
                 ):
                     continue  # the claim wakes us again if anything is left when it returns
-                await self.flush()
+                self._end_hold()
+                await self.flush(once=True)
             except DatabaseError:
                 self.ready.set()  # the batch was kept; try again after the pause
 
     async def stop(self, timeout: float) -> None:
         """Let the loop finish the write it may be in the middle of, then end it."""
         self.closing = True
+        self._end_hold()
         self.ready.set()
         task, self._task = self._task, None
         if self._report_timer is not None:
@@ -167,7 +208,9 @@ class Completer:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    async def flush(self) -> None:
+    async def flush(self, *, once: bool = False) -> None:
+        """Write what is waiting; `once`: one batch only, and what arrived during its write
+        is left to the loop, which decides again whether it waits for a claim."""
         while self.outcomes:
             batch, self.outcomes = self.outcomes, []
             try:
@@ -180,6 +223,10 @@ class Completer:
                     log.warning("could not record %d outcomes, retrying: %s", len(batch), exc)
                     await asyncio.sleep(0.5)
                 raise
+            if once:
+                if self.outcomes:
+                    self.ready.set()
+                return
 
     async def write(self, batch: list[Outcome]) -> None:
         """Write one batch (a seam: tests hold writes back here)."""

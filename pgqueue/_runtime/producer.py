@@ -186,6 +186,22 @@ class Producer:
             and self.room() > 0
         )
 
+    def claim_soon(self) -> bool:
+        """Whether a claim that takes the completer's successes along follows shortly, so
+        they may wait for it (at most SUCCESS_HOLD): a plain worker working through a
+        backlog (its last claim came back full, jobs wait in its buffer), with its unwritten
+        outcomes far from the bound that would hold back a start."""
+        ledger = self.ledger
+        return (
+            self.route.limited is None
+            and self.wakeup.maybe_more
+            and not self.stopping
+            and self.quarantined is None
+            and bool(ledger.buffer)
+            and len(ledger.claimed) - len(ledger.buffer) + ledger.concurrency
+            <= ledger.unwritten_cap
+        )
+
     def _batch_wait(self, room: int) -> float:
         """Seconds to hold back a claim for `room` free slots so that it gathers more (see
         LIMITED_BATCH_WAIT); 0: claim now. Only a worker claiming for free slots alone, with

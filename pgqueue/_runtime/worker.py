@@ -122,6 +122,7 @@ class Worker:
         )
         self.executor.slot_freed = self.producer.slot_freed
         self.completer.claim_coming = self.producer.claim_coming
+        self.completer.claim_soon = self.producer.claim_soon
         self.scheduler = Scheduler(self.db, self.clock)
         self.notifier = Notifier(
             self.db,
