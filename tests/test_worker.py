@@ -423,3 +423,57 @@ def test_a_task_decides_its_retry_or_its_failure(app: pgqueue.App) -> None:
     assert infos[3].errors[0]["kind"] == "error"
     with pytest.raises(pgqueue.ValidationError):
         app.task(name="decide.bad", fail_on=("not an exception",))(lambda: None)  # type: ignore[arg-type]
+
+
+def test_a_service_that_dies_of_a_bug_stops_the_worker_with_its_error(
+    app: pgqueue.App, db: Any
+) -> None:
+    """A background task that ends by an error other than a database error (a bug) must not
+    leave the worker claiming on without it: the worker stops as at any stop, writing what
+    it ran, and raises that error, so its process fails and a supervisor restarts it."""
+
+    @app.task(name="svc.ok")
+    def ok() -> None: ...
+
+    job = ok.enqueue()
+    worker = app.worker(poll_interval=0.1, heartbeat_interval=0.1, handle_signals=False)
+    beats = 0
+
+    async def broken_beat() -> None:
+        nonlocal beats
+        beats += 1
+        if beats == 3:
+            raise RuntimeError("a bug in the heartbeat")
+
+    worker.heartbeat.run_once = broken_beat  # type: ignore[method-assign]
+    with (
+        pytest.raises(RuntimeError, match="a bug in the heartbeat"),
+        worker_thread(app, worker=worker),
+    ):
+        wait_until(lambda: worker.finished, 20, "the worker to stop by itself")
+    assert app.get_job(job.id).state == "completed"
+    row = db.execute("SELECT id, stopped_at IS NOT NULL FROM pgqueue.workers").fetchone()
+    assert row == (worker.id, True)
+
+
+def test_an_event_subscriber_that_raises_does_not_stall_the_worker(app: pgqueue.App) -> None:
+    """Observers (metrics, tracing, a user's hook) see events from the statement path: one
+    that raises is logged and skipped, and every outcome is still written."""
+
+    @app.task(name="svc.noop")
+    def noop(i: int) -> None: ...
+
+    noop.enqueue_many({"i": i} for i in range(200))
+    worker = app.worker(concurrency=8, burst=True, handle_signals=False)
+    seen = 0
+
+    def broken(event: object) -> None:
+        nonlocal seen
+        seen += 1
+        raise ValueError("an observer's bug")
+
+    worker.events.subscribe(broken)
+    with worker_thread(app, worker=worker):
+        pass
+    assert worker.stats["completed"] == 200 and seen > 0
+    assert app.count_unfinished() == 0

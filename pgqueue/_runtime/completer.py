@@ -28,6 +28,7 @@ from .._db.errors import DatabaseError
 from .._db.worker import WorkerDb
 from ..types import JobState
 from .events import Events, OutcomesWritten, Released
+from .service import watch
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -67,6 +68,8 @@ class Completer:
         #: Whether the Producer's next claim, made now, takes the successes along (set by
         #: the worker to the Producer's own): then they wait for it.
         self.claim_coming: Callable[[], bool] = lambda: False
+        #: Told when the loop ends by an error (a bug): the worker stops (see `watch`).
+        self.crashed: Callable[[str, BaseException], None] | None = None
         #: Whether a claim is due soon, though not at once (the Producer's buffer is being
         #: worked through): successes then wait up to SUCCESS_HOLD for it.
         self.claim_soon: Callable[[], bool] = lambda: False
@@ -168,6 +171,7 @@ class Completer:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="pgqueue-completer")
+        watch(self._task, self.name, lambda: self.crashed)
 
     async def run(self) -> None:
         # Exits only between flushes (never cancelled mid-write), once the worker is closing.

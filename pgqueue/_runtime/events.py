@@ -3,11 +3,14 @@ log lines are subscribers, fed from the same place (one emit per batch, not per 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .._core.outcome import Outcome
 from ..types import JobState
+
+log = logging.getLogger("pgqueue.worker")
 
 
 class Claimed(NamedTuple):
@@ -134,10 +137,25 @@ class Stats(dict[str, int]):
 class Events:
     def __init__(self) -> None:
         self.subscribers: list[Callable[[Event], None]] = []
+        self.failed: set[Callable[[Event], None]] = set()
 
     def subscribe(self, subscriber: Callable[[Event], None]) -> None:
         self.subscribers.append(subscriber)
 
     def emit(self, event: Event) -> None:
+        """Every subscriber sees the event; one that raises is logged and skipped, never
+        allowed to unwind into the statement path that emitted it (an observer's bug
+        raised in the completer's bookkeeping would leave written outcomes unaccounted)."""
         for subscriber in self.subscribers:
-            subscriber(event)
+            try:
+                subscriber(event)
+            except Exception:
+                first = subscriber not in self.failed
+                self.failed.add(subscriber)
+                log.log(
+                    logging.ERROR if first else logging.DEBUG,
+                    "event subscriber %r failed on %s",
+                    subscriber,
+                    type(event).__name__,
+                    exc_info=first,
+                )

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .._db.errors import DatabaseError
 
@@ -31,11 +32,55 @@ class Clock:
         await asyncio.sleep(seconds)
 
 
+def watch(
+    task: asyncio.Task[None],
+    name: str,
+    crashed: Callable[[], Callable[[str, BaseException], None] | None],
+) -> None:
+    """Report the error a background task ends with (not a cancellation) to whoever
+    `crashed()` names at that moment: a task that dies alone would otherwise leave its
+    worker claiming on without, say, anyone to write its outcomes."""
+
+    def ended(done: asyncio.Task[None]) -> None:
+        report = crashed()
+        if done.cancelled() or report is None:
+            return
+        error = done.exception()
+        if error is not None:
+            report(name, error)
+
+    task.add_done_callback(ended)
+
+
+class CrashWatch:
+    """The first error any of the worker's background tasks ended with: the worker stops
+    on it (its jobs are written back or released as at any stop) and raises it once shut
+    down, so that a supervisor sees a failed process instead of one stalled for good."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self.error: BaseException | None = None
+        self._stop = stop
+
+    def __call__(self, name: str, error: BaseException) -> None:
+        log.error("the worker's %s ended with an error: stopping", name, exc_info=error)
+        if self.error is None:
+            self.error = error
+        self._stop()
+
+    def attach(self, *watched: Any) -> None:
+        """Services and the completer (anything with a `crashed` hook)."""
+        for service in watched:
+            service.crashed = self
+
+
 class Service:
     name = "service"
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
+        #: Told when this service's task ends by an error (a bug: PeriodicService survives
+        #: database errors), so that the worker stops instead of running on without it.
+        self.crashed: Callable[[str, BaseException], None] | None = None
 
     @property
     def running(self) -> bool:
@@ -44,6 +89,7 @@ class Service:
     async def start(self) -> None:
         if not self.running:
             self._task = asyncio.create_task(self.run(), name=f"pgqueue-{self.name}")
+            watch(self._task, self.name, lambda: self.crashed)
 
     async def run(self) -> None:
         raise NotImplementedError

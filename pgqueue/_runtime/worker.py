@@ -41,7 +41,7 @@ from .maintenance import FLOW_INTERVAL, Analyzer, FlowKeeper, Pruner, Rescuer
 from .notifier import Notifier
 from .producer import Producer
 from .scheduler import Scheduler
-from .service import Clock, LeaderGroup, Service
+from .service import Clock, CrashWatch, LeaderGroup, Service
 from .settings import WorkerSettings
 
 log = logging.getLogger("pgqueue.worker")
@@ -174,6 +174,7 @@ class Worker:
             interval=s.heartbeat_interval,
             ttl=s.heartbeat_timeout,
         )
+        self.crash = CrashWatch(self.stop)
         self.services: list[Service] = [
             self.heartbeat,
             CancelWatcher(
@@ -247,12 +248,9 @@ class Worker:
             await self.announce()
             await self.analyzer.run_once()  # every worker, once: a claim planned blind is slow
             await startup.warn_unknown_queues(self.db, s.queues, s.exclude_queues)
-            log.info(
-                "worker %s started: queues=%s concurrency=%d",
-                self.id,
-                s.queues or "all",
-                s.concurrency,
-            )
+            queues = s.queues or "all"
+            log.info("worker %s started: queues=%s concurrency=%d", self.id, queues, s.concurrency)
+            self.crash.attach(self.completer, *self.services, *self.maintenance.services)
             self.completer.start()
             for service in self.services:
                 await service.start()
@@ -272,6 +270,8 @@ class Worker:
                 self.finished = True
                 for sig in installed:
                     loop.remove_signal_handler(sig)
+        if self.crash.error is not None:
+            raise self.crash.error
 
     async def announce(self) -> None:
         """Tasks, topics and schedules into the database; every App's redaction keys back."""
