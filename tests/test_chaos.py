@@ -170,9 +170,11 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> list[int]:
         # Called from a `finally` while the test is failing: show what each worker
         # complained about last.
         if sys.exc_info()[0] is not None:
-            text = (out or b"").decode(errors="replace")
-            for line in [ln for ln in text.splitlines() if "WARN" in ln][-15:]:
+            lines = (out or b"").decode(errors="replace").splitlines()
+            for line in [ln for ln in lines if "WARN" in ln or "ERROR" in ln][-15:]:
                 print(f"worker {proc.pid}: {line[:300]}")
+            for line in lines[-12:]:  # how it ended: a traceback, the stop line
+                print(f"worker {proc.pid} (end): {line[:300]}")
     return codes
 
 

@@ -87,7 +87,14 @@ class Completer:
 
     def record(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
-        self.ready.set()
+        # A success while a claim is under way, or while a hold waits for one that is still
+        # due, changes nothing the loop decides: the claim's end or the hold's timer wakes
+        # it (waking it per job would re-check a buffer of hundreds of outcomes for each).
+        quiet = outcome.state is JobState.COMPLETED and (
+            self.claim_in_flight or (self._hold_timer is not None and self.claim_soon())
+        )
+        if not quiet:
+            self.ready.set()
 
     def started(self, job: ClaimedJob) -> None:
         """A job the claim did not record as started has just started."""
