@@ -241,17 +241,20 @@ def test_postgres_restarts_mid_drain(
     recoveries = []
     try:
         # A worker that cannot reach the database while it starts exits (by design), so the
-        # first restart waits until all four have registered.
+        # first restart waits until all four have started: registered, and heartbeating,
+        # which begins only once start-up is over (a worker restarted into while still
+        # announcing its tasks exited, and the test read it as a worker that died).
         with psycopg.connect(chaos_dsn, autocommit=True) as conn:
             wait_until(
                 lambda: (
                     conn.execute(
-                        "SELECT count(*) FROM pgqueue.workers WHERE stopped_at IS NULL"
+                        "SELECT count(*) FROM pgqueue.workers"
+                        " WHERE stopped_at IS NULL AND heartbeat_at > started_at"
                     ).fetchone()
                     == (4,)
                 ),
                 60,
-                "four workers to register",
+                "four workers to start",
             )
         for fraction in (0.3, 0.6, 0.9):
             wait_until(
