@@ -54,7 +54,8 @@ CONFIGURED: dict[str, dict[str, str]] = {
         "procrastinate": "configure(lock=<tenant>): one running job per lock",
         "graphile-fast": "queueName=<tenant>: a named queue runs its jobs one at a time",
         "graphile": "queueName=<tenant>: a named queue runs its jobs one at a time",
-        "pg-boss": "group {id: <tenant>}, work(groupConcurrency: 1)",
+        "pg-boss": "group {id: <tenant>}, work(groupConcurrency: 1), polled every 2 s (not"
+        " the 30 s NOTIFY backstop: a group freeing up sends no NOTIFY)",
     },
     "rate": {
         "pgqueue": "configure_queue(rate='R/s'): across all worker processes",
@@ -65,7 +66,7 @@ CONFIGURED: dict[str, dict[str, str]] = {
         "pgqueue": "configure_queue(concurrency=L)",
         "pgqueuer": "entrypoint(concurrency_limit=L): enforced in the database across workers",
         "pg-boss": "every job in one group, work(groupConcurrency: L): pg-boss's only limit"
-        " above 1 across workers (policy 'singleton' allows 1)",
+        " above 1 across workers (policy 'singleton' allows 1); polled every 2 s",
     },
     "topics": {
         "pgqueue": "K x subscribe('bench.topic', task), publish('bench.topic', args)",

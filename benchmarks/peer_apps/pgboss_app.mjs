@@ -18,7 +18,10 @@
 //
 // Feature workloads (`--plan`, see benchmarks/features.py), as pg-boss's docs configure them:
 //   fairness (tenant-limit)  each job in a group `{id: <tenant>}`, `work({groupConcurrency: 1})`
-//                            (tracked in the database, across workers); no round robin.
+//                            (tracked in the database, across workers); no round robin. With a
+//                            group limit, `notifyPollingIntervalSeconds` is the base polling
+//                            interval (2 s), not 30 s: a fetch cut short by the limit gets no
+//                            NOTIFY when a group frees up.
 //   concurrency              every job in one group, `work({groupConcurrency: L})`: pg-boss's
 //                            only limit above 1 across workers (policy `singleton` allows 1).
 //   topics                   K queues, each `subscribe("bench.topic", queue)`;
@@ -150,6 +153,9 @@ async function work(args) {
   };
   if (plan?.workload === "fairness") options.groupConcurrency = 1;
   if (plan?.workload === "concurrency") options.groupConcurrency = plan.limit;
+  // A fetch that a group limit cuts short is no sign of an empty queue, and no NOTIFY follows
+  // when a group frees up: poll at the base interval, not the 30 s NOTIFY-backed backstop.
+  if (options.groupConcurrency !== undefined) options.notifyPollingIntervalSeconds = options.pollingIntervalSeconds;
   const boss = new PgBoss({
     connectionString: args.target,
     migrate: false,
