@@ -15,6 +15,7 @@ import json
 import statistics
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 from bench_pgqueue import Run, analyze, fetch_one
@@ -70,7 +71,8 @@ CONFIGURED: dict[str, dict[str, str]] = {
     },
     "topics": {
         "pgqueue": "K x subscribe('bench.topic', task), publish('bench.topic', args)",
-        "pg-boss": "K queues, subscribe('bench.topic', queue), publish('bench.topic', data)",
+        "pg-boss": "K queues, subscribe('bench.topic', queue), publish('bench.topic', data);"
+        " one fetch loop per queue, batches of max(2, ceil(C/K))",
     },
     "workflow": {
         "pgqueue": "the parent maps N children (current_job().map) and gathers them",
@@ -305,6 +307,11 @@ def _spawn(lib: Library, target: Target, spec: WorkerSpec, processes: int) -> li
     finally:
         _stop_all(procs)
     if problem:
+        # How far it got says whether it hung or crawled (a per-key limit that polls).
+        with suppress(Exception):
+            done = lib.verify(target, plan=spec.plan).completed
+            wanted = spec.stop_after or spec.total
+            problem = f"{done:,} of {wanted:,} jobs done when {problem}"
         raise HarnessError(problem)
     return exits
 
@@ -476,8 +483,10 @@ def rate_run(lib: Library, plan: Plan, concurrency: int) -> Run:
     if last - first <= 2:
         raise HarnessError(f"the starts span {last - first:.2f} s: too few jobs for --rate")
     # Steady state: the first second is the window's start-up burst (a sliding-window limit
-    # allows the whole second's budget at once); the last start ends the measurement.
-    steady = sum(1 for t in times if first + 1 <= t < last) / (last - first - 1)
+    # allows the whole second's budget at once); then whole seconds only, since a limited
+    # queue's starts come in bursts and a fraction of a second would catch one burst too many.
+    whole = int(last - first - 1)
+    steady = sum(1 for t in times if first + 1 <= t < first + 1 + whole) / whole
     busiest = max_in_window(times, 1.0)
     rate = float(plan["rate"])
     return Run(

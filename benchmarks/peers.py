@@ -429,6 +429,7 @@ class Planner:
 
         if "fairness" in chosen:
             hot, groups, small = args.fair_hot, args.fair_tenants, args.fair_small
+            warm_t, warm_s = min(groups, 5), min(small, 20)
             for mode, how in (
                 ("round-robin", "round robin across tenants"),
                 ("tenant-limit", "at most 1 running job per tenant"),
@@ -444,7 +445,8 @@ class Planner:
                 out.append(
                     case(
                         plan,
-                        {"hot": min(hot, 500), "tenants": min(groups, 5), "small": min(small, 20)},
+                        # As the real plan: at least as many small jobs as hot ones.
+                        {"hot": min(hot, warm_t * warm_s), "tenants": warm_t, "small": warm_s},
                         features.fairness_run,
                         f"fairness ({how}): tenant 'hot' enqueues {hot:,} jobs, then {groups}"
                         f" tenants {small} each; one worker process (concurrency {c}) runs the"

@@ -27,7 +27,8 @@
 //   topics                   K queues, each `subscribe("bench.topic", queue)`;
 //                            `publish("bench.topic", data)` sends a job to every subscribed
 //                            queue. The worker works each queue (one fetch loop each, a batch
-//                            of ceil(C / K)), so that about C jobs run at once in all.
+//                            of max(2, ceil(C / K)): a batch of 1 never bursts, and waits 30 s
+//                            between fetches once the NOTIFYs stop).
 //   workflow                 the parent's handler calls `flow()` with N children and a join
 //                            that `dependsOn` every child. Dependents are unblocked by a
 //                            background resolver every `flowIntervalSeconds`: 1, the smallest
@@ -171,7 +172,9 @@ async function work(args) {
     ready();
     if (plan?.workload === "topics") {
       const K = plan.subscribers;
-      const each = { ...options, localConcurrency: 1, batchSize: Math.max(1, Math.ceil(args.concurrency / K)) };
+      // At least 2 a batch: burstWhenBatchFull is ignored for batches of 1, and a notify queue
+      // that is not bursting waits 30 s between fetches once the publishes (NOTIFYs) stop.
+      const each = { ...options, localConcurrency: 1, batchSize: Math.max(2, Math.ceil(args.concurrency / K)) };
       for (let k = 0; k < K; k++) {
         await boss.work(subscriber(k), each, (jobs) => run(jobs, (job) => job.data.n * K + k));
       }
