@@ -40,5 +40,13 @@ def stamp(n: int) -> float:
 def fan(n: int) -> int:
     """Fan out `n` no-op children and join them: the workflow workload."""
     ctx = pgqueue.current_job()
-    children = ctx.map(noop, [{"n": i} for i in range(n)])
+    # By name: map takes a task (or its name), not the bare function registered above.
+    children = ctx.map("bench.noop", [{"n": i} for i in range(n)])
     return len(ctx.gather(children))
+
+
+# The topics workload (benchmarks/features.py): K subscriber tasks, each a no-op, so that one
+# publish to `bench.topic` makes K jobs. Registered only when asked for, so that no other
+# workload's worker writes them into the task catalog.
+for _k in range(int(os.environ.get("PGQUEUE_BENCH_SUBSCRIBERS", "0"))):
+    app.task(name=f"bench.sub{_k}")(noop)

@@ -234,6 +234,12 @@ class WorkerSpec:
     listen: bool = True
     poll_interval: float | None = None
     record_starts: bool = False
+    #: A feature workload's plan (benchmarks/features.py): how the worker is configured.
+    plan: dict[str, Any] | None = None
+    #: The queues a pgqueue worker serves (`-q`); empty: all of them.
+    queues: list[str] = field(default_factory=list)
+    #: Mode count: stop after this many executions (None: `total`).
+    stop_after: int | None = None
 
 
 @dataclass
@@ -250,6 +256,8 @@ class Report:
     stats: dict[str, Any] = field(default_factory=dict)
     #: Committed completions per 100 ms, for a library that stores no completion times.
     histogram: dict[int, int] = field(default_factory=dict)
+    #: Named moments a feature workload's tasks noted (epoch seconds), e.g. a join's end.
+    marks: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -377,7 +385,11 @@ class Library:
     def report(self, target: Target, exit: Exit) -> Report:
         raise NotImplementedError
 
-    def verify(self, target: Target, histogram: bool = False) -> Verify:
+    def verify(
+        self, target: Target, histogram: bool = False, plan: dict[str, Any] | None = None
+    ) -> Verify:
+        """`plan`: a feature workload's, for a library whose record of it is elsewhere (pg-boss
+        keeps each queue's jobs apart)."""
         raise NotImplementedError
 
     def starts(self, target: Target, reports: list[Report]) -> dict[int, float]:
@@ -494,9 +506,14 @@ class Pgqueue(Library):
             command.append("--no-listen")
         if spec.poll_interval is not None:
             command += ["--poll-interval", str(spec.poll_interval)]
+        for queue in spec.queues:
+            command += ["-q", queue]
         if self.profile is not None:  # benchmarks/where.py --profile
             command = [*py_spy_record(self.profile), "--", *command]
         env = {**os.environ, "PGQUEUE_DSN": target.arg, "PYTHONPATH": str(ROOT)}
+        subscribers = (spec.plan or {}).get("subscribers")
+        if subscribers:  # the topics workload: bench_app registers that many subscriber tasks
+            env["PGQUEUE_BENCH_SUBSCRIBERS"] = str(subscribers)
         return Process(command, cwd=ROOT, env=env, measure_rss=True)
 
     def wait_ready(self, target: Target, proc: Process) -> None:
@@ -519,7 +536,7 @@ class Pgqueue(Library):
             time.sleep(max(0.0, spec.until - time.time()))
         elif spec.mode == "count":
             deadline = time.monotonic() + self.settings.timeout
-            while self.verify(target).completed < spec.total:
+            while self.verify(target).completed < (spec.stop_after or spec.total):
                 if not proc.running() or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
@@ -532,7 +549,9 @@ class Pgqueue(Library):
         stats = ast.literal_eval(found[1]) if found else {}
         return Report(executions=stats.get("completed"), stats=stats)
 
-    def verify(self, target: Target, histogram: bool = False) -> Verify:
+    def verify(
+        self, target: Target, histogram: bool = False, plan: dict[str, Any] | None = None
+    ) -> Verify:
         jobs = self._table(target, "jobs")
         with self._app(target).pool.connection() as conn:
             conn.autocommit = True
@@ -875,6 +894,10 @@ class Peer(Library):
             args += ["--poll-interval", str(spec.poll_interval)]
         if spec.record_starts:
             args.append("--record-starts")
+        if spec.plan is not None:
+            args += ["--plan", json.dumps(spec.plan)]
+        if spec.stop_after is not None:
+            args += ["--stop-after", str(spec.stop_after)]
         return Process(self._command(*args), cwd=BENCH_DIR, env=self._env(), measure_rss=True)
 
     def wait_ready(self, target: Target, proc: Process) -> None:
@@ -895,10 +918,17 @@ class Peer(Library):
             last_done=data["last_done"],
             starts={int(n): float(t) for n, t in (data.get("starts") or {}).items()},
             histogram={int(b): int(n) for b, n in (data.get("histogram") or {}).items()},
+            marks={k: float(v) for k, v in (data.get("marks") or {}).items() if v is not None},
         )
 
-    def verify(self, target: Target, histogram: bool = False) -> Verify:
-        data = self.run_app("verify", target.arg, *(["--histogram"] if histogram else []))
+    def verify(
+        self, target: Target, histogram: bool = False, plan: dict[str, Any] | None = None
+    ) -> Verify:
+        args = [
+            *(["--histogram"] if histogram else []),
+            *(["--plan", json.dumps(plan)] if plan else []),
+        ]
+        data = self.run_app("verify", target.arg, *args)
         return Verify(
             completed=data["completed"],
             left=data["left"],
@@ -907,7 +937,10 @@ class Peer(Library):
             first_completion=data["first_completion"],
             last_completion=data["last_completion"],
             histogram={int(b): int(n) for b, n in data["histogram"].items()},
-            details=data.get("other", {}),
+            details={
+                **data.get("other", {}),
+                **({"marks": data["marks"]} if "marks" in data else {}),
+            },
         )
 
 

@@ -17,6 +17,15 @@ Usage:
                                 latency,held-xmin,memory] [--only pgqueue,procrastinate,
                                 pgqueuer,celery,graphile-fast,graphile,pg-boss] [--repeats 3]
                                 [--full] [--held-seconds 60]
+    python benchmarks/peers.py --workloads features   # drain-4p,fairness,rate,concurrency,
+                                                      # topics,workflow (`all`: every one)
+        [--drain-4p-jobs 100000] [--fair-hot 5000 --fair-tenants 50 --fair-small 100]
+        [--rate 200 --rate-seconds 30 --rate-processes 2] [--limit N] [--jobs 20000]
+        [--subscribers 10 --publishes 1000] [--children 1000]
+
+The feature workloads (benchmarks/features.py) run for the libraries that have the feature,
+configured as their documentation says; every other chosen library is listed as n/a with the
+reason.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
+import features  # noqa: E402
 from bench_pgqueue import (  # noqa: E402
     DEFAULT_DSN,
     RESULTS_FILE,
@@ -76,7 +86,8 @@ from harness import (  # noqa: E402
 )
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-WORKLOADS = (
+#: What runs without --workloads (the workloads of issue 5).
+BASIC_WORKLOADS = (
     "drain",
     "drain-2p",
     "enqueue-single",
@@ -85,6 +96,10 @@ WORKLOADS = (
     "held-xmin",
     "memory",
 )
+#: Issue 17's additions, asked for by name or as `--workloads features` (`all`: everything).
+FEATURE_WORKLOADS = ("drain-4p", "fairness", "rate", "concurrency", "topics", "workflow")
+WORKLOADS = BASIC_WORKLOADS + FEATURE_WORKLOADS
+WORKLOAD_GROUPS = {"features": FEATURE_WORKLOADS, "all": WORKLOADS}
 LIBRARIES = ["pgqueue", *(p.name for p in PEER_SPECS)]
 #: The default --only: every library but Graphile's default configuration, a slow reference
 #: that the fast one supersedes (ask for it by name).
@@ -130,6 +145,10 @@ class Case:
     libraries: list[Library] = field(default_factory=list)
     #: Reported runs for this case; None means --repeats.
     repeats: int | None = None
+    #: Replaces "higher/lower is better" where neither is (rate accuracy: closest to 1).
+    direction: str | None = None
+    #: Lines printed under the table (how each library is configured).
+    legend: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -223,10 +242,13 @@ class Planner:
         out: list[Case] = []
         c = args.concurrency
         no_redis = "Celery uses Redis: there is no PostgreSQL horizon to pin"
-        for workload, processes in (("drain", 1), ("drain-2p", 2)):
+        for workload, processes in (("drain", 1), ("drain-2p", 2), ("drain-4p", 4)):
             if workload not in chosen:
                 continue
-            for jobs in [args.jobs] + ([FULL_DRAIN_JOBS] if args.full else []):
+            sizes = [args.jobs] + ([FULL_DRAIN_JOBS] if args.full else [])
+            if workload == "drain-4p":
+                sizes = [args.drain_4p_jobs]
+            for jobs in sizes:
                 out.append(
                     Case(
                         workload=workload,
@@ -374,12 +396,163 @@ class Planner:
                     repeats=args.memory_repeats,
                 )
             )
+        out += self.feature_cases()
         for case in out:
             if not case.libraries:
                 case.libraries = list(libraries)
             if args.no_warmup and case.warmup is not None:
                 case.warmup = None
                 case.no_warmup_reason = "--no-warmup"
+        return out
+
+    def feature_cases(self) -> list[Case]:
+        """The feature workloads (benchmarks/features.py), each for the libraries that have
+        the feature; the others are listed as n/a with the reason."""
+        args, chosen, c = self.args, self.args.workload_list, self.args.concurrency
+        out: list[Case] = []
+
+        def case(
+            plan: dict[str, Any], warm: dict[str, Any], runner: Any, title: str, **kw: Any
+        ) -> Case:
+            made = Case(
+                workload=plan["workload"],
+                jobs=features.plan_jobs(plan, Library(self.settings)),
+                title=title,
+                run=partial(runner, plan=plan, concurrency=c),
+                warmup=partial(runner, plan={**plan, **warm}, concurrency=c),
+                params={**plan, "concurrency": c, "configured": features.configured(plan)},
+                not_applicable=partial(features.not_applicable, plan),
+                legend=[f"{k}: {v}" for k, v in features.configured(plan).items()],
+                **kw,
+            )
+            return made
+
+        if "fairness" in chosen:
+            hot, groups, small = args.fair_hot, args.fair_tenants, args.fair_small
+            warm_t, warm_s = min(groups, 5), min(small, 20)
+            for mode, how in (
+                ("round-robin", "round robin across tenants"),
+                ("tenant-limit", "at most 1 running job per tenant"),
+            ):
+                plan = {
+                    "workload": "fairness",
+                    "mode": mode,
+                    "hot": hot,
+                    "tenants": groups,
+                    "small": small,
+                }
+                ideal = features.round_robin_small_share(plan)
+                out.append(
+                    case(
+                        plan,
+                        # As the real plan: at least as many small jobs as hot ones.
+                        {"hot": min(hot, warm_t * warm_s), "tenants": warm_t, "small": warm_s},
+                        features.fairness_run,
+                        f"fairness ({how}): tenant 'hot' enqueues {hot:,} jobs, then {groups}"
+                        f" tenants {small} each; one worker process (concurrency {c}) runs the"
+                        " first half of the jobs and stops; index = the small tenants' share of"
+                        f" those starts / their share under strict round robin ({ideal:.3f});"
+                        " FIFO gives 0; jobs/s = first half / (its last start - spawn)",
+                        main=Metric("fairness_index", "index", "ratio"),
+                        higher_is_better=True,
+                        extras=[
+                            Metric("small_share_first_half", "small share", "ratio"),
+                            Metric("small_started_by_half", "small started", "ratio"),
+                            Metric("jobs_per_s", "jobs/s", "jobs/s"),
+                        ],
+                    )
+                )
+        if "rate" in chosen:
+            rate, seconds, procs = args.rate, args.rate_seconds, args.rate_processes
+            jobs = math.ceil(rate * seconds * 1.3)
+            plan = {
+                "workload": "rate",
+                "rate": rate,
+                "seconds": seconds,
+                "jobs": jobs,
+                "processes": procs,
+            }
+            out.append(
+                case(
+                    plan,
+                    {"seconds": 3.0, "jobs": math.ceil(rate * 3 * 1.3)},
+                    features.rate_run,
+                    f"rate: a queue limited to {rate:g} starts/s with a backlog of {jobs:,} jobs;"
+                    f" {procs} worker processes (concurrency {c} each) run for {seconds:g} s"
+                    f" (+{features.RATE_STARTUP_S:g} s to start) and stop; accuracy = starts"
+                    " per second from the first second on / the limit; max 1 s = the most"
+                    " starts in any 1 s window / the limit (above 1.00 breaks the limit);"
+                    " starts as the tasks saw them",
+                    main=Metric("accuracy", "accuracy", "ratio"),
+                    higher_is_better=True,
+                    direction="closest to 1.00 is best, and max 1 s at most 1.00",
+                    extras=[
+                        Metric("max_1s_ratio", "max 1 s", "ratio"),
+                        Metric("steady_per_s", "starts/s", "jobs/s"),
+                        Metric("max_1s", "most in 1 s", "jobs"),
+                    ],
+                )
+            )
+        if "concurrency" in chosen:
+            jobs, limit = args.jobs, args.limit or c
+            plan = {"workload": "concurrency", "limit": limit, "jobs": jobs}
+            out.append(
+                case(
+                    plan,
+                    {"jobs": min(jobs, 2_000)},
+                    features.concurrency_pair,
+                    f"concurrency: {jobs:,} no-op jobs drained by one worker process"
+                    f" (concurrency {c}), plainly and then on a queue limited to {limit} running"
+                    " jobs across all workers, in each repeat; ratio = limited jobs/s / plain"
+                    " jobs/s (spawn to last completion)",
+                    main=Metric("ratio", "limited/plain", "ratio"),
+                    higher_is_better=True,
+                    extras=[
+                        Metric("plain_jobs_per_s", "plain jobs/s", "jobs/s"),
+                        Metric("limited_jobs_per_s", "limited jobs/s", "jobs/s"),
+                    ],
+                )
+            )
+        if "topics" in chosen:
+            k, m = args.subscribers, args.publishes
+            plan = {"workload": "topics", "subscribers": k, "publishes": m}
+            out.append(
+                case(
+                    plan,
+                    {"publishes": min(m, 50)},
+                    features.topics_run,
+                    f"topics: {m:,} publishes, one after another from one client, each to {k}"
+                    f" subscriptions ({k * m:,} deliveries), one worker process (concurrency"
+                    f" {c}) running; deliveries/s from the first publish to the last"
+                    " delivery's completion; publish p50/p99 = one publish call",
+                    main=Metric("deliveries_per_s", "deliveries/s", "jobs/s"),
+                    higher_is_better=True,
+                    extras=[
+                        Metric("publish_p50_ms", "publish p50 ms", "ms"),
+                        Metric("publish_p99_ms", "publish p99 ms", "ms"),
+                        Metric("publishes_per_s", "publishes/s", "1/s"),
+                    ],
+                )
+            )
+        if "workflow" in chosen:
+            n = args.children
+            plan = {"workload": "workflow", "children": n}
+            out.append(
+                case(
+                    plan,
+                    {"children": min(n, 100)},
+                    features.workflow_run,
+                    f"workflow 1 -> {n:,} -> 1: a parent fans out {n:,} no-op children and one"
+                    " join runs after all of them, submitted to an idle worker process"
+                    f" (concurrency {c}); seconds from the submit call to the join's end",
+                    main=Metric("workflow_s", "seconds", "s"),
+                    higher_is_better=False,
+                    extras=[
+                        Metric("children_per_s", "children/s", "jobs/s"),
+                        Metric("join_ms", "join ms", "ms"),
+                    ],
+                )
+            )
         return out
 
 
@@ -515,11 +688,11 @@ def run_case(
 
 def table(case: Case, outcomes: list[Outcome]) -> str:
     base = next((o.median(case.main.key) for o in outcomes if o.library.name == "pgqueue"), None)
-    direction = "higher" if case.higher_is_better else "lower"
+    direction = case.direction or (f"{'higher' if case.higher_is_better else 'lower'} is better")
     lines = [
         case.title,
         f"median of {max((len(o.runs) for o in outcomes), default=0)} runs;"
-        f" 'x pgqueue' = library / pgqueue, {direction} is better",
+        f" 'x pgqueue' = library / pgqueue, {direction}",
     ]
     header = (
         f"{'library':<14} {'version':<10} {case.main.label:>11} {'(min, max)':>22}"
@@ -543,6 +716,8 @@ def table(case: Case, outcomes: list[Outcome]) -> str:
             f"{name:<14} {version:<10} {fmt(s['median']):>11} {spread:>22} {ratio:>9}{extras}"
             f"  {case.note(o.runs)}"
         )
+    if case.legend:
+        lines.append("configured as: " + "; ".join(case.legend))
     return "\n".join(lines)
 
 
@@ -601,8 +776,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workloads",
-        default=",".join(WORKLOADS),
-        help="comma-separated workloads (default: all: %(default)s)",
+        default=",".join(BASIC_WORKLOADS),
+        help=f"comma-separated workloads, of {','.join(WORKLOADS)}; 'features' for"
+        f" {','.join(FEATURE_WORKLOADS)}, 'all' for every one (default: %(default)s)",
     )
     parser.add_argument(
         "--only",
@@ -642,6 +818,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--memory-concurrency", type=int, default=50)
     parser.add_argument(
+        "--drain-4p-jobs", type=int, default=FULL_DRAIN_JOBS, help="drain-4p's backlog"
+    )
+    parser.add_argument("--fair-hot", type=int, default=5_000, help="the hot tenant's jobs")
+    parser.add_argument("--fair-tenants", type=int, default=50, help="small tenants")
+    parser.add_argument("--fair-small", type=int, default=100, help="jobs per small tenant")
+    parser.add_argument("--rate", type=int, default=200, help="the rate limit, starts per s")
+    parser.add_argument(
+        "--rate-seconds", type=float, default=30.0, help="backlog: the limit x this many s"
+    )
+    parser.add_argument("--rate-processes", type=int, default=2, help="rate's worker processes")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="concurrency workload: the queue's limit (default: --concurrency, so that it"
+        " never binds and only the mechanism's cost shows)",
+    )
+    parser.add_argument("--subscribers", type=int, default=10, help="topics: subscriptions")
+    parser.add_argument("--publishes", type=int, default=1_000, help="topics: publishes")
+    parser.add_argument("--children", type=int, default=1_000, help="workflow: children")
+    parser.add_argument(
         "--memory-repeats",
         type=int,
         default=None,
@@ -672,12 +869,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "memory_jobs",
         "memory_small_jobs",
         "memory_concurrency",
+        "drain_4p_jobs",
+        "fair_hot",
+        "fair_tenants",
+        "fair_small",
+        "rate",
+        "rate_processes",
+        "subscribers",
+        "publishes",
+        "children",
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.fair_tenants * args.fair_small < args.fair_hot:
+        # The fairness run stops at half the backlog: with fewer small jobs than hot ones, a
+        # tenant limited to one running job would drain its tail one by one to get there.
+        parser.error("--fair-tenants x --fair-small must be at least --fair-hot")
     if args.memory_repeats is not None and args.memory_repeats < 1:
         parser.error("--memory-repeats must be at least 1")
-    for name in ("latency_rate", "poll_interval", "held_seconds", "timeout"):
+    for name in ("latency_rate", "poll_interval", "held_seconds", "timeout", "rate_seconds"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     names = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -685,7 +895,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.libraries) - set(LIBRARIES)
     if unknown:
         parser.error(f"unknown libraries {sorted(unknown)}; choose from {LIBRARIES}")
-    args.workload_list = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    names = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    args.workload_list = list(
+        dict.fromkeys(w for name in names for w in WORKLOAD_GROUPS.get(name, (name,)))
+    )
     unknown = set(args.workload_list) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")

@@ -66,6 +66,51 @@ def test_harness_runs_every_workload_for_pgqueue(server_dsn: str, tmp_path: Path
     assert by_case[("memory", "pgqueue", None)]["metrics"]["rss_large_mib"]["samples"]
 
 
+def test_harness_runs_every_feature_workload_for_pgqueue(server_dsn: str, tmp_path: Path) -> None:
+    """Issue 17's workloads (drain-4p, fairness, rate, concurrency, topics, workflow) for
+    pgqueue at tiny sizes: each passes its exactly-once check and reports its metrics."""
+    results = tmp_path / "results.jsonl"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "peers.py"),
+        *("--dsn", server_dsn, "--only", "pgqueue", "--repeats", "1", "--no-warmup"),
+        *("--workloads", "features", "--jobs", "200", "--drain-4p-jobs", "200"),
+        *("--fair-hot", "60", "--fair-tenants", "3", "--fair-small", "20"),
+        *("--rate", "40", "--rate-seconds", "2", "--publishes", "10", "--subscribers", "3"),
+        *("--children", "20", "--timeout", "60", "--results", str(results)),
+    ]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    lines = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    by_case = {(r["workload"], r["params"].get("mode")): r for r in lines}
+    expected = {
+        ("drain-4p", None): "jobs_per_s",
+        ("fairness", "round-robin"): "fairness_index",
+        ("fairness", "tenant-limit"): "fairness_index",
+        ("rate", None): "accuracy",
+        ("concurrency", None): "ratio",
+        ("topics", None): "deliveries_per_s",
+        ("workflow", None): "workflow_s",
+    }
+    assert sorted(by_case, key=str) == sorted(expected, key=str)
+    for case, metric in expected.items():
+        record = by_case[case]
+        assert record["system"] == "pgqueue"
+        assert record["status"] == "ok", (case, record["reason"])
+        assert record["runs"][0]["error"] is None, case
+        assert record["metrics"][metric]["samples"], (case, record["metrics"])
+    assert by_case[("drain-4p", None)]["params"]["worker_processes"] == 4
+    # Round robin hands the small tenants their share of the first half exactly.
+    assert by_case[("fairness", "round-robin")]["metrics"]["fairness_index"]["median"] > 0.9
+    # The rate limit holds in every 1 s window, as pgqueue's own clock sees it.
+    assert by_case[("rate", None)]["runs"][0]["details"]["claims_max_1s"] <= 40
+    # Each case records how every library that has the feature is configured.
+    assert "pg-boss" in by_case[("topics", None)]["params"]["configured"]
+
+
 def test_enqueue_breakdown_runs_every_layer(server_dsn: str) -> None:
     """`bench_pgqueue.py --only enqueue-breakdown`: every variant enqueues its jobs (the run
     checks the row counts itself and fails otherwise) and reports a rate."""

@@ -23,6 +23,14 @@ export class Ledger {
     this.firstStart = null;
     this.lastDone = null;
     this.starts = recordStarts ? {} : null;
+    // Named moments (epoch seconds) a feature workload's tasks note, e.g. a join's end.
+    this.marks = {};
+  }
+
+  /** Note a moment: the first (`keep = "first"`) or the last one under that name. */
+  mark(name, when, keep = "last") {
+    const seen = this.marks[name];
+    if (seen === undefined || (keep === "first" ? when < seen : when > seen)) this.marks[name] = when;
   }
 
   ran(n, started) {
@@ -59,8 +67,20 @@ export class Ledger {
       first_start: this.firstStart,
       last_done: this.lastDone,
       starts: this.starts,
+      marks: this.marks,
     };
   }
+}
+
+/** The fairness workload's backlog in enqueue order, numbered as benchmarks/features.py
+ * numbers it: the hot tenant's jobs, then each small tenant's. */
+export function tenants(plan) {
+  const out = [["hot", Array.from({ length: plan.hot }, (_, i) => i)]];
+  for (let g = 0; g < plan.tenants; g++) {
+    const first = plan.hot + g * plan.small;
+    out.push([`t${String(g).padStart(3, "0")}`, Array.from({ length: plan.small }, (_, i) => first + i)]);
+  }
+  return out;
 }
 
 /** Tell the harness the worker is about to start consuming. */
@@ -85,6 +105,8 @@ const OPTIONS = {
   jobs: { type: "string" },
   rate: { type: "string" },
   histogram: { type: "boolean", default: false },
+  plan: { type: "string" },
+  "stop-after": { type: "string" },
 };
 
 function parse(argv) {
@@ -106,6 +128,10 @@ function parse(argv) {
     warmup: num(values.warmup),
     rate: num(values.rate),
     histogram: values.histogram,
+    // Mode count: stop after this many executions (default: total).
+    stopAfter: num(values["stop-after"]),
+    // A feature workload's plan (benchmarks/features.py), as JSON.
+    plan: values.plan === undefined ? null : JSON.parse(values.plan),
   };
   if (!["drain", "count", "until"].includes(args.mode)) throw new Error(`bad --mode ${args.mode}`);
   return args;
@@ -186,7 +212,7 @@ export function stopWhen(args, ledger, stop, nothingLeft) {
     };
     const timer = setInterval(async () => {
       if (done || busy) return;
-      if (args.mode === "count" && ledger.executions >= args.total) return finish();
+      if (args.mode === "count" && ledger.executions >= (args.stopAfter ?? args.total)) return finish();
       if (args.mode === "until" && now() >= args.until) return finish();
       if (args.mode === "drain") {
         const idle = ledger.executions === seen;

@@ -34,6 +34,8 @@ class Ledger:
         self.first_start: float | None = None
         self.last_done: float | None = None
         self.starts: dict[int, float] | None = {} if record_starts else None
+        #: Named moments (epoch seconds) a feature workload's tasks note, e.g. a join's end.
+        self.marks: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def ran(self, n: int, started: float) -> int:
@@ -55,6 +57,13 @@ class Ledger:
             self.last_done = time.time()
             return self.executions
 
+    def mark(self, name: str, when: float, keep: str = "last") -> None:
+        """Note a moment: the first (`keep="first"`) or the last one under that name."""
+        with self._lock:
+            seen = self.marks.get(name)
+            if seen is None or (when < seen if keep == "first" else when > seen):
+                self.marks[name] = when
+
     def report(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -66,6 +75,7 @@ class Ledger:
                 "first_start": self.first_start,
                 "last_done": self.last_done,
                 "starts": self.starts,
+                "marks": self.marks,
             }
 
 
@@ -79,7 +89,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("setup", "teardown"):
-        sub.add_parser(name).add_argument("target")
+        cmd = sub.add_parser(name)
+        cmd.add_argument("target")
+        cmd.add_argument("--plan", type=json.loads, help="a feature workload's plan (JSON)")
+    feature = sub.add_parser("enqueue-feature", help="a feature workload's jobs (or publishes)")
+    feature.add_argument("target")
+    feature.add_argument("--plan", type=json.loads, required=True)
     for name in ("enqueue-bulk", "enqueue-single"):
         cmd = sub.add_parser(name)
         cmd.add_argument("target")
@@ -104,9 +119,16 @@ def parser() -> argparse.ArgumentParser:
     work.add_argument("--no-listen", action="store_true", help="poll only")
     work.add_argument("--poll-interval", type=float, help="seconds between polls")
     work.add_argument("--record-starts", action="store_true")
+    work.add_argument(
+        "--stop-after",
+        type=int,
+        help="mode count: stop after this many executions (default: --total)",
+    )
+    work.add_argument("--plan", type=json.loads, help="a feature workload's plan (JSON)")
     verify = sub.add_parser("verify")
     verify.add_argument("target")
     verify.add_argument("--histogram", action="store_true", help="completions per 100 ms")
+    verify.add_argument("--plan", type=json.loads, help="a feature workload's plan (JSON)")
     return p
 
 

@@ -19,10 +19,14 @@
 // returned, through a wrapper on its pool's clients, and reports the last one as its
 // `last_done` and a per-100-ms histogram of them (held-xmin). Graphile always LISTENs: it
 // has no poll-only mode.
+//
+// Feature workloads (`--plan`): only the per-tenant limit of `fairness`, through named
+// queues (`queueName: <tenant>` on each job: a named queue runs its jobs one at a time).
+// Graphile has no round robin, rate limit, limit above 1, topics or job dependencies.
 
 import pg from "pg";
 import { Logger, run, runMigrations, makeWorkerUtils } from "graphile-worker";
-import { Ledger, now, pacedEnqueues, ready, serve, stopWhen, withClient } from "./_protocol.mjs";
+import { Ledger, now, pacedEnqueues, ready, serve, stopWhen, tenants, withClient } from "./_protocol.mjs";
 
 const TASK = "bench_noop";
 const CONFIG = process.env.GRAPHILE_CONFIG ?? "fast";
@@ -61,6 +65,19 @@ async function enqueueBulk(args) {
     return [(performance.now() - start) / 1000, jobs.length];
   });
   return { enqueued: await count(args.target), ids, elapsed_s: elapsed };
+}
+
+async function enqueueFeature(args) {
+  const plan = args.plan;
+  if (plan.workload !== "fairness" || plan.mode !== "tenant-limit") {
+    throw new Error(`Graphile Worker has no feature for ${plan.workload}`);
+  }
+  await utils(args.target, async (u) => {
+    for (const [tenant, numbers] of tenants(plan)) {
+      await u.addJobs(numbers.map((n) => ({ identifier: TASK, payload: { n }, queueName: tenant })));
+    }
+  });
+  return { enqueued: await count(args.target) };
 }
 
 async function enqueueSingle(args) {
@@ -183,6 +200,7 @@ await serve({
   teardown: async () => ({}),
   "enqueue-bulk": enqueueBulk,
   "enqueue-single": enqueueSingle,
+  "enqueue-feature": enqueueFeature,
   "latency-enqueue": latencyEnqueue,
   work,
   verify,

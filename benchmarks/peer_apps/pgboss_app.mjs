@@ -15,12 +15,43 @@
 // Every other setting is pg-boss's default. The notify mode is pg-boss's own opt-in
 // LISTEN/NOTIFY (`useListenNotify` plus the queue's `notify`); poll-only turns it off.
 // pg-boss keeps completed jobs (state `completed`, `completed_on`), so `verify` reads them.
+//
+// Feature workloads (`--plan`, see benchmarks/features.py), as pg-boss's docs configure them:
+//   fairness (tenant-limit)  each job in a group `{id: <tenant>}`, `work({groupConcurrency: 1})`
+//                            (tracked in the database, across workers); no round robin. With a
+//                            group limit, `notifyPollingIntervalSeconds` is the base polling
+//                            interval (2 s), not 30 s: a fetch cut short by the limit gets no
+//                            NOTIFY when a group frees up.
+//   concurrency              every job in one group, `work({groupConcurrency: L})`: pg-boss's
+//                            only limit above 1 across workers (policy `singleton` allows 1).
+//   topics                   K queues, each `subscribe("bench.topic", queue)`;
+//                            `publish("bench.topic", data)` sends a job to every subscribed
+//                            queue. The worker works each queue (one fetch loop each, a batch
+//                            of max(2, ceil(C / K)): a batch of 1 never bursts, and waits 30 s
+//                            between fetches once the NOTIFYs stop).
+//   workflow                 the parent's handler calls `flow()` with N children and a join
+//                            that `dependsOn` every child. Dependents are unblocked by a
+//                            background resolver every `flowIntervalSeconds`: 1, the smallest
+//                            it allows (its default is 5); an unblocked job gets no NOTIFY, so
+//                            the join's worker polls every 0.5 s (the minimum; 30 s by default
+//                            on a notify queue).
+// No rate limit: throttling (`singletonSeconds`) drops or defers sends, one per time slot.
 
 import { PgBoss } from "pg-boss";
 import pg from "pg";
-import { Ledger, now, pacedEnqueues, ready, serve, stopWhen, withClient } from "./_protocol.mjs";
+import { Ledger, now, pacedEnqueues, ready, serve, stopWhen, tenants, withClient } from "./_protocol.mjs";
 
 const QUEUE = "bench_noop";
+const TOPIC = "bench.topic";
+const WORKFLOW = { fan: "bench_fan", child: "bench_child", join: "bench_join" };
+const subscriber = (k) => `bench_sub${k}`;
+
+/** The queues whose jobs a run of `plan` makes. */
+function queuesOf(plan) {
+  if (plan?.workload === "topics") return Array.from({ length: plan.subscribers }, (_, k) => subscriber(k));
+  if (plan?.workload === "workflow") return Object.values(WORKFLOW);
+  return [QUEUE];
+}
 
 async function withBoss(target, options, fn) {
   const boss = new PgBoss({ connectionString: target, ...options });
@@ -39,8 +70,49 @@ const count = (target) =>
   );
 
 async function setup(args) {
-  await withBoss(args.target, {}, (boss) => boss.createQueue(QUEUE, { notify: true }));
+  await withBoss(args.target, {}, async (boss) => {
+    await boss.createQueue(QUEUE, { notify: true });
+    for (const name of queuesOf(args.plan)) {
+      if (name !== QUEUE) await boss.createQueue(name, { notify: true });
+    }
+    if (args.plan?.workload === "topics") {
+      for (const name of queuesOf(args.plan)) await boss.subscribe(TOPIC, name);
+    }
+  });
   return {};
+}
+
+async function enqueueFeature(args) {
+  const plan = args.plan;
+  return withBoss(args.target, { migrate: false }, async (boss) => {
+    if (plan.workload === "fairness" && plan.mode === "tenant-limit") {
+      // One insert per tenant, in order: jobs of one statement share their created_on.
+      for (const [tenant, numbers] of tenants(plan)) {
+        await boss.insert(QUEUE, numbers.map((n) => ({ data: { n }, group: { id: tenant } })));
+      }
+    } else if (plan.workload === "concurrency") {
+      const jobs = Array.from({ length: plan.jobs }, (_, n) => ({ data: { n }, group: { id: "all" } }));
+      await boss.insert(QUEUE, jobs);
+    } else if (plan.workload === "topics") {
+      const durations = [];
+      const first = now();
+      const start = performance.now();
+      for (let m = 0; m < plan.publishes; m++) {
+        const began = performance.now();
+        await boss.publish(TOPIC, { n: m });
+        durations.push((performance.now() - began) / 1000);
+      }
+      const elapsed = (performance.now() - start) / 1000;
+      return { enqueued: null, publish_s: durations, first_publish_at: first, elapsed_s: elapsed };
+    } else if (plan.workload === "workflow") {
+      const submitted = now();
+      await boss.send(WORKFLOW.fan, { n: plan.children });
+      return { enqueued: 1, submitted_at: submitted };
+    } else {
+      throw new Error(`pg-boss has no feature for ${plan.workload}`);
+    }
+    return { enqueued: await count(args.target) };
+  });
 }
 
 async function enqueueBulk(args) {
@@ -73,26 +145,60 @@ async function latencyEnqueue(args) {
 
 async function work(args) {
   const ledger = new Ledger(args.total, args.recordStarts);
+  const plan = args.plan;
   const options = {
     localConcurrency: 2,
     batchSize: Math.max(1, Math.ceil(args.concurrency / 2)),
     burstWhenBatchFull: true,
     pollingIntervalSeconds: Math.max(0.5, args.pollInterval ?? 2),
   };
+  if (plan?.workload === "fairness") options.groupConcurrency = 1;
+  if (plan?.workload === "concurrency") options.groupConcurrency = plan.limit;
+  // A fetch that a group limit cuts short is no sign of an empty queue, and no NOTIFY follows
+  // when a group frees up: poll at the base interval, not the 30 s NOTIFY-backed backstop.
+  if (options.groupConcurrency !== undefined) options.notifyPollingIntervalSeconds = options.pollingIntervalSeconds;
   const boss = new PgBoss({
     connectionString: args.target,
     migrate: false,
     useListenNotify: !args.noListen,
+    ...(plan?.workload === "workflow" ? { flowIntervalSeconds: 1 } : {}),
   });
   boss.on("error", (e) => process.stderr.write(`pg-boss error: ${e?.stack ?? e}\n`));
   const probe = new pg.Client({ connectionString: args.target });
   await probe.connect();
+  const run = (jobs, number) => Promise.all(jobs.map(async (job) => ledger.ran(number(job), now())));
   try {
     await boss.start();
     ready();
-    await boss.work(QUEUE, options, async (jobs) => {
-      await Promise.all(jobs.map(async (job) => ledger.ran(job.data.n, now())));
-    });
+    if (plan?.workload === "topics") {
+      const K = plan.subscribers;
+      // At least 2 a batch: burstWhenBatchFull is ignored for batches of 1, and a notify queue
+      // that is not bursting waits 30 s between fetches once the publishes (NOTIFYs) stop.
+      const each = { ...options, localConcurrency: 1, batchSize: Math.max(2, Math.ceil(args.concurrency / K)) };
+      for (let k = 0; k < K; k++) {
+        await boss.work(subscriber(k), each, (jobs) => run(jobs, (job) => job.data.n * K + k));
+      }
+    } else if (plan?.workload === "workflow") {
+      const one = { ...options, localConcurrency: 1, batchSize: 1 };
+      // A job that flow() unblocks gets no NOTIFY: the join's worker finds it by polling, here
+      // at pg-boss's shortest interval (its NOTIFY-backed default is 30 s).
+      const polled = { ...one, pollingIntervalSeconds: 0.5, notifyPollingIntervalSeconds: 0.5 };
+      await boss.work(WORKFLOW.fan, one, async ([job]) => {
+        const n = job.data.n;
+        ledger.ran(n, now());
+        const children = Array.from({ length: n }, (_, i) => ({ ref: `c${i}`, name: WORKFLOW.child, data: { n: i } }));
+        const refs = children.map((c) => c.ref);
+        await boss.flow([...children, { ref: "join", name: WORKFLOW.join, data: { n }, dependsOn: refs }]);
+      });
+      await boss.work(WORKFLOW.child, options, async (jobs) => {
+        await Promise.all(jobs.map(async (job) => ledger.ran(job.data.n, now())));
+      });
+      await boss.work(WORKFLOW.join, polled, async ([job]) => {
+        ledger.ran(job.data.n + 1, now());
+      });
+    } else {
+      await boss.work(QUEUE, options, (jobs) => run(jobs, (job) => job.data.n));
+    }
     await stopWhen(
       args,
       ledger,
@@ -112,6 +218,7 @@ async function work(args) {
 }
 
 async function verify(args) {
+  const names = queuesOf(args.plan);
   return withClient(args.target, async (c) => {
     const row = (
       await c.query(
@@ -123,10 +230,23 @@ async function verify(args) {
                 extract(epoch FROM min(started_on))::float8 AS first_start,
                 extract(epoch FROM min(completed_on))::float8 AS first,
                 extract(epoch FROM max(completed_on))::float8 AS last
-           FROM pgboss.job WHERE name = $1`,
-        [QUEUE],
+           FROM pgboss.job WHERE name = ANY($1)`,
+        [names],
       )
     ).rows[0];
+    let marks;
+    if (args.plan?.workload === "workflow") {
+      const m = (
+        await c.query(
+          `SELECT extract(epoch FROM min(started_on) FILTER (WHERE name = $1))::float8 AS child_first_start,
+                  extract(epoch FROM max(completed_on) FILTER (WHERE name = $1))::float8 AS child_last_done,
+                  extract(epoch FROM max(completed_on) FILTER (WHERE name = $2))::float8 AS join_done
+             FROM pgboss.job WHERE name = ANY($3)`,
+          [WORKFLOW.child, WORKFLOW.join, names],
+        )
+      ).rows[0];
+      marks = m;
+    }
     let histogram = {};
     if (args.histogram) {
       const rows = (
@@ -150,6 +270,7 @@ async function verify(args) {
       first_completion: row.first,
       last_completion: row.last,
       histogram,
+      ...(marks ? { marks } : {}),
     };
   });
 }
@@ -159,6 +280,7 @@ await serve({
   teardown: async () => ({}),
   "enqueue-bulk": enqueueBulk,
   "enqueue-single": enqueueSingle,
+  "enqueue-feature": enqueueFeature,
   "latency-enqueue": latencyEnqueue,
   work,
   verify,

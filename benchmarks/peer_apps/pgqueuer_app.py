@@ -8,7 +8,11 @@ done; otherwise `PgQueuer.shutdown` is set to stop it (running jobs finish).
 
 Concurrency: `run(max_concurrent_tasks=C, batch_size=C // 2)`, the per-process cap (PgQueuer
 requires max_concurrent_tasks >= 2 x batch_size). An entrypoint's `concurrency_limit` is
-not used: PgQueuer enforces it across all workers, so two processes would share one limit.
+not used by the drains: PgQueuer enforces it across all workers, so two processes would share
+one limit. It is what the `concurrency` feature workload measures (`--plan`): the same drain
+with `entrypoint(..., concurrency_limit=L)`. PgQueuer has no other feature of the harness's
+feature workloads (no per-key limit or fairness, no rate limit in 1.6.0, no topics, no
+workflows).
 PgQueuer always LISTENs: `dequeue_timeout` only bounds the wait between notifications, so it
 has no poll-only mode. A finished job is deleted from `pgqueuer` and logged in
 `pgqueuer_log`, whose `created` column gives the completion times; log aggregation is
@@ -65,6 +69,14 @@ async def enqueue_bulk(args: argparse.Namespace) -> dict[str, Any]:
     return {"enqueued": int(rows), "ids": len(ids), "elapsed_s": elapsed}
 
 
+async def enqueue_feature(args: argparse.Namespace) -> dict[str, Any]:
+    """The concurrency workload's backlog: plain jobs, the limit is the entrypoint's."""
+    if args.plan["workload"] != "concurrency":
+        raise SystemExit(f"PgQueuer has no feature for {args.plan['workload']}")
+    args.jobs = args.plan["jobs"]
+    return await enqueue_bulk(args)
+
+
 async def enqueue_single(args: argparse.Namespace) -> dict[str, Any]:
     conn = await asyncpg.connect(args.target)
     try:
@@ -108,9 +120,11 @@ async def work(args: argparse.Namespace) -> dict[str, Any]:
     conn = await asyncpg.connect(args.target)
     try:
         pgq = PgQueuer(AsyncpgDriver(conn))
-        stop_after = args.total if args.mode == "count" else 0
+        stop_after = (args.stop_after or args.total) if args.mode == "count" else 0
 
-        @pgq.entrypoint(ENTRYPOINT)
+        limit = args.plan["limit"] if args.plan and args.plan["workload"] == "concurrency" else 0
+
+        @pgq.entrypoint(ENTRYPOINT, concurrency_limit=limit)  # 0: unlimited
         async def noop(job: Job) -> None:
             """Does nothing but record that it ran, so that lost or duplicated runs show up."""
             started = time.time()
@@ -189,6 +203,7 @@ if __name__ == "__main__":
             "teardown": lambda args: {},
             "enqueue-bulk": enqueue_bulk,
             "enqueue-single": enqueue_single,
+            "enqueue-feature": enqueue_feature,
             "latency-enqueue": latency_enqueue,
             "work": work,
             "verify": verify,

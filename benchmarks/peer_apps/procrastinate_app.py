@@ -7,6 +7,11 @@ queues are empty (Procrastinate's burst mode); otherwise the worker runs until t
 cancels it, which Procrastinate turns into a graceful stop (running jobs finish).
 `listen_notify=False` with `fetch_job_polling_interval` is its poll-only mode. Completion
 times come from its own `procrastinate_events` rows (`type = 'succeeded'`).
+
+Feature workloads (`--plan`): only the per-tenant limit of `fairness`, through
+`Task.configure(lock=<tenant>)` (no two jobs with the same lock run at once). Its
+`queueing_lock` (no two jobs with that lock waiting) would refuse a tenant's backlog, and it has
+no rate limit, limit above 1, topics or workflows.
 """
 
 from __future__ import annotations
@@ -64,6 +69,25 @@ async def enqueue_bulk(args: argparse.Namespace) -> dict[str, Any]:
         return {"enqueued": await count_jobs(app), "ids": len(ids), "elapsed_s": elapsed}
 
 
+def tenants(plan: dict[str, Any]) -> list[tuple[str, range]]:
+    """The fairness backlog in enqueue order (as benchmarks/features.py numbers it)."""
+    hot, small = plan["hot"], plan["small"]
+    return [("hot", range(hot))] + [
+        (f"t{g:03}", range(hot + g * small, hot + (g + 1) * small)) for g in range(plan["tenants"])
+    ]
+
+
+async def enqueue_feature(args: argparse.Namespace) -> dict[str, Any]:
+    plan = args.plan
+    if plan["workload"] != "fairness" or plan["mode"] != "tenant-limit":
+        raise SystemExit(f"Procrastinate has no feature for {plan['workload']}")
+    async with make_app(args.target).open_async() as app:
+        task = app.tasks[TASK]
+        for tenant, numbers in tenants(plan):
+            await task.configure(lock=tenant).batch_defer_async(*({"n": n} for n in numbers))
+        return {"enqueued": await count_jobs(app)}
+
+
 async def enqueue_single(args: argparse.Namespace) -> dict[str, Any]:
     async with make_app(args.target).open_async() as app:
         task = app.tasks[TASK]
@@ -111,7 +135,7 @@ async def work(args: argparse.Namespace) -> dict[str, Any]:
             await app.run_worker_async(wait=False, **options)
         else:
             if args.mode == "count":
-                STOP_AFTER["executions"] = args.total
+                STOP_AFTER["executions"] = args.stop_after or args.total
             else:
                 asyncio.get_running_loop().call_later(max(0.0, args.until - time.time()), STOP.set)
             worker = asyncio.create_task(app.run_worker_async(wait=True, **options))
@@ -177,6 +201,7 @@ if __name__ == "__main__":
             "teardown": lambda args: {},
             "enqueue-bulk": enqueue_bulk,
             "enqueue-single": enqueue_single,
+            "enqueue-feature": enqueue_feature,
             "latency-enqueue": latency_enqueue,
             "work": work,
             "verify": verify,
