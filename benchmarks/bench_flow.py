@@ -91,8 +91,8 @@ def fairness_run(admin: str, fair: bool, big: int, groups: int, small: int) -> d
         _analyze(dsn)
         start = time.perf_counter()
         # The fair queue's worker serves it by name (only the limited claim runs); the plain
-        # one serves every queue: a worker named to the one queue that holds every job gets a
-        # misestimated plan (see benchmarks/README.md, flow control).
+        # one serves every queue, the same claims as `-q exports` (the only queue with jobs)
+        # since job_claim.sql's plans hold for both, and comparable with runs from before.
         queue = ["-q", "exports"] if fair else []
         proc = _worker(dsn, *queue, "-c", "10", "--burst")
         _, err = proc.communicate(timeout=1800)
