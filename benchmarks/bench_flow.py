@@ -8,7 +8,7 @@ the jobs' own rows (created_at, started_at, finished_at: the database clock).
 Usage:
     python benchmarks/bench_flow.py [--dsn DSN] [--only fairness|rate|concurrency]
         [--big 100000] [--groups 50] [--small 100] [--rate-seconds 60] [--drain 20000]
-        [--repeats 2]
+        [--repeats 2] [--claim-size 100]
 
 - fairness: group A enqueues --big jobs, then --groups groups enqueue --small each; one
   worker process, concurrency 10, draining. Plain (FIFO) queue against `fair=True`: when the
@@ -18,6 +18,12 @@ Usage:
   --rate-seconds: the most starts in any 1 s window (from started_at) and the sustained rate.
 - concurrency: drain --drain no-op jobs with `concurrency=50` on the queue against no limit
   (one process, -c 50).
+- claim-loop (only by name): the fairness layout drained by one connection in a loop of
+  --claim-size claims, each recording the previous claim's jobs completed (as a worker's
+  claim carries its successes): `claim_limited` on the fair queue against the plain claim
+  (job_claim_one, continuing after the previous claim). Reports the server backend's CPU
+  per job (read from /proc, so only with the server on this machine) and the claims' wall
+  time: the claim's own cost, without a worker's.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +98,8 @@ def fairness_run(admin: str, fair: bool, big: int, groups: int, small: int) -> d
         _analyze(dsn)
         start = time.perf_counter()
         # The fair queue's worker serves it by name (only the limited claim runs); the plain
-        # one serves every queue: a worker named to the one queue that holds every job gets a
-        # misestimated plan (see benchmarks/README.md, flow control).
+        # one serves every queue, the same claims as `-q exports` (the only queue with jobs)
+        # since job_claim.sql's plans hold for both, and comparable with runs from before.
         queue = ["-q", "exports"] if fair else []
         proc = _worker(dsn, *queue, "-c", "10", "--burst")
         _, err = proc.communicate(timeout=1800)
@@ -213,16 +220,100 @@ def drain_run(admin: str, jobs: int, limited: bool) -> dict[str, Any]:
     }
 
 
+# --- the claim alone --------------------------------------------------------------------
+
+
+def _backend_cpu(pid: int) -> float | None:
+    """User plus system CPU seconds of a server backend on this machine, else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def claim_loop_run(
+    admin: str, fair: bool, size: int, big: int, groups: int, small: int
+) -> dict[str, Any]:
+    with scratch_database(admin) as dsn:
+        app = _setup(dsn)
+        if fair:
+            app.configure_queue("exports", fair=True)
+        app.enqueue_many(TASK, ({"n": i} for i in range(big)), queue="exports", group_key="A")
+        for g in range(groups):
+            app.enqueue_many(
+                TASK, ({"n": i} for i in range(small)), queue="exports", group_key=f"s{g:03}"
+            )
+        queries = app.queries
+        app.close()
+        _analyze(dsn)
+        worker = uuid.uuid4()
+        done: list[tuple[int, str]] = []
+        cursor: tuple[Any, ...] | None = None
+        total = claims = 0
+        spent = 0.0
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            pid = _one(conn, "SELECT pg_backend_pid()")[0]
+            cpu_before = _backend_cpu(pid)
+            while True:
+                params: dict[str, Any] = {
+                    "queues": ["exports"],
+                    "queue": "exports",
+                    "worker_id": worker,
+                    "limit": size,
+                    "start": size,
+                    "ids": "{" + ",".join(str(i) for i, _ in done) + "}",
+                    "leases": "{" + ",".join(lease for _, lease in done) + "}",
+                    "results": "[" + ",".join("null" for _ in done) + "]",
+                    "began": "{}",
+                    "done_channel": "bench_done",
+                    "suspects": False,
+                    "quarantine": 2,
+                }
+                if fair:
+                    query = queries["job_claim_limited"]
+                elif cursor is None:
+                    query = queries["job_claim_one"]
+                else:
+                    query = queries["job_claim_after_one"]
+                    params.update(
+                        after_priority=cursor[0], after_run_at=cursor[1], after_id=cursor[2]
+                    )
+                start = time.perf_counter()
+                rows = conn.execute(query, params).fetchall()
+                spent += time.perf_counter() - start
+                claims += 1
+                got = [r for r in rows if r[0]]
+                done = [(r[1], r[7]) for r in got]
+                total += len(got)
+                if not fair:
+                    # Continue after the last row in claim order; from the front once dry.
+                    cursor = (got[-1][12], got[-1][13], got[-1][1]) if got else None
+                if not got and (fair or params.get("after_id") is None):
+                    break
+            cpu_after = _backend_cpu(pid)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return {
+        "variant": "fair claim_limited" if fair else "plain job_claim_one",
+        "claim_size": size,
+        "jobs": total,
+        "claims": claims,
+        "backend_cpu_us_per_job": None if cpu is None else cpu / total * 1e6,
+        "claim_wall_us_per_job": spent / total * 1e6,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default=os.environ.get("PGQUEUE_BENCH_DSN", DEFAULT_DSN))
-    parser.add_argument("--only", choices=("fairness", "rate", "concurrency"))
+    parser.add_argument("--only", choices=("fairness", "rate", "concurrency", "claim-loop"))
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--groups", type=int, default=50)
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--rate-seconds", type=float, default=60.0)
     parser.add_argument("--drain", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--claim-size", type=int, default=100, help="claim-loop: jobs per claim")
     args = parser.parse_args(argv)
     results: dict[str, list[dict[str, Any]]] = {}
 
@@ -240,6 +331,15 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             for limited in (False, True):
                 report("concurrency", drain_run(args.dsn, args.drain, limited))
+    if args.only == "claim-loop":
+        for _ in range(args.repeats):
+            for fair in (False, True):
+                report(
+                    "claim-loop",
+                    claim_loop_run(
+                        args.dsn, fair, args.claim_size, args.big, args.groups, args.small
+                    ),
+                )
     if "concurrency" in results:
         rows = results["concurrency"]
         plain = statistics.median(r["jobs_per_s"] for r in rows if r["variant"] == "no limit")

@@ -9,7 +9,11 @@ fast queue that is wrong is not a result.
 Usage:
     python benchmarks/bench_pgqueue.py [--dsn DSN] [--jobs N] [--repeats R]
                                        [--only drain|enqueue-single|enqueue-bulk]
-                                       [--profile-drain FILE]
+                                       [--profile-drain FILE] [--worker-args ARGS]
+                                       [--pause-queue NAME]
+
+A drain's worker serves every queue unless --worker-args names some: `--worker-args '-q
+default'` is a worker for the one queue that holds every job (the bench jobs' queue).
 """
 
 from __future__ import annotations
@@ -181,13 +185,17 @@ def drain_run(
     profile: Path | None = None,
     worker_args: Sequence[str] = (),
     async_task: bool = False,
+    paused: Sequence[str] = (),
 ) -> Run:
     """Pre-insert `jobs` no-op jobs, then time one burst worker process draining them
-    (`worker_args`: more `pgqueue worker` options, e.g. `--prefetch 10` for an A/B)."""
+    (`worker_args`: more `pgqueue worker` options, e.g. `--prefetch 10` for an A/B; `paused`:
+    queues paused first, which hold no jobs, so that the claim skips them in vain)."""
     with scratch_database(admin_dsn) as dsn:
         app, task = migrated_app(dsn)
         try:
             task.enqueue_many({"n": i} for i in range(jobs))
+            for queue in paused:
+                app.pause(queue)
         finally:
             app.close()
         analyze(dsn)
@@ -765,6 +773,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="more `pgqueue worker` options for the drain, e.g. '--prefetch 10'",
     )
     parser.add_argument(
+        "--pause-queue",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pause this queue (it holds no jobs) before the drain; repeatable",
+    )
+    parser.add_argument(
         "--profile-drain",
         type=Path,
         metavar="FILE",
@@ -794,6 +809,7 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
                 args.concurrency,
                 worker_args=shlex.split(args.worker_args),
                 async_task=args.async_task,
+                paused=args.pause_queue,
             ),
             [
                 Metric("drain (DB span)", "jobs_per_s_db_span", "jobs/s"),
@@ -804,6 +820,7 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
                 "worker": "subprocess --burst",
                 "task": "async noop" if args.async_task else "sync noop",
                 "worker_args": args.worker_args,
+                "paused_queues": args.pause_queue,
             },
         ),
         Workload(
@@ -932,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
             profile=args.profile_drain,
             worker_args=shlex.split(args.worker_args),
             async_task=args.async_task,
+            paused=args.pause_queue,
         )
         if profiled.error is not None:
             print(f"profiled drain run FAILED: {profiled.error}")

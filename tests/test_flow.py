@@ -458,6 +458,80 @@ def test_fairness_respects_priority(app: pgqueue.App, db: Conn) -> None:
     assert ids[:2] == [j.id for j in high] and ids[2] == low[0].id
 
 
+def _claim_buffers(db: Conn, queue: str, limit: int) -> int:
+    """Buffers one claim_limited call reads (its nested statements included), and finish
+    what it claimed."""
+    rows = db.execute(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM pgqueue.claim_limited("
+        "%s, %s, %s, '{}', '{}', '[]', 'x')",
+        [[queue], uuid.uuid4(), limit],
+    ).fetchone()
+    assert rows is not None
+    plan = rows[0][0]["Plan"]
+    db.execute("UPDATE pgqueue.jobs SET state = 'completed', lease = NULL WHERE state = 'running'")
+    return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
+
+
+def test_a_fair_claim_does_not_step_over_the_jobs_claimed_before(
+    app: pgqueue.App, db: Conn
+) -> None:
+    """A claimed job's entries in the claim indexes stay until VACUUM. The fair claim
+    stepped over those of every job claimed before it, in up to four seeks per claim (the
+    level, the walk's wrap to the front, the hot group's jobs found and then read from its
+    start): 555 buffers each 80,000 jobs into a drain of one hot group, so a claim's cost
+    grew with the drain. It now reads each group from its first waiting job as the walk
+    found it, the level from above the previous claim's, and the hot group from where the
+    previous claim left it."""
+    db.execute("ALTER TABLE pgqueue.jobs SET (autovacuum_enabled = false)")
+    app.configure_queue("q", fair=True)
+    db.execute(
+        "INSERT INTO pgqueue.jobs (task, queue, group_key)"
+        " SELECT 't', 'q', 'hot' FROM generate_series(1, 16000)"
+    )
+    for g in range(5):
+        app.enqueue_many("t.a", [{}] * 20, queue="q", group_key=f"small-{g}")
+    db.execute("ANALYZE pgqueue.jobs")
+
+    def drain_to(done: int) -> None:
+        count = "SELECT count(*) FROM pgqueue.jobs WHERE state = 'completed'"
+        while (db.execute(count).fetchone() or (0,))[0] < done:
+            finish(db, claim(db, ["q"], 500)[0])
+
+    drain_to(2000)
+    # The least of three: at most one of them walks from the front (once a second).
+    early = min(_claim_buffers(db, "q", 10) for _ in range(3))
+    drain_to(14000)
+    late = min(_claim_buffers(db, "q", 10) for _ in range(3))
+    # Before: about 60 more buffers per seek, three or four seeks.
+    assert late < early + 40, (early, late)
+
+
+def test_a_job_released_behind_the_fair_position_is_claimed_within_a_second(
+    app: pgqueue.App, db: Conn
+) -> None:
+    """The position a fair claim resumes from is trusted for a second at a time: a job that
+    reappears before it (a claim given back) is found by the next walk from the front, while
+    its group still has a backlog after the position."""
+    app.configure_queue("q", fair=True)
+    app.enqueue_many("t.a", [{}] * 5000, queue="q", group_key="a")
+    first, _ = claim(db, ["q"], 5)
+    claim(db, ["q"], 5)
+    lease = db.execute("SELECT lease FROM pgqueue.jobs WHERE id = %s", [first[0]]).fetchone()
+    assert lease is not None
+    released = db.execute(
+        app.queries["job_release_many"], {"ids": [first[0]], "leases": [lease[0]]}
+    ).fetchall()
+    assert [r[0] for r in released] == [first[0]]
+    taken: list[int] = []
+
+    def claimed_again() -> bool:
+        taken.extend(claim(db, ["q"], 1)[0])
+        return first[0] in taken
+
+    wait_until(claimed_again, 5, "the released job claimed again")
+    assert len(taken) < 4990  # found by a walk from the front, not once the group ran dry
+
+
 def test_rate_limit_counts_starts_in_any_window(app: pgqueue.App, db: Conn) -> None:
     app.configure_queue("q", rate="4/2s")
     app.enqueue_many("t.a", [{}] * 10, queue="q")

@@ -123,6 +123,82 @@ def test_claim_queries_use_their_partial_index(
         assert not any("Filter" in line for line in uses), plan
 
 
+def _claim_plan(
+    db: psycopg.Connection[Any], query: str, params: dict[str, Any], generic: bool
+) -> str:
+    """The plan of a claim statement: a custom plan (the literals in the text) or the generic
+    one a prepared statement may switch to; rolled back, nothing is claimed."""
+    with db.transaction(force_rollback=True):
+        cur = psycopg.ClientCursor(db)
+        if not generic:
+            rows = cur.execute(f"EXPLAIN {query}", params).fetchall()
+            return "\n".join(r[0] for r in rows)
+        text, names = _as_prepared(query)
+        db.execute(sql.SQL("PREPARE claim_plan AS {}").format(sql.SQL(text)))  # type: ignore[arg-type]
+        db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        args = ", ".join(f"%({n})s" for n in names)
+        try:
+            rows = cur.execute(f"EXPLAIN EXECUTE claim_plan({args})", params).fetchall()
+        finally:
+            db.execute("DEALLOCATE claim_plan")
+        return "\n".join(r[0] for r in rows)
+
+
+@pytest.mark.parametrize("other_queue_paused", [False, True])
+def test_claims_keep_their_index_when_one_queue_holds_every_job(
+    app: pgqueue.App, db: psycopg.Connection[Any], other_queue_paused: bool
+) -> None:
+    """A worker for the one queue that holds (nearly) every job, `-q big` above all. The
+    paused/limited check was an anti-join against `queues`: with the claim's `queue = 'big'`
+    the planner inferred `queues.name = 'big'` too and estimated that the join removes
+    every job (1 row left), so the LIMIT saved nothing and a Seq Scan of jobs plus a sort of
+    the whole backlog looked cheaper than the index: 60-90 ms a claim at 100,000 jobs where
+    the index reads ten rows. A paused queue anywhere (one row in `queues` matching the
+    check) did the same to every claim of a single-queue database."""
+    db.execute(
+        "INSERT INTO pgqueue.jobs (task, queue) SELECT 't', 'big' FROM generate_series(1, 50000)"
+    )
+    if other_queue_paused:
+        # Every job in one queue: by the statistics, the paused queue may well be that one.
+        db.execute("INSERT INTO pgqueue.queues (name, paused) VALUES ('elsewhere', true)")
+    else:
+        db.execute("INSERT INTO pgqueue.jobs (task, queue) VALUES ('t', 'small')")
+    db.execute("ANALYZE pgqueue.jobs")
+    db.execute("ANALYZE pgqueue.queues")
+    base: dict[str, Any] = {
+        "limit": 10,
+        "start": 10,
+        "worker_id": "00000000-0000-0000-0000-000000000000",
+        "ids": "{}",
+        "leases": "{}",
+        "results": "[]",
+        "began": "{}",
+        "done_channel": "pgqueue_done",
+        "after_priority": 0,
+        "after_run_at": datetime(2000, 1, 1, tzinfo=timezone.utc),
+        "after_id": 0,
+    }
+    selections: dict[str, dict[str, Any]] = {
+        "_one": {"queue": "big", "queues": ["big"]},
+        "_some": {"queues": ["big", "small"]},
+        "_all": {},
+        "_except": {"excluded": ["small"]},
+    }
+    scans: dict[str, str] = {}  # every claim that does not read a claim index, its plan
+    for kind, selection in selections.items():
+        for query in (f"job_claim{kind}", f"job_claim_after{kind}"):
+            if query not in app.queries.names():
+                continue  # no continuation over several queues
+            params = {"queue": None, "queues": None, "excluded": None, **base, **selection}
+            for generic in (False, True):
+                plan = _claim_plan(db, app.queries[query], params, generic)
+                if "Seq Scan on jobs" in plan or not re.search(
+                    r"Index Scan using jobs_claim(_queue)?_idx on jobs", plan
+                ):
+                    scans[f"{query} ({'generic' if generic else 'custom'})"] = plan
+    assert not scans, "\n\n".join(f"{name}:\n{plan}" for name, plan in scans.items())
+
+
 @pytest.mark.parametrize("query", ["job_claim_all", "job_fail_many"])
 def test_outcomes_find_their_rows_by_primary_key(
     app: pgqueue.App, db: psycopg.Connection[Any], query: str

@@ -62,14 +62,52 @@ def strip_comments(text: str) -> str:
 
 #: Queries rendered twice with different literal fragments (a parameter would hide the
 #: predicate from the planner's partial-index matching): file -> {name: fragments}.
+#:
+#: No queue filter may be one whose selectivity the planner derives as "1 minus something"
+#: from the statistics of `jobs.queue`: where one queue holds (nearly) every job, that
+#: something is 1, the estimate 0 rows, the LIMIT saves nothing, and a Seq Scan of jobs plus
+#: a sort of the whole backlog wins over the index (60-90 ms a claim at 100,000 jobs where
+#: the index reads ten rows). The claim was planned that way for `-q NAME` of such a queue,
+#: and for every claim of a one-queue database as soon as any queue was paused, while the
+#: pause check was an anti-join against `queues` (with `queue = NAME` the planner inferred
+#: `queues.name = NAME` too; with one distinct queue each side, that every job matches).
+#: A negation is therefore NOT IN over a subquery (hashed once per claim, probed per row),
+#: which the planner gives a fixed selectivity whatever the tables hold; `queues.name` is
+#: the primary key and `jobs.queue` NOT NULL, so NOT IN meets no NULL.
 _QUEUE_FILTERS = {
-    "_one": "queue = %(queue)s::text",  # in index order, straight from jobs_claim_queue_idx
+    # One queue: straight from jobs_claim_queue_idx, in its order. The array of one keeps
+    # the queue out of the planner's equivalence classes, so `queue` leads the ORDER BY
+    # (_CLAIM_ORDERS) and only that index yields the order: with `queue = NAME` both claim
+    # indexes did, and jobs_claim_idx (its leading `priority` all one value, so perfectly
+    # correlated by the statistics) often looked cheaper while it walks past every other
+    # queue's backlog.
+    "_one": "queue = ANY(ARRAY[%(queue)s::text])",
     "_some": "queue = ANY(%(queues)s::text[])",
     "_all": "true",
     # Every queue but these (`--exclude-queue`), queues added later included: the order of
     # jobs_claim_idx, with the exclusion a filter on its INCLUDEd queue column.
-    "_except": "queue <> ALL(%(excluded)s::text[])",
+    "_except": "queue NOT IN (SELECT unnest(%(excluded)s::text[]))",
 }
+_CLAIM_ORDERS = {"_one": "queue, priority DESC, run_at, id"}
+#: Paused queues, and queues with limits (claim_limited's), skipped by every claim. One
+#: queue: a test of that queue alone, an InitPlan run once per claim (when it fails, the
+#: scan stops before it reads a row); otherwise NOT IN, as above.
+_BLOCKED_FILTERS = {
+    "_one": "NOT EXISTS (SELECT 1 FROM {schema}.queues AS q"
+    " WHERE q.name = %(queue)s::text AND (q.paused OR q.limited))",
+    "": "queue NOT IN (SELECT q.name FROM {schema}.queues AS q WHERE q.paused OR q.limited)",
+}
+
+
+def _queue_fragments(queues: str) -> dict[str, str]:
+    one = "_one" if queues == "_one" else ""
+    return {
+        "queue_filter": _QUEUE_FILTERS[queues],
+        "blocked_filter": _BLOCKED_FILTERS[one],
+        "claim_order": _CLAIM_ORDERS.get(queues, "priority DESC, run_at, id"),
+    }
+
+
 #: Suspects are jobs rescued at least twice: running when their worker died, and again when
 #: the next one did, so likely the cause. They run alone, one per idle worker, so a killer
 #: cannot take innocent jobs down with it. A job rescued once runs like any other: one crash
@@ -111,17 +149,17 @@ _VARIANTS = {
     },
     "job_claim": {
         f"job_claim{suspect}{queues}": {
-            "queue_filter": qf,
+            **_queue_fragments(queues),
             "suspect_filter": sf,
             "cursor_filter": "true",
         }
         for suspect, sf in _SUSPECT_FILTERS.items()
-        for queues, qf in _QUEUE_FILTERS.items()
+        for queues in _QUEUE_FILTERS
     }
     | {
         # Ordinary claims in one index order only: every queue (but some), or one queue.
         f"job_claim_after{queues}": {
-            "queue_filter": _QUEUE_FILTERS[queues],
+            **_queue_fragments(queues),
             "suspect_filter": _SUSPECT_FILTERS[""],
             "cursor_filter": _CURSOR_FILTER,
         }
@@ -140,7 +178,7 @@ class Queries:
         for name, text in _query_texts().items():
             variants = _VARIANTS.get(name, {name: {}})
             for variant, fragments in variants.items():
-                parts = {k: sql.SQL(v) for k, v in fragments.items()}
+                parts = {k: sql.SQL(v).format(schema=ident) for k, v in fragments.items()}
                 self._texts[variant] = sql.SQL(text).format(schema=ident, **parts).as_string()
         self.jobs_channel = f"{schema}_jobs"
         self.done_channel = f"{schema}_done"

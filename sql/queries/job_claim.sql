@@ -1,10 +1,11 @@
 -- Claim up to `limit` due jobs for one worker, and record the worker's successes.
 --
--- Rendered in variants (see _VARIANTS in pgqueue/_sql.py): for every queue, one queue or a
--- list of queues; for ordinary or suspect jobs; from the front or after a cursor. The filters are literal SQL rather than
--- parameters so that a generic plan still sees which partial index matches: jobs_claim_idx
--- for every queue in priority order, jobs_claim_queue_idx for a list of queues (without it a
--- small queue's claim would walk past a big queue's backlog), jobs_suspect_idx for suspects.
+-- Rendered in variants (see _VARIANTS in pgqueue/_db/queries.py): for every queue, one queue
+-- or a list of queues; for ordinary or suspect jobs; from the front or after a cursor. The
+-- filters are literal SQL rather than parameters so that a generic plan still sees which
+-- partial index matches: jobs_claim_idx for every queue in priority order,
+-- jobs_claim_queue_idx for a list of queues (without it a small queue's claim would walk past
+-- a big queue's backlog), jobs_suspect_idx for suspects.
 --
 -- The `_after` variants continue from where this worker's previous claim ended (its last
 -- row in claim order): the rows before it were claimed, and while an old snapshot pins the
@@ -79,10 +80,10 @@ candidates AS MATERIALIZED (
        AND (expires_at IS NULL OR expires_at > now())
        -- Paused queues, and queues with limits (claimed only by claim_limited, 012):
        -- checked in the claim itself, so a pause or a limit takes effect in every worker
-       -- process at its next claim.
-       AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS q
-                        WHERE q.name = jobs.queue AND (q.paused OR q.limited))
-     ORDER BY priority DESC, run_at, id
+       -- process at its next claim. Never as a join (_QUEUE_FILTERS in
+       -- pgqueue/_db/queries.py says why).
+       AND {blocked_filter}
+     ORDER BY {claim_order}
      LIMIT %(limit)s::integer
        FOR UPDATE SKIP LOCKED
 ),
