@@ -40,5 +40,6 @@ def stamp(n: int) -> float:
 def fan(n: int) -> int:
     """Fan out `n` no-op children and join them: the workflow workload."""
     ctx = pgqueue.current_job()
-    children = ctx.map(noop, [{"n": i} for i in range(n)])
+    # By name: `noop` is the plain function, registered under bench.noop (sync or async).
+    children = ctx.map("bench.noop", [{"n": i} for i in range(n)])
     return len(ctx.gather(children))
