@@ -487,3 +487,44 @@ def test_depending_on_a_finished_job_settles_nothing_twice(
         [[first.id, second.id]],
     ).fetchall()
     assert counts == [("waiting", 1), ("waiting", 1)]
+
+
+def test_gather_reads_its_children_as_one_row(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    """What `gather` decides on, from one row: the pending count, the first missing and the
+    first failed child in the order asked for, and the results in that order, repeats
+    included. The decisions: not found, suspend, JobFailed, or the results."""
+    from pgqueue._context import JobContext, Suspended
+    from pgqueue._core import workflow
+
+    app = flow_app
+    rows = db.execute(
+        "INSERT INTO pgqueue.jobs (task, state, result, errors) VALUES"
+        " ('t', 'completed', '1', '[]'),"
+        ' (\'t\', \'failed\', NULL, \'[{"type": "A"}, {"type": "B"}]\'),'
+        " ('t', 'completed', '{\"a\": [1]}', '[]'), ('t', 'running', NULL, '[]'),"
+        " ('t', 'cancelled', NULL, '[]') RETURNING id"
+    ).fetchall()
+    done, failed, other, running, cancelled = (int(str(r[0])) for r in rows)
+
+    def gathered(ids: list[int]) -> workflow.Gathered:
+        return app.client.run(workflow.gather_state(ids))  # type: ignore[no-any-return]
+
+    state = gathered([other, done, other])
+    assert state == workflow.Gathered(0, None, None, [{"a": [1]}, 1, {"a": [1]}])
+    assert JobContext._gathered(state) == [{"a": [1]}, 1, {"a": [1]}]
+    state = gathered([done, cancelled, failed])
+    assert (state.pending, state.missing) == (0, None)
+    assert state.failed == (cancelled, "cancelled", None)
+    with pytest.raises(pgqueue.JobFailed, match=f"job {cancelled} cancelled"):
+        JobContext._gathered(state)
+    assert gathered([failed]).failed == (failed, "failed", {"type": "B"})
+    state = gathered([running, failed])
+    assert state.pending == 1
+    with pytest.raises(Suspended):
+        JobContext._gathered(state)
+    state = gathered([done, 10**12, 10**12 + 1])
+    assert state.missing == 10**12
+    with pytest.raises(pgqueue.JobNotFound, match=str(10**12)):
+        JobContext._gathered(state)

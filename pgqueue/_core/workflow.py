@@ -10,6 +10,7 @@ names); these plans only sequence the statements, so sync and async callers shar
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LeaseLost, ValidationError
@@ -98,9 +99,32 @@ def spawn(job_id: int, lease: str, name: str, specs: Sequence[JobSpec]) -> Plan[
     return ids
 
 
-def gather_state(ids: Sequence[int]) -> Plan[dict[int, tuple[str, Any, Any]]]:
+@dataclass(frozen=True)
+class Gathered:
+    """Where the children a parent gathers stand, summed up by the database in one row
+    however many children there are: a wide join costs Python one JSON document to decode,
+    not two per child."""
+
+    #: How many have not ended yet (the parent then suspends).
+    pending: int
+    #: The first id asked for that has no job (it was pruned).
+    missing: int | None
+    #: The first, in the order asked for, that ended without completing: (id, state, last
+    #: error).
+    failed: tuple[int, str, dict[str, Any] | None] | None
+    #: Every result in the order asked for (None for a child that has not completed).
+    results: list[Any]
+
+
+def gather_state(ids: Sequence[int]) -> Plan[Gathered]:
     rows = yield Query("job_gather_state", {"ids": list(ids)})
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    pending, missing, failed, results = rows[0]
+    return Gathered(
+        pending=int(pending),
+        missing=missing,
+        failed=None if failed is None else (int(failed[0]), str(failed[1]), failed[2]),
+        results=list(results or ()),
+    )
 
 
 def parent_results(job_id: int) -> Plan[dict[int, Any]]:
