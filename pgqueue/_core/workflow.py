@@ -1,10 +1,11 @@
 """Workflow plans: dependencies between jobs, durable steps, spawning and gathering children,
 suspending a run, completing a job inside the caller's transaction.
 
-The rules that make them safe live in SQL (`008_workflows.sql` and
-`014_settle_per_statement.sql`: the trigger that settles the dependents of the jobs a
-statement ended, and the row locks that order an edge against the end of the job it
-names); these plans only sequence the statements, so sync and async callers share them.
+The rules that make them safe live in SQL (`008_workflows.sql`,
+`014_settle_per_statement.sql` and `017_workflow_counters.sql`: the trigger that keeps each
+job's count of unsettled dependencies as the jobs they name end or come back, and the row
+locks that order an edge against the end of the job it names); these plans only sequence
+the statements, so sync and async callers share them.
 """
 
 from __future__ import annotations
