@@ -505,7 +505,16 @@ def fanout_run(admin_dsn: str, children: int, concurrency: int) -> Run:
         if proc.returncode != 0:
             return Run(error=f"worker exited with {proc.returncode}: {proc.stderr[-500:]}")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            row = fetch_one(conn, sql.SQL(FANOUT_TIMES).format(jobs=jobs_table(app)))
+            found = conn.execute(sql.SQL(FANOUT_TIMES).format(jobs=jobs_table(app))).fetchone()
+            if found is None:  # the parent spawned nothing: say why
+                parent = fetch_one(
+                    conn,
+                    sql.SQL("SELECT state, errors -> -1 FROM {} WHERE task = 'bench.fan'").format(
+                        jobs_table(app)
+                    ),
+                )
+                return Run(error=f"the parent spawned no children: {parent}")
+            row = tuple(found)
     (created, finished, state, result, spawned, first_start, last_child, n, done) = row
     if state != "completed" or result != children or n != children or done != children:
         return Run(error=f"parent {state} with {result!r}; {done}/{n} children completed")

@@ -129,6 +129,23 @@ def test_enqueue_breakdown_runs_every_layer(server_dsn: str) -> None:
         assert f"breakdown {label}" in done.stdout, done.stdout
 
 
+def test_fanout_runs_its_workflow(server_dsn: str) -> None:
+    """`bench_pgqueue.py --only fanout`: the parent spawns and joins its children (the run
+    checks the parent's result and every child itself, and fails otherwise)."""
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_pgqueue.py"),
+        *("--dsn", server_dsn, "--only", "fanout", "--fanout-children", "30"),
+        *("--repeats", "1", "--no-save"),
+    ]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "FAILED" not in done.stdout
+    assert "fanout last child -> join done" in done.stdout, done.stdout
+
+
 def test_where_reads_the_counters_of_a_pgqueue_drain(tmp_path: Path) -> None:
     """benchmarks/where.py's pgqueue half on a throwaway cluster of its own: the drain passes
     its exactly-once check and every per-job row is filled in (the Node peers need npm, so

@@ -59,3 +59,58 @@ def test_custom_schema_is_isolated_and_quoted(empty_dsn: str) -> None:
         b.get_job(job.id)
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT tenant_a.enqueue('t.y')").fetchone() is not None
+
+
+def _migrate_to(dsn: str, last: int) -> None:
+    """Apply migrations 1..last the way `migrate` does, to stand for an older database."""
+    from pgqueue._db.migrate import MigrationSql, migrations
+
+    statements = MigrationSql.for_schema("pgqueue")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for migration in migrations():
+            if migration.version > last:
+                break
+            with conn.transaction():
+                conn.execute(statements.create_schema)
+                conn.execute(statements.create_table)
+                conn.execute(statements.record, [migration.version, migration.name])
+                conn.execute(statements.set_search_path)
+                conn.execute(migration.text.encode())
+
+
+def test_unique_keys_shared_with_waiting_jobs_keep_one_holder(empty_dsn: str) -> None:
+    """Before the unique index covered `waiting`, an unfinished job and waiting ones could
+    share a key. The migration that extends it keeps the key on the job the old index held
+    (else the oldest), clears it on the others, says so, and then holds it."""
+    from pgqueue._db.migrate import migrations
+
+    version = next(m.version for m in migrations() if m.name == "workflow_counters")
+    _migrate_to(empty_dsn, version - 1)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "INSERT INTO pgqueue.jobs (task, state, unique_key) VALUES"
+            " ('t', 'waiting', 'a'), ('t', 'available', 'a'), ('t', 'waiting', 'b'),"
+            " ('t', 'waiting', 'b'), ('t', 'waiting', 'c'), ('t', 'completed', 'd'),"
+            " ('t', 'waiting', 'd') RETURNING id"
+        ).fetchall()
+    ids = [r[0] for r in rows]
+    notices: list[str] = []
+    with psycopg.connect(empty_dsn) as conn:
+        conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
+        from pgqueue._db.migrate import MigrationSql
+
+        statements = MigrationSql.for_schema("pgqueue")
+        for migration in migrations()[version - 1 :]:
+            with conn.transaction():
+                conn.execute(statements.record, [migration.version, migration.name])
+                conn.execute(statements.set_search_path)
+                conn.execute(migration.text.encode())
+        keys = conn.execute(
+            "SELECT unique_key FROM pgqueue.jobs WHERE id = ANY(%s) ORDER BY id", [ids]
+        ).fetchall()
+    assert [k[0] for k in keys] == [None, "a", "b", None, "c", "d", "d"]
+    assert any(f"job {ids[0]} (a)" in n and f"job {ids[3]} (b)" in n for n in notices), notices
+    app = pgqueue.App(empty_dsn)
+    assert app.migrate() == []
+    again = app.enqueue("t", {}, unique_key="b")
+    assert (again.id, again.duplicate) == (ids[2], True)

@@ -477,3 +477,51 @@ def test_an_event_subscriber_that_raises_does_not_stall_the_worker(app: pgqueue.
         pass
     assert worker.stats["completed"] == 200 and seen > 0
     assert app.count_unfinished() == 0
+
+
+def test_burst_claims_again_after_a_write_that_landed_during_its_claim(app: pgqueue.App) -> None:
+    """The completer may write a child's success while the producer's claim is in the
+    database. That write wakes the parent, which the claim's snapshot cannot see: a burst
+    worker must claim again rather than exit with the parent `available`. The seams hold
+    the write back until a claim has run, and that claim's return until the write is in."""
+
+    @app.task(name="burst.child")
+    def child() -> int:
+        return 7
+
+    @app.task(name="burst.parent")
+    def parent() -> int:
+        ctx = pgqueue.current_job()
+        return int(ctx.gather([ctx.spawn(child)])[0])
+
+    job = parent.enqueue()
+    worker = app.worker(burst=True, handle_signals=False, poll_interval=30, concurrency=2)
+    claim, write = worker.producer.claim, worker.completer.write
+    held, released, written = threading.Event(), threading.Event(), threading.Event()
+
+    def child_done(batch: list[Any]) -> bool:
+        return any(o.job.task == "burst.child" for o in batch)
+
+    async def held_write(batch: list[Any]) -> None:
+        if child_done(batch):
+            held.set()
+            await asyncio.get_running_loop().run_in_executor(None, released.wait, 10)
+        await write(batch)
+        if child_done(batch):
+            written.set()
+
+    async def claim_then_let_the_write_in(limit: int, *, suspects: bool = False) -> list[Any]:
+        jobs = await claim(limit, suspects=suspects)
+        if held.is_set() and not released.is_set():
+            released.set()
+            await asyncio.get_running_loop().run_in_executor(None, written.wait, 10)
+        return jobs
+
+    worker.completer.take_successes = lambda: []  # type: ignore[method-assign]
+    worker.completer.write = held_write  # type: ignore[method-assign]
+    worker.producer.claim = claim_then_let_the_write_in  # type: ignore[method-assign]
+    with worker_thread(app, worker=worker):
+        pass
+    assert released.is_set() and written.is_set()  # the race did happen
+    assert app.get_job(job.id).state is pgqueue.JobState.COMPLETED
+    assert job.wait(timeout=1) == 7

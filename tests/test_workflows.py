@@ -487,3 +487,235 @@ def test_depending_on_a_finished_job_settles_nothing_twice(
         [[first.id, second.id]],
     ).fetchall()
     assert counts == [("waiting", 1), ("waiting", 1)]
+
+
+# --- the pending-children counter (waits_for) -----------------------------------------------
+
+#: Jobs whose counter disagrees with their edges: a gather edge counts while the child has not
+#: ended, an `after` edge while the job depended on has not completed, whatever the state of
+#: the job that waits (migration 018).
+WRONG_COUNTERS = """
+SELECT j.id, j.state, j.waits_for, count(e.depends_on) FILTER (
+           WHERE CASE e.kind WHEN 'gather' THEN d.state NOT IN ('completed', 'failed', 'cancelled')
+                             ELSE d.state <> 'completed' END) AS unsettled
+  FROM pgqueue.jobs AS j
+  LEFT JOIN pgqueue.job_edges AS e ON e.job_id = j.id
+  LEFT JOIN pgqueue.jobs AS d ON d.id = e.depends_on
+ WHERE j.in_workflow
+ GROUP BY j.id
+HAVING j.waits_for <> count(e.depends_on) FILTER (
+           WHERE CASE e.kind WHEN 'gather' THEN d.state NOT IN ('completed', 'failed', 'cancelled')
+                             ELSE d.state <> 'completed' END)
+"""
+
+
+def wrong_counters(db: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return db.execute(WRONG_COUNTERS).fetchall()
+
+
+def children_of(db: psycopg.Connection[Any], parent: int) -> dict[str, int]:
+    rows = db.execute(
+        "SELECT j.task, j.id FROM pgqueue.job_edges AS e JOIN pgqueue.jobs AS j"
+        " ON j.id = e.depends_on WHERE e.job_id = %s",
+        [parent],
+    ).fetchall()
+    return {str(task): int(str(job_id)) for task, job_id in rows}
+
+
+@pytest.mark.parametrize("then", ["sleep", "retry"])
+def test_children_that_end_while_their_parent_sleeps_or_retries_count_it_down(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any], then: str
+) -> None:
+    """The parent spawns two children and sleeps (`scheduled`) or fails an attempt
+    (`retrying`) before it gathers. The quick child ends meanwhile; the slow one is still
+    running when the parent gathers, so the parent suspends on its counter, and the slow
+    child's end must bring that counter to 0."""
+    app = flow_app
+    parent = task(app, "flows.fan_pause").enqueue(pauses=[0.3, 3.0], then=then, seconds=1.0)
+    worker = spawn_worker(APP, dsn, "-c", "3", *FAST)
+    try:
+        assert parent.wait(timeout=20) == 0 + 1
+    finally:
+        stop(worker)
+    assert len(ledger(db, "joined")) == 1
+    assert wrong_counters(db) == []
+
+
+@pytest.mark.parametrize("child", ["flows.flaky", "flows.retry_once"])
+def test_a_failed_child_that_is_retried_holds_its_parent_again(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any], child: str
+) -> None:
+    """A child that fails and is retried (by an operator, or by its own attempts) is not over
+    for its parent: the parent, gathering it with a slow sibling, must not be woken before
+    both have ended. A parent woken early finds a child unfinished and suspends again, with
+    nothing left to wake it but its own counter."""
+    app = flow_app
+    parent = task(app, "flows.fan_mixed").enqueue(child=child, pause=3.0)
+    worker = spawn_worker(APP, dsn, "-c", "3", *FAST)
+    try:
+        if child == "flows.flaky":
+            wait_until(lambda: len(children_of(db, parent.id)) == 2, 20, "the spawn")
+            flaky = children_of(db, parent.id)[child]
+            wait_until(
+                lambda: app.get_job(flaky).state is pgqueue.JobState.FAILED, 20, "the failure"
+            )
+            assert app.retry(flaky)
+            waits = "SELECT state, waits_for FROM pgqueue.jobs WHERE id = %s"
+            assert db.execute(waits, [parent.id]).fetchone() in (("waiting", 2), ("running", 2))
+        assert parent.wait(timeout=30) == 9 + 4
+    finally:
+        stop(worker)
+    assert len(ledger(db, "fan")) == 2  # the spawn and one resume: never woken early
+    slow = children_of(db, parent.id)["flows.square"]
+    row = db.execute("SELECT finished_at FROM pgqueue.jobs WHERE id = %s", [slow]).fetchone()
+    assert row is not None and row[0] < ledger(db, "fan")[1][2]
+    assert wrong_counters(db) == []
+
+
+def test_a_cancelled_parent_that_is_retried_runs_again(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    """Cancelling a waiting parent cancels its children, which ends them: the parent's
+    counter goes to 0 although the parent is no longer waiting, so a retry of the parent
+    makes it runnable (its gather then reports the cancelled children)."""
+    app = flow_app
+    parent, kids = _fan_in(db, 3)
+    db.execute(
+        "UPDATE pgqueue.jobs SET state = 'available', lease = NULL WHERE id = ANY(%s)", [kids]
+    )
+    assert app.cancel(parent)
+    assert {app.get_job(k).state for k in kids} == {pgqueue.JobState.CANCELLED}
+    assert app.retry(parent)
+    assert app.get_job(parent).state is pgqueue.JobState.AVAILABLE
+    assert wrong_counters(db) == []
+
+
+def test_a_dependent_cancelled_by_one_dependency_still_counts_the_others(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    """A dependent cancelled because one dependency failed still has its other dependency
+    settled when that one completes; a retry of the failed one then leaves it waiting for
+    that one alone."""
+    app = flow_app
+    failing = task(app, "flows.root").enqueue(day="a")
+    other = task(app, "flows.root").enqueue(day="b")
+    child = task(app, "flows.join").options(after=[failing, other]).enqueue()
+    end = "UPDATE pgqueue.jobs SET state = %s, finished_at = now() WHERE id = %s"
+    db.execute(end, ["failed", failing.id])
+    assert app.get_job(child.id).state is pgqueue.JobState.CANCELLED
+    db.execute(end, ["completed", other.id])
+    assert app.retry(failing.id)
+    assert app.get_job(child.id).state is pgqueue.JobState.WAITING
+    db.execute(end, ["completed", failing.id])
+    assert app.get_job(child.id).state is pgqueue.JobState.AVAILABLE
+    assert wrong_counters(db) == []
+
+
+# --- unique_key while waiting ----------------------------------------------------------------
+
+
+def test_a_job_waiting_for_its_dependency_holds_its_unique_key(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """A duplicate enqueue while the first job waits for its dependency returns that job,
+    from Python and from SQL, and only it runs once the dependency completes."""
+    app = flow_app
+    root = task(app, "flows.root").enqueue(day="a")
+    first = task(app, "flows.join").options(after=[root], unique_key="join-a").enqueue()
+    assert app.get_job(first.id).state is pgqueue.JobState.WAITING
+    again = task(app, "flows.join").options(unique_key="join-a").enqueue()
+    assert (again.id, again.duplicate) == (first.id, True)
+    with_after = task(app, "flows.join").options(after=[root], unique_key="join-a").enqueue()
+    assert (with_after.id, with_after.duplicate) == (first.id, True)
+    by_sql = db.execute("SELECT pgqueue.enqueue('flows.join', unique_key => 'join-a')").fetchone()
+    assert by_sql == (first.id,)
+    worker = spawn_worker(APP, dsn, *FAST)
+    try:
+        assert first.wait(timeout=30) == 0
+    finally:
+        stop(worker)
+    assert len(ledger(db, "join")) == 1
+    assert db.execute(
+        "SELECT count(*) FROM pgqueue.jobs WHERE unique_key = 'join-a'"
+    ).fetchone() == (1,)
+
+
+def test_a_suspended_parent_holds_its_unique_key(
+    flow_app: pgqueue.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = flow_app
+    fan = task(app, "flows.fan").options(unique_key="fan-1")
+    parent = fan.enqueue(n=2, pause=1.0)
+    worker = spawn_worker(APP, dsn, "-c", "2", *FAST)
+    try:
+        wait_until(
+            lambda: app.get_job(parent.id).state is pgqueue.JobState.WAITING, 20, "suspension"
+        )
+        again = fan.enqueue(n=2, pause=1.0)
+        assert (again.id, again.duplicate) == (parent.id, True)
+        assert parent.wait(timeout=30) == 0 + 1
+    finally:
+        stop(worker)
+    assert len(ledger(db, "joined")) == 1
+
+
+def test_a_retry_leaves_cancelled_a_dependent_whose_unique_key_was_taken(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    """A dependent cancelled by its dependency's failure released its key, and another job
+    took it: retrying the dependency does not bring back a second job with that key."""
+    app = flow_app
+    bad = task(app, "flows.root").enqueue(day="a")
+    child = task(app, "flows.join").options(after=[bad], unique_key="k").enqueue()
+    kept = task(app, "flows.join").options(after=[bad], unique_key="other").enqueue()
+    db.execute(
+        "UPDATE pgqueue.jobs SET state = 'failed', finished_at = now() WHERE id = %s", [bad.id]
+    )
+    assert app.get_job(child.id).state is pgqueue.JobState.CANCELLED
+    taker = task(app, "flows.join").options(unique_key="k").enqueue()
+    assert not taker.duplicate
+    assert app.retry(bad.id)
+    assert app.get_job(child.id).state is pgqueue.JobState.CANCELLED
+    assert app.get_job(kept.id).state is pgqueue.JobState.WAITING
+    assert app.get_job(taker.id).state is pgqueue.JobState.AVAILABLE
+
+
+def test_gather_reads_its_children_as_one_row(
+    flow_app: pgqueue.App, db: psycopg.Connection[Any]
+) -> None:
+    """What `gather` decides on, from one row: the pending count, the first missing and the
+    first failed child in the order asked for, and the results in that order, repeats
+    included. The decisions: not found, suspend, JobFailed, or the results."""
+    from pgqueue._context import JobContext, Suspended
+    from pgqueue._core import workflow
+
+    app = flow_app
+    rows = db.execute(
+        "INSERT INTO pgqueue.jobs (task, state, result, errors) VALUES"
+        " ('t', 'completed', '1', '[]'),"
+        ' (\'t\', \'failed\', NULL, \'[{"type": "A"}, {"type": "B"}]\'),'
+        " ('t', 'completed', '{\"a\": [1]}', '[]'), ('t', 'running', NULL, '[]'),"
+        " ('t', 'cancelled', NULL, '[]') RETURNING id"
+    ).fetchall()
+    done, failed, other, running, cancelled = (int(str(r[0])) for r in rows)
+
+    def gathered(ids: list[int]) -> workflow.Gathered:
+        return app.client.run(workflow.gather_state(ids))  # type: ignore[no-any-return]
+
+    state = gathered([other, done, other])
+    assert state == workflow.Gathered(0, None, None, [{"a": [1]}, 1, {"a": [1]}])
+    assert JobContext._gathered(state) == [{"a": [1]}, 1, {"a": [1]}]
+    state = gathered([done, cancelled, failed])
+    assert (state.pending, state.missing) == (0, None)
+    assert state.failed == (cancelled, "cancelled", None)
+    with pytest.raises(pgqueue.JobFailed, match=f"job {cancelled} cancelled"):
+        JobContext._gathered(state)
+    assert gathered([failed]).failed == (failed, "failed", {"type": "B"})
+    state = gathered([running, failed])
+    assert state.pending == 1
+    with pytest.raises(Suspended):
+        JobContext._gathered(state)
+    state = gathered([done, 10**12, 10**12 + 1])
+    assert state.missing == 10**12
+    with pytest.raises(pgqueue.JobNotFound, match=str(10**12)):
+        JobContext._gathered(state)

@@ -1,15 +1,17 @@
 """Workflow plans: dependencies between jobs, durable steps, spawning and gathering children,
 suspending a run, completing a job inside the caller's transaction.
 
-The rules that make them safe live in SQL (`008_workflows.sql` and
-`014_settle_per_statement.sql`: the trigger that settles the dependents of the jobs a
-statement ended, and the row locks that order an edge against the end of the job it
-names); these plans only sequence the statements, so sync and async callers share them.
+The rules that make them safe live in SQL (`008_workflows.sql`,
+`014_settle_per_statement.sql` and `018_workflow_counters.sql`: the trigger that keeps each
+job's count of unsettled dependencies as the jobs they name end or come back, and the row
+locks that order an edge against the end of the job it names); these plans only sequence
+the statements, so sync and async callers share them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LeaseLost, ValidationError
@@ -98,9 +100,32 @@ def spawn(job_id: int, lease: str, name: str, specs: Sequence[JobSpec]) -> Plan[
     return ids
 
 
-def gather_state(ids: Sequence[int]) -> Plan[dict[int, tuple[str, Any, Any]]]:
+@dataclass(frozen=True)
+class Gathered:
+    """Where the children a parent gathers stand, summed up by the database in one row
+    however many children there are: a wide join costs Python one JSON document to decode,
+    not two per child."""
+
+    #: How many have not ended yet (the parent then suspends).
+    pending: int
+    #: The first id asked for that has no job (it was pruned).
+    missing: int | None
+    #: The first, in the order asked for, that ended without completing: (id, state, last
+    #: error).
+    failed: tuple[int, str, dict[str, Any] | None] | None
+    #: Every result in the order asked for (None for a child that has not completed).
+    results: list[Any]
+
+
+def gather_state(ids: Sequence[int]) -> Plan[Gathered]:
     rows = yield Query("job_gather_state", {"ids": list(ids)})
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    pending, missing, failed, results = rows[0]
+    return Gathered(
+        pending=int(pending),
+        missing=missing,
+        failed=None if failed is None else (int(failed[0]), str(failed[1]), failed[2]),
+        results=list(results or ()),
+    )
 
 
 def parent_results(job_id: int) -> Plan[dict[int, Any]]:

@@ -82,6 +82,9 @@ class Completer:
         self.began: dict[int, float] = {}
         self._report_timer: asyncio.TimerHandle | None = None
         self._report_due = False
+        #: Outcome writes done so far (every kind): a burst worker compares it across a claim
+        #: to tell whether a write landed while that claim was in the database.
+        self.writes = 0
 
     # --- the buffer -----------------------------------------------------------------------
 
@@ -161,6 +164,7 @@ class Completer:
         """Bookkeeping once outcomes are written: `accepted` are the ids the lease guard let
         through; the others belonged to runs whose job had moved on. One pass per batch:
         this runs for every batch of successes."""
+        self.writes += 1
         self.events.emit(OutcomesWritten(written, accepted))
         if len(accepted) < len(written):
             stale = [o.job.id for o in written if o.job.id not in accepted and not o.quiet]

@@ -245,6 +245,7 @@ class Producer:
                 self._short_since = None
                 wakeup.nudged = False
                 sent = self.clock.now()
+                writes = self.completer.writes
                 try:
                     jobs = await self._claim_for(room, idle)
                 except DatabaseError as exc:
@@ -269,16 +270,19 @@ class Producer:
                     now = self.clock.now()
                     self.pace.claimed(now, ledger.starts, now - sent)
                     ledger.tune(self.pace.rate, self.pace.latency)
-                # Only once every outcome is written, and the last claim recorded none: an
-                # outcome may make more work claimable (a workflow job whose last dependency
-                # it settles), which a claim in the same statement cannot see yet. And a
-                # limit holding jobs back (a wait hint) is not "nothing left to do".
+                # Only once every outcome is written, and neither the last claim nor a write
+                # of the completer's while it ran recorded any: an outcome may make more
+                # work claimable (a workflow job whose last dependency it settles), which a
+                # claim in the same statement, or one whose snapshot came before the write,
+                # cannot see. And a limit holding jobs back (a wait hint) is not "nothing
+                # left to do".
                 if (
                     not jobs
                     and settings.burst
                     and idle
                     and not self.recorded
                     and not ledger.claimed
+                    and self.completer.writes == writes
                     and self.flow_wait is None
                 ):
                     log.info("burst: nothing left to do")

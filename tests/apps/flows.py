@@ -101,6 +101,66 @@ def fan(n: int, pause: float = 0.0) -> int:
     return sum(squares)
 
 
+def _runs(what: str) -> int:
+    """How many times this job has noted `what`: which run of it this is."""
+    row = (
+        _conn()
+        .execute(
+            "SELECT count(*) FROM flow_ledger WHERE job_id = %s AND what = %s",
+            [pgqueue.current_job().id, what],
+        )
+        .fetchone()
+    )
+    assert row is not None
+    return int(str(row[0]))
+
+
+@app.task(name="flows.fan_pause", max_attempts=3)
+def fan_pause(pauses: list[float], then: str, seconds: float) -> int:
+    """Spawn children, then sleep or fail once before gathering them: the children that end
+    meanwhile count down a parent that is `scheduled` or `retrying`, not `waiting`."""
+    ctx = pgqueue.current_job()
+    note("fan")
+    children = ctx.map(square, [{"n": i, "pause": p} for i, p in enumerate(pauses)])
+    if then == "sleep":
+        ctx.sleep(seconds)
+    elif _runs("fan") == 1:
+        raise pgqueue.Retry(after=seconds)
+    squares = ctx.gather(children)
+    note("joined")
+    return sum(squares)
+
+
+@app.task(name="flows.flaky", max_attempts=1)
+def flaky(n: int) -> int:
+    """Fails its first run for good (an operator then retries it); succeeds after."""
+    note("flaky")
+    if _runs("flaky") == 1:
+        raise pgqueue.Fail("not yet")
+    return n * n
+
+
+@app.task(name="flows.retry_once", max_attempts=2)
+def retry_once(n: int) -> int:
+    """Fails its first attempt, which its attempts allow to be retried; succeeds after."""
+    note("retry_once")
+    if _runs("retry_once") == 1:
+        raise pgqueue.Retry(after=0.2)
+    return n * n
+
+
+@app.task(name="flows.fan_mixed")
+def fan_mixed(child: str, pause: float) -> int:
+    """A slow child and one that fails before it succeeds (`flows.flaky` or
+    `flows.retry_once`), gathered together."""
+    ctx = pgqueue.current_job()
+    note("fan")
+    kids = [ctx.spawn(square, n=3, pause=pause), ctx.spawn(child, n=2)]
+    squares = ctx.gather(kids)
+    note("joined")
+    return sum(squares)
+
+
 @app.task(name="flows.fan_async")
 async def fan_async(n: int) -> int:
     ctx = pgqueue.current_job()
