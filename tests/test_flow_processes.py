@@ -75,7 +75,13 @@ def test_concurrency_limits_hold_across_three_processes(dsn: str, db: Any) -> No
     procs = [spawn_worker(WORKER, dsn, "-c", "4", *FAST) for _ in range(3)]
     try:
         # Every worker is up and claiming before the jobs arrive, so all three compete.
-        wait_until(lambda: len(app.workers()) == 3, 60, "three workers")
+        # Started means heartbeating (the heartbeat begins after start-up): a worker only
+        # registered may still be announcing its tasks while another takes every slot.
+        started = (
+            "SELECT count(*) FROM pgqueue.workers"
+            " WHERE stopped_at IS NULL AND heartbeat_at > started_at"
+        )
+        wait_until(lambda: db.execute(started).fetchone()[0] == 3, 60, "three started workers")
         for g in "abcdef":
             app.enqueue_many(
                 "flow.work", [{"seconds": 0.25, "grp": g}] * 5, group_key=g, queue="flow"
