@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
+
 from pgqueue.testing import worker_thread
 
-__all__ = ["spawn_worker", "wait_until", "worker_thread"]
+__all__ = ["spawn_worker", "started_workers", "wait_until", "worker_thread"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +49,17 @@ class WorkerProcess(subprocess.Popen[bytes]):
         self.wait(timeout)  # TimeoutExpired, as from a pipe's communicate
         self._output.seek(0)
         return self._output.read(), None
+
+
+def started_workers(conn: psycopg.Connection[Any]) -> int:
+    """Workers past start-up: registered and heartbeating (the heartbeat begins only once
+    start-up is over). A worker merely registered may still be announcing its tasks; one
+    signalled or restarted into then exits, by design."""
+    row = conn.execute(
+        "SELECT count(*) FROM pgqueue.workers WHERE stopped_at IS NULL"
+        " AND heartbeat_at > started_at"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def spawn_worker(app_path: str, dsn: str, *args: str) -> WorkerProcess:

@@ -31,7 +31,7 @@ from psycopg import sql
 
 import pgqueue
 from tests.conftest import _with_db
-from tests.helpers import spawn_worker, wait_until
+from tests.helpers import spawn_worker, started_workers, wait_until
 from tests.pgcluster import LocalCluster, find_bindir
 
 SHORT, FULL = 2_000, 20_000
@@ -187,20 +187,11 @@ def test_no_faults(chaos_dsn: str, n: int) -> None:
         # A stop is graceful from start-up on: one that reaches a worker still importing
         # (the backlog can drain before the fourth is up) ends it by the signal (-15).
         with psycopg.connect(chaos_dsn, autocommit=True) as conn:
-            wait_until(lambda: _started(conn) == 4, 60, "four workers to start")
+            wait_until(lambda: started_workers(conn) == 4, 60, "four workers to start")
     finally:
         codes = stop_all(procs)
     assert codes == [0, 0, 0, 0]
     assert check(chaos_dsn, ids) == Damage(0, 0, 0, 0)
-
-
-def _started(conn: psycopg.Connection[Any]) -> int:
-    """Workers past start-up: registered and heartbeating (the heartbeat begins after it)."""
-    row = conn.execute(
-        "SELECT count(*) FROM pgqueue.workers WHERE stopped_at IS NULL"
-        " AND heartbeat_at > started_at"
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -258,7 +249,7 @@ def test_postgres_restarts_mid_drain(
         # which begins only once start-up is over (a worker restarted into while still
         # announcing its tasks exited, and the test read it as a worker that died).
         with psycopg.connect(chaos_dsn, autocommit=True) as conn:
-            wait_until(lambda: _started(conn) == 4, 60, "four workers to start")
+            wait_until(lambda: started_workers(conn) == 4, 60, "four workers to start")
         for fraction in (0.3, 0.6, 0.9):
             wait_until(
                 lambda f=fraction: app.unfinished(ids) <= n * (1 - f),  # type: ignore[misc]

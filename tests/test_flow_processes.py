@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import pgqueue
 from cli.main import app as cli
-from tests.helpers import ROOT, WorkerProcess, spawn_worker, wait_until
+from tests.helpers import ROOT, WorkerProcess, spawn_worker, started_workers, wait_until
 
 WORKER = "tests.apps.flow:app"
 #: tests/apps/flow.py's ledger (not imported here: its App reads PGQUEUE_DSN at import).
@@ -75,13 +75,7 @@ def test_concurrency_limits_hold_across_three_processes(dsn: str, db: Any) -> No
     procs = [spawn_worker(WORKER, dsn, "-c", "4", *FAST) for _ in range(3)]
     try:
         # Every worker is up and claiming before the jobs arrive, so all three compete.
-        # Started means heartbeating (the heartbeat begins after start-up): a worker only
-        # registered may still be announcing its tasks while another takes every slot.
-        started = (
-            "SELECT count(*) FROM pgqueue.workers"
-            " WHERE stopped_at IS NULL AND heartbeat_at > started_at"
-        )
-        wait_until(lambda: db.execute(started).fetchone()[0] == 3, 60, "three started workers")
+        wait_until(lambda: started_workers(db) == 3, 60, "three started workers")
         for g in "abcdef":
             app.enqueue_many(
                 "flow.work", [{"seconds": 0.25, "grp": g}] * 5, group_key=g, queue="flow"

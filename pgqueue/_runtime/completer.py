@@ -182,7 +182,7 @@ class Completer:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="pgqueue-completer")
-        watch(self._task, self.name, lambda: self.crashed)
+        watch(self._task, self.name, self.crashed)
 
     async def run(self) -> None:
         # Exits only between flushes (never cancelled mid-write), once the worker is closing.

@@ -33,20 +33,16 @@ class Clock:
 
 
 def watch(
-    task: asyncio.Task[None],
-    name: str,
-    crashed: Callable[[], Callable[[str, BaseException], None] | None],
+    task: asyncio.Task[None], name: str, report: Callable[[str, BaseException], None] | None
 ) -> None:
-    """Report the error a background task ends with (not a cancellation) to whoever
-    `crashed()` names at that moment: a task that dies alone would otherwise leave its
-    worker claiming on without, say, anyone to write its outcomes."""
+    """Report the error a background task ends with (not a cancellation): a task that dies
+    alone would otherwise leave its worker claiming on without, say, anyone to write its
+    outcomes. The worker attaches `report` (CrashWatch) before it starts any task."""
+    if report is None:
+        return
 
     def ended(done: asyncio.Task[None]) -> None:
-        report = crashed()
-        if done.cancelled() or report is None:
-            return
-        error = done.exception()
-        if error is not None:
+        if not done.cancelled() and (error := done.exception()) is not None:
             report(name, error)
 
     task.add_done_callback(ended)
@@ -89,7 +85,7 @@ class Service:
     async def start(self) -> None:
         if not self.running:
             self._task = asyncio.create_task(self.run(), name=f"pgqueue-{self.name}")
-            watch(self._task, self.name, lambda: self.crashed)
+            watch(self._task, self.name, self.crashed)
 
     async def run(self) -> None:
         raise NotImplementedError
