@@ -141,20 +141,16 @@ def _filters(queue: str | None, task: str | None = None, state: str | None = Non
     return f" ({', '.join(parts)})" if parts else ""
 
 
-#: `retry --failed` counts the failed jobs it would retry up to this many ("over N" beyond).
-FAILED_COUNT_CAP = 100_000
-
-
 def _count_failed(qapp: pgqueue.App, queue: str | None) -> int:
-    """How many failed jobs `retry_failed(queue)` would retry, up to FAILED_COUNT_CAP + 1.
+    """How many failed jobs `retry_failed(queue)` would retry (of those sharing a unique_key,
+    the newest; none whose key an unfinished job holds), counted in the database.
 
     Not from `queue_stats()`: its `failed` counts the last hour only, and an outage that
     failed jobs for longer is what `retry --failed --fresh` is for."""
     try:
-        rows = qapp.list_jobs(state="failed", queue=queue, limit=FAILED_COUNT_CAP + 1)
+        return qapp.count_failed(queue)
     except pgqueue.ValidationError as exc:  # a queue name that cannot be one
         fail(str(exc), code=2)
-    return len(rows)
 
 
 def _retry_failed(
@@ -168,10 +164,9 @@ def _retry_failed(
             report(as_json, f"no failed jobs{where}: nothing retried", {"retried": 0})
             return
         if not yes:
-            shown = f"over {FAILED_COUNT_CAP}" if count > FAILED_COUNT_CAP else str(count)
             budget = " with a full attempt budget" if fresh else ", one more attempt each"
             _confirm(
-                f"this would retry {shown} failed job(s){where}{budget}",
+                f"this would retry {count} failed job(s){where}{budget}",
                 "Retry them?",
                 "retry not confirmed: nothing retried",
                 as_json,

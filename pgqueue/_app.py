@@ -305,7 +305,9 @@ class App(TopicMethods, InspectMethods, FlowMethods):
         """Put every failed job (of one queue, of one task) back in line; return how many.
 
         `fresh` gives them a full attempt budget again (with backoff between attempts), for
-        jobs that an outage failed; otherwise each gets one more attempt."""
+        jobs that an outage failed; otherwise each gets one more attempt. Of failed jobs that
+        share a unique_key only the newest is retried, and none whose key an unfinished job
+        holds: the rest stay failed, so one duplicate never fails the whole retry."""
         return self.client.run(admin.retry_failed(queue, fresh, task))
 
     async def retry_failed_async(

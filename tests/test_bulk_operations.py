@@ -87,3 +87,35 @@ def test_retry_failed_fresh_gives_a_full_attempt_budget(app: pgqueue.App) -> Non
     drain(app)
     assert {app.get_job(j.id).state for j in jobs} == {pgqueue.JobState.COMPLETED}
     assert app.retry_failed() == 0
+
+
+def test_retry_failed_leaves_jobs_whose_unique_key_is_held(app: pgqueue.App, db: Any) -> None:
+    @app.task(name="bulk.doomed", max_attempts=1)
+    def doomed() -> None:
+        raise pgqueue.Fail("no")
+
+    def failed(key: str | None) -> int:
+        job = doomed.options(unique_key=key).enqueue()
+        drain(app)
+        assert app.get_job(job.id).state is pgqueue.JobState.FAILED
+        return job.id
+
+    # Two failed jobs share "k" (the second was enqueued once the first had finished).
+    older, newer = failed("k"), failed("k")
+    # "h" failed, and a job enqueued since holds it (scheduled, unfinished).
+    held = failed("h")
+    holder = doomed.options(unique_key="h", delay=3600).enqueue().id
+    plain = failed(None)
+
+    assert app.count_failed() == 2  # what the retry announces is what it retries
+    assert app.retry_failed() == 2  # before migration 019: a unique violation, nothing retried
+    states = dict(db.execute("SELECT id, state FROM pgqueue.jobs"))
+    assert states == {
+        older: "failed",
+        newer: "available",
+        held: "failed",
+        holder: "scheduled",
+        plain: "available",
+    }
+    assert app.count_failed() == 0
+    assert app.retry_failed() == 0

@@ -563,9 +563,9 @@ def test_a_free_slots_only_producer_gathers_freed_slots_and_takes_the_successes(
         ledger.add(await producer.claim(producer.room()))
         for _ in range(4):
             ledger.start_next()
-        assert producer.room() == 0 and not producer.claim_coming()  # nothing to claim for
+        assert producer.room() == 0 and not producer.carries_successes()  # nothing to claim for
         ledger.finished(0)
-        assert producer.room() == 1 and producer.claim_coming()
+        assert producer.room() == 1 and producer.carries_successes()
         assert producer._batch_wait(1) == LIMITED_BATCH_WAIT  # one of four: gather more
         await clock.advance(LIMITED_BATCH_WAIT / 2)
         assert producer._batch_wait(1) == LIMITED_BATCH_WAIT / 2  # from the first one freed
@@ -580,12 +580,12 @@ def test_a_free_slots_only_producer_gathers_freed_slots_and_takes_the_successes(
             ledger.finished(job_id)
         assert producer._batch_wait(4) == 0  # nothing running: nothing to wait for
         producer.stop()
-        assert not producer.claim_coming()  # a stopping worker claims no more: write them
+        assert not producer.carries_successes()  # a stopping worker claims no more: write them
         # A queue that is only fair prefetches: its claims never wait, nor do successes.
         producer = _producer(_FlowDb(["lim"], None), clock)
         producer.db.fetch = _fair_only
         await producer.refresh_flow()
-        assert producer.route.limited is not None and not producer.claim_coming()
+        assert producer.route.limited is not None and not producer.carries_successes()
         assert producer._batch_wait(1) == 0
 
     async def _fair_only(name: str, params: Any = None) -> list[Any]:

@@ -50,9 +50,22 @@ def _failed_filters(queue: str | None, task: str | None) -> dict[str, Any]:
     return {"queue": queue, "task": task}
 
 
+#: Times a bulk retry is tried again when an enqueue took one of its jobs' unique_keys
+#: between its check and its update (each try re-checks every key).
+RETRY_FAILED_TRIES = 3
+
+
 def retry_failed(queue: str | None, fresh: bool = False, task: str | None = None) -> Plan[int]:
+    """Failed jobs whose unique_key another job holds stay failed (migration 019)."""
     params = {**_failed_filters(queue, task), "fresh": bool(fresh)}
-    return len((yield Query("job_retry_failed", params)))
+    for _ in range(RETRY_FAILED_TRIES):
+        try:
+            return len((yield Query("job_retry_failed", params)))
+        except DuplicateKey:
+            continue
+    raise ValidationError(
+        "the failed jobs could not be retried: new jobs kept taking their unique_keys"
+    )
 
 
 def count_failed(queue: str | None, task: str | None) -> Plan[int]:

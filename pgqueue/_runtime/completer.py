@@ -65,14 +65,11 @@ class Completer:
         self.ready = asyncio.Event()
         #: A claim statement is under way; its successes ride along with it.
         self.claim_in_flight = False
-        #: Whether the Producer's next claim, made now, takes the successes along (set by
-        #: the worker to the Producer's own): then they wait for it.
-        self.claim_coming: Callable[[], bool] = lambda: False
+        #: Whether a claim that takes the successes along is due, at once or within
+        #: SUCCESS_HOLD (set by the worker to Producer.carries_successes): they wait for it.
+        self.claim_due: Callable[[], bool] = lambda: False
         #: Told when the loop ends by an error (a bug): the worker stops (see `watch`).
         self.crashed: Callable[[str, BaseException], None] | None = None
-        #: Whether a claim is due soon, though not at once (the Producer's buffer is being
-        #: worked through): successes then wait up to SUCCESS_HOLD for it.
-        self.claim_soon: Callable[[], bool] = lambda: False
         self._holding_since: float | None = None
         self._hold_timer: asyncio.TimerHandle | None = None
         self.closing = False
@@ -94,7 +91,7 @@ class Completer:
         # due, changes nothing the loop decides: the claim's end or the hold's timer wakes
         # it (waking it per job would re-check a buffer of hundreds of outcomes for each).
         quiet = outcome.state is JobState.COMPLETED and (
-            self.claim_in_flight or (self._hold_timer is not None and self.claim_soon())
+            self.claim_in_flight or (self._hold_timer is not None and self.claim_due())
         )
         if not quiet:
             self.ready.set()
@@ -137,7 +134,7 @@ class Completer:
         such wait, at most SUCCESS_HOLD. The hold ends when its timer fires (not by reading
         the clock: a loop runs a timer up to its clock resolution early, and a hold still
         'under way' then would never be woken again)."""
-        if not self.outcomes or not self.claim_soon():
+        if not self.outcomes or not self.claim_due():
             self._end_hold()
             return False
         if self._holding_since is None:
@@ -189,18 +186,15 @@ class Completer:
         while not self.closing:
             await self.ready.wait()
             self.ready.clear()
-            # A claim about to start (woken by the same finished jobs) takes the successes
-            # along; while one is under way, only failures are worth a statement of their own.
-            # A worker claiming for free slots only (its queues have counted limits) frees
-            # the slots in the database by writing its successes: written on their own, the
-            # claim that follows at once finds those slots still held and takes nothing, so
-            # they wait for that claim instead (claim_coming).
+            # A claim under way, or one due (Producer.carries_successes: at once, woken by
+            # the same finished jobs, or within SUCCESS_HOLD), takes the successes along;
+            # meanwhile only failures are worth a statement of their own.
             await asyncio.sleep(0)
             try:
                 if self._report_due:
                     await self.report_starts()
                 if all(o.state is JobState.COMPLETED for o in self.outcomes) and (
-                    self.claim_in_flight or self.claim_coming() or self._holding()
+                    self.claim_in_flight or self._holding()
                 ):
                     continue  # the claim wakes us again if anything is left when it returns
                 self._end_hold()

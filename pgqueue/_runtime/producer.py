@@ -171,35 +171,32 @@ class Producer:
             room = min(room, ledger.concurrency - len(ledger.running) - len(ledger.buffer))
         return room
 
-    def claim_coming(self) -> bool:
-        """Whether a claim follows at once that will take the completer's successes along:
-        only a worker claiming for free slots alone (a separate write of the successes is
-        what frees those slots in the database, so it must come first or with the claim),
-        with room to claim now and nothing keeping it from claiming."""
+    def carries_successes(self) -> bool:
+        """Whether a claim that takes the completer's successes along is due, at once or
+        within SUCCESS_HOLD, so they wait for it rather than take a statement and a commit
+        of their own. Two workers have one:
+        - one that claims for free slots only (every queue it serves has a counted limit),
+          with room to claim now: writing the successes is what frees those slots in the
+          database, so written on their own first, the claim would find them still held;
+        - a plain worker working through a backlog (its last claim came back full, jobs
+          wait in its buffer), with its unwritten outcomes far from the bound that would
+          hold back a start.
+        Never while stopping or while a suspect runs alone (no claim follows)."""
+        if self.stopping or self.quarantined is not None:
+            return False
+        ledger, route = self.ledger, self.route
+        if route.limited is None:
+            return (
+                self.wakeup.maybe_more
+                and bool(ledger.buffer)
+                and len(ledger.claimed) - len(ledger.buffer) + ledger.concurrency
+                <= ledger.unwritten_cap
+            )
         return (
-            self.route.limited is not None
-            and self.route.plain is None
+            route.plain is None
             and not self._prefetch_limited()
-            and not self.stopping
-            and self.quarantined is None
-            and self.ledger.low()
-            and self.room() > 0
-        )
-
-    def claim_soon(self) -> bool:
-        """Whether a claim that takes the completer's successes along follows shortly, so
-        they may wait for it (at most SUCCESS_HOLD): a plain worker working through a
-        backlog (its last claim came back full, jobs wait in its buffer), with its unwritten
-        outcomes far from the bound that would hold back a start."""
-        ledger = self.ledger
-        return (
-            self.route.limited is None
-            and self.wakeup.maybe_more
-            and not self.stopping
-            and self.quarantined is None
-            and bool(ledger.buffer)
-            and len(ledger.claimed) - len(ledger.buffer) + ledger.concurrency
-            <= ledger.unwritten_cap
+            and ledger.low()
+            and (self.room() > 0)
         )
 
     def _batch_wait(self, room: int) -> float:

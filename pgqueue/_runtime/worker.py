@@ -121,8 +121,7 @@ class Worker:
             self.clock,
         )
         self.executor.slot_freed = self.producer.slot_freed
-        self.completer.claim_coming = self.producer.claim_coming
-        self.completer.claim_soon = self.producer.claim_soon
+        self.completer.claim_due = self.producer.carries_successes
         self.scheduler = Scheduler(self.db, self.clock)
         self.notifier = Notifier(
             self.db,

@@ -1,4 +1,5 @@
--- Every failed job (of one queue and one task, each if given) back in line, now; PostgreSQL folds the
+-- Every failed job (of one queue and one task, each if given) back in line, now, except those
+-- whose unique_key another job holds (failed_to_retry, migration 019); PostgreSQL folds the
 -- notifications into one per queue at commit.
 WITH retried AS (
     UPDATE {schema}.jobs
@@ -13,9 +14,8 @@ WITH retried AS (
            lease = NULL,
            worker_id = NULL,
            cancel_requested = false
-     WHERE state = 'failed'
-       AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-       AND (%(task)s::text IS NULL OR task = %(task)s::text)
+     WHERE id IN (SELECT {schema}.failed_to_retry(%(queue)s::text, %(task)s::text))
+       AND state = 'failed'
     RETURNING id, queue
 )
 SELECT id, queue, pg_notify({schema}.notify_channel(), queue) FROM retried
