@@ -94,3 +94,48 @@ def test_successes_ride_along_with_the_claims_of_a_backlog(app: pgqueue.App) -> 
     # completer wrote its batch alone, that count was the larger one.
     assert with_claims >= 5, counts
     assert alone <= with_claims, counts
+
+
+def test_a_job_the_continuation_took_starts_before_the_claim_from_the_front(
+    app: pgqueue.App,
+) -> None:
+    """A continuation that runs dry is followed by a claim from the front (for what sorts
+    before its cursor), but when every job it took starts at once, they are handed back
+    after that one statement and the claim from the front is the next turn's: an idle
+    worker woken for one job used to wait for both round trips before starting it (every
+    other pickup of the latency workload)."""
+    import asyncio
+
+    @app.task(name="order.job")
+    def job() -> None: ...
+
+    worker = app.worker(concurrency=2, handle_signals=False)
+    producer = worker.producer
+    sent: list[Any] = []  # each claim statement's cursor (None: from the front)
+    claim = worker.db.claim
+
+    async def recorded(statement: Any, limit: int, done: Any, **kw: Any) -> Any:
+        sent.append(kw.get("after"))
+        return await claim(statement, limit, done, **kw)
+
+    worker.db.claim = recorded  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await worker.db.open()
+        try:
+            await worker.heartbeat.register()
+            first = job.enqueue()
+            assert [j.id for j in await producer.claim(4)] == [first.id]  # from the front
+            assert sent == [None] and producer.cursor.position is not None
+            second = job.enqueue()  # sorts after the cursor: the continuation finds it
+            sent.clear()
+            taken = await producer.claim(4)
+            assert [j.id for j in taken] == [second.id]
+            assert len(sent) == 1 and sent[0] is not None, sent  # one statement, continued
+            assert producer.front_due  # ...and the claim from the front comes next
+            assert await producer.claim(4) == [] and sent[1:] == [None], sent
+            assert not producer.front_due
+        finally:
+            await worker.db.close()
+
+    asyncio.run(scenario())
