@@ -140,9 +140,6 @@ class Producer:
         #: poll timer, or at most a poll interval (a second at most) ends it (walking past a
         #: limited queue's backlog in the claim index is not free).
         self.plain_dry_until = 0.0
-        #: The last claim's continuation ran dry and its jobs started before the claim from
-        #: the front that must follow it: that claim is made on the next turn.
-        self.front_due = False
         #: When a free slot began waiting for a limited-only claim to gather more (None:
         #: none waits).
         self._short_since: float | None = None
@@ -263,7 +260,6 @@ class Producer:
                     or self.quarantined is not None
                     or wakeup.nudged
                     or self.flow_more
-                    or self.front_due
                 )
                 ledger.add(jobs)
                 self.start_buffered()
@@ -358,7 +354,6 @@ class Producer:
         from the others with the plain statement."""
         limited = self.route.limited
         self.recorded = False
-        self.front_due = False
         if limited is None:
             return await self._claim_plain(limit, suspects=suspects)
         ledger = self.ledger
@@ -421,14 +416,6 @@ class Producer:
             if suspects or not statement.continues or not self.cursor.fresh(self.clock.now()):
                 return (await self._statement(limit, done, start, suspects=suspects))[0]
             jobs, positions = await self._statement(limit, done, start, after=True)
-            if jobs and len(jobs) < limit and len(jobs) <= start:
-                # The continuation ran dry, and every job it took starts at once: they
-                # start now, and the claim from the front (for what sorts before the
-                # cursor) is the next turn's, rather than holding these starts for its
-                # round trip (an idle worker woken for one job waited for both).
-                self.cursor.reset()
-                self.front_due = True
-                return jobs
             if len(jobs) < limit:
                 # The continuation ran dry (it stays within one priority), or what is left
                 # sorts before it: from the front. The two batches are merged in claim
