@@ -210,6 +210,37 @@ def test_higher_priority_job_overtakes_a_busy_backlog(app: pgqueue.App, db: Any)
     assert waited < 0.3 + 1.0, waited
 
 
+def test_an_idle_worker_picks_up_each_new_job_with_one_claim(app: pgqueue.App) -> None:
+    """Jobs arriving one at a time at an idle worker: each pickup is one claim statement. A
+    claim that continued after the previous pickup's job would find the new one, run dry,
+    and claim again from the front before the job could start (every other pickup paid that
+    second round trip)."""
+
+    @app.task(name="pickup.one")
+    def one() -> None: ...
+
+    worker = app.worker(concurrency=10, poll_interval=30, handle_signals=False)
+    claims: list[tuple[int, int]] = []  # (jobs asked for, jobs brought) of each job claim
+    real = worker.db.claim
+
+    async def counted(statement: Any, limit: int, done: Any, **kwargs: Any) -> Any:
+        result = await real(statement, limit, done, **kwargs)
+        if limit > 0 and not kwargs.get("suspects"):
+            claims.append((limit, len(result.jobs)))
+        return result
+
+    worker.db.claim = counted  # type: ignore[method-assign]
+    with worker_thread(app, worker):
+        wait_until(lambda: worker.started, 10, "worker start")
+        time.sleep(0.3)  # idle: the start-up claims are over
+        del claims[:]
+        for _ in range(20):
+            one.enqueue().wait(timeout=15)
+    empty = [c for c in claims if c[1] == 0]
+    assert sum(brought for _, brought in claims) == 20
+    assert len(empty) <= 1, claims
+
+
 def test_scheduled_jobs_never_start_early(app: pgqueue.App, db: Any) -> None:
     @app.task
     def tick() -> None: ...

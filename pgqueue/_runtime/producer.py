@@ -414,18 +414,25 @@ class Producer:
         try:
             statement = self.route.plain or self.statement
             if suspects or not statement.continues or not self.cursor.fresh(self.clock.now()):
-                return (await self._statement(limit, done, start, suspects=suspects))[0]
-            jobs, positions = await self._statement(limit, done, start, after=True)
+                jobs = (await self._statement(limit, done, start, suspects=suspects))[0]
+            else:
+                jobs, positions = await self._statement(limit, done, start, after=True)
+                if len(jobs) < limit:
+                    # The continuation ran dry (it stays within one priority), or what is
+                    # left sorts before it: from the front. The two batches are merged in
+                    # claim order, so a higher priority or an earlier row starts first (this
+                    # may push a continuation row recorded as started back in the buffer:
+                    # rare, and it only makes that row's start look earlier than it was).
+                    self.cursor.reset()
+                    done = []
+                    front, front_positions = await self._statement(limit - len(jobs), [], start)
+                    jobs = _in_claim_order(front + jobs, front_positions + positions)
             if len(jobs) < limit:
-                # The continuation ran dry (it stays within one priority), or what is left
-                # sorts before it: from the front. The two batches are merged in claim
-                # order, so a higher priority or an earlier row starts first (this may push
-                # a continuation row recorded as started back in the buffer: rare, and it
-                # only makes that row's start look earlier than it was).
+                # Dry from the front: nothing else is waiting, so no continuation. The next
+                # claim (an idle worker's pickup of the next job) is one statement from the
+                # front, where a continuation would find the new job, run dry, and pay a
+                # second round trip from the front before the job could start.
                 self.cursor.reset()
-                done = []
-                front, front_positions = await self._statement(limit - len(jobs), [], start)
-                jobs = _in_claim_order(front + jobs, front_positions + positions)
             return jobs
         except BaseException:
             completer.restore(done)
