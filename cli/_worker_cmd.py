@@ -5,26 +5,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import os
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
-import pgqueue
-from pgqueue._db.pools import resolve_dsn
 from pgqueue._runtime.settings import SETTINGS, WorkerSettings
 
 from ._common import (
     DsnOption,
     SchemaOption,
-    _opened,
-    load_app,
 )
-from ._output import (
-    errors,
-    fail,
-)
+from ._worker_run import worker
 
 
 def _worker_options() -> list[inspect.Parameter]:
@@ -57,35 +49,6 @@ _KINDS: dict[str, Any] = {
     "str": str,
     "queues": list[str],
 }
-
-
-def worker(
-    app_path: str,
-    dsn: str | None,
-    schema: str | None,
-    log_level: str,
-    log_format: str,
-    **settings: Any,
-) -> None:
-    """Run a worker for the tasks registered on APP."""
-    if log_format not in ("text", "json"):
-        fail("--log-format is text or json", code=2)
-    with errors():  # an unknown level is one line, like every other bad setting
-        pgqueue.configure_logging(log_level, log_format)
-    if dsn:
-        # Before the import, so that a module doing `app = pgqueue.App()` finds it...
-        os.environ["PGQUEUE_DSN"] = dsn
-    if schema:
-        os.environ["PGQUEUE_SCHEMA"] = schema
-    qapp = load_app(app_path)
-    _opened.append(qapp)
-    if schema and qapp.schema != schema:
-        fail(f"{app_path} uses schema {qapp.schema!r}, not {schema!r}", code=2)
-    if dsn:
-        # ...and after it, for an App built with a DSN of its own: --dsn wins.
-        qapp.dsn = resolve_dsn(dsn)
-    with errors():
-        qapp.run_worker(**settings)
 
 
 def worker_command() -> Callable[..., None]:

@@ -14,8 +14,8 @@ from typer.core import TyperGroup
 
 import pgqueue
 
-from ._common import _close_opened
 from ._inspect import job, jobs, status, tasks, top
+from ._load import close_opened
 from ._output import (
     fail,
     json_errors,
@@ -39,7 +39,7 @@ class _Commands(TyperGroup):
         try:
             return super().main(args, *rest, **kwargs)
         finally:
-            _close_opened()
+            close_opened()
             json_errors(False)
 
     def invoke(self, ctx: Any) -> Any:
