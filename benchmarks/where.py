@@ -9,7 +9,7 @@ the number of jobs. See benchmarks/README.md ("Where the time goes") for every r
 
 Usage:
     python benchmarks/where.py [--only pgqueue,graphile-fast,pg-boss] [--jobs 20000]
-                               [--concurrency 10] [--top 8] [--profile]
+                               [--concurrency 10] [--small-jobs 5000] [--top 8] [--profile]
 """
 
 from __future__ import annotations
@@ -242,6 +242,10 @@ class Reading:
     statements: list[dict[str, Any]] = field(default_factory=list)
     wal_records: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    #: Worker CPU seconds of a second, smaller drain (--small-jobs), for the per-job cost
+    #: without start-up and exit; None when it was not run or failed.
+    small_jobs: int = 0
+    small_worker_cpu_s: float | None = None
 
 
 class Observer:
@@ -429,6 +433,22 @@ def measure(cluster: Cluster, lib: Library, jobs: int, concurrency: int) -> Read
     return reading
 
 
+def measure_small(lib: Library, reading: Reading, jobs: int, concurrency: int) -> None:
+    """The worker CPU of a second drain of `jobs` (no counters read)."""
+    if reading.error is not None or jobs < 1:
+        return
+    try:
+        run = drain_run(lib, jobs, concurrency, 1)
+    except (HarnessError, psycopg.Error) as exc:
+        print(f"  the {jobs:,}-job drain FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return
+    cpu = run.details.get("worker_cpu_s")
+    if run.error or not cpu:
+        print(f"  the {jobs:,}-job drain FAILED: {run.error or 'no worker CPU read'}", flush=True)
+        return
+    reading.small_jobs, reading.small_worker_cpu_s = jobs, float(sum(cpu))
+
+
 ROWS = [
     ("jobs/s (this one drain)", "jobs_per_s", "{:,.0f}"),
     ("statements", "statements", "{:.2f}"),
@@ -445,6 +465,8 @@ ROWS = [
     ("heap row locks (WAL Heap/LOCK)", "heap_locks", "{:.2f}"),
     ("index entries written (WAL)", "index_entries", "{:.2f}"),
     ("worker CPU, µs", "worker_cpu_us", "{:,.0f}"),
+    ("  beyond start-up and exit", "worker_marginal_us", "{:,.0f}"),
+    ("  start-up and exit, ms (once)", "worker_fixed_ms", "{:,.0f}"),
     ("server CPU, µs", "server_cpu_us", "{:,.0f}"),
 ]
 
@@ -456,6 +478,12 @@ def per_job(reading: Reading) -> dict[str, float]:
     wal = reading.wal_records
     index = sum(v for k, v in wal.items() if k in ("Btree/INSERT_LEAF", "Btree/INSERT_POST"))
     worker_cpu = sum(reading.run.details.get("worker_cpu_s") or [0.0])
+    # Two drains of different sizes: the difference of their worker CPU over the difference
+    # of their jobs is what one more job costs; the rest is paid once per process.
+    marginal = fixed = float("nan")
+    if reading.small_worker_cpu_s is not None and n > reading.small_jobs:
+        marginal = (worker_cpu - reading.small_worker_cpu_s) / (n - reading.small_jobs)
+        fixed = worker_cpu - marginal * n
     return {
         "jobs_per_s": reading.run.metrics["jobs_per_s"],
         "statements": sum(s["calls"] for s in reading.statements) / n,
@@ -472,6 +500,8 @@ def per_job(reading: Reading) -> dict[str, float]:
         "heap_locks": wal.get("Heap/LOCK", 0) / n,
         "index_entries": index / n,
         "worker_cpu_us": worker_cpu * 1e6 / n,
+        "worker_marginal_us": marginal * 1e6,
+        "worker_fixed_ms": fixed * 1e3,
         "server_cpu_us": (a.cpu_s - b.cpu_s) * 1e6 / n,
     }
 
@@ -518,6 +548,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per drain")
     parser.add_argument("--concurrency", type=int, default=10, help="slots of the worker")
+    parser.add_argument(
+        "--small-jobs",
+        type=int,
+        default=5_000,
+        help="jobs of a second drain per library, for the worker CPU per job beyond start-up"
+        " (0: none)",
+    )
     parser.add_argument("--top", type=int, default=8, help="statements listed per library")
     parser.add_argument("--timeout", type=float, default=900.0, help="bound on each child, s")
     parser.add_argument(
@@ -527,8 +564,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " that drain is not in the table (the profiler's own CPU would be)",
     )
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.concurrency < 1 or args.top < 0:
-        parser.error("--jobs and --concurrency must be at least 1, --top at least 0")
+    if args.jobs < 1 or args.concurrency < 1 or args.top < 0 or args.small_jobs < 0:
+        parser.error(
+            "--jobs and --concurrency must be at least 1, --top and --small-jobs at least 0"
+        )
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     args.libraries = list(dict.fromkeys(PEER_ALIASES.get(n, n) for n in names))
     unknown = set(args.libraries) - set(LIBRARIES)
@@ -559,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
             reading = measure(cluster, lib, args.jobs, args.concurrency)
             state = f"FAILED: {reading.error}" if reading.error else "done"
             print(f"  {state}", flush=True)
+            if args.small_jobs and args.small_jobs < args.jobs:
+                print(f"  and {args.small_jobs:,} jobs, for the worker's CPU ...", flush=True)
+                measure_small(lib, reading, args.small_jobs, args.concurrency)
             readings.append(reading)
         profile = None
         if args.profile and "pgqueue" in args.libraries:
