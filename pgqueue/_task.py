@@ -4,7 +4,8 @@ and handing it to the Client. Nothing here talks to the database itself."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
@@ -12,10 +13,10 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 from ._client import Client
 from ._core import admin, workflow
 from ._core.catalog import TaskDefaults
-from ._core.enqueue import enqueue_many, enqueue_one
+from ._core.enqueue import enqueue_batches, enqueue_many, enqueue_one
 from ._core.plan import Plan
 from ._core.retry import DEFAULT_RETRY, RetryPolicy
-from ._core.spec import JobSpec
+from ._core.spec import JobSpec, batched
 from ._core.topics import check_pattern
 from ._core.validate import (
     check_group_key,
@@ -283,21 +284,48 @@ class TaskCall(Generic[P, R]):
         self.task.check_arguments(args, kwargs)
         return self.task.spec(kwargs, self.opts, current_context())
 
-    def _many(self, items: Iterable[Mapping[str, Any]]) -> list[JobSpec]:
+    def _specs(self, items: Iterable[Mapping[str, Any]]) -> Iterator[JobSpec]:
+        """Each item validated and encoded as it is taken (see `_plan_many`)."""
         if self.opts.unique_key is not None:
             raise ValidationError(
                 "unique_key applies to one job; it cannot be used with enqueue_many"
             )
-        specs = []
-        trace = current_context()  # one context for the whole call
+        return self._each_spec(items, current_context())  # one context for the whole call
+
+    def _many(self, items: Iterable[Mapping[str, Any]]) -> list[JobSpec]:
+        return list(self._specs(items))
+
+    def _each_spec(
+        self, items: Iterable[Mapping[str, Any]], trace: str | None
+    ) -> Iterator[JobSpec]:
         for kwargs in items:
             if not isinstance(kwargs, Mapping):
                 raise ValidationError(
                     f"enqueue_many takes mappings of keyword arguments, not {kwargs!r}"
                 )
             self.task.check_arguments((), kwargs)
-            specs.append(self.task.spec(kwargs, self.opts, trace))
-        return specs
+            yield self.task.spec(kwargs, self.opts, trace)
+
+    def _plan_many(self, items: Iterable[Mapping[str, Any]]) -> Plan[list[int]] | None:
+        """The plan of a bulk enqueue, None when there is nothing to enqueue.
+
+        On pgqueue's own connection the call runs in a transaction of its own, so an error
+        rolls back whatever was sent: only the first batch is validated and encoded before
+        the plan starts (its errors come before any connection is touched), each later one
+        while the server inserts the batch before it (`enqueue_batches`). In a caller's
+        transaction every job is validated and encoded first, so a bad item leaves that
+        transaction as it was."""
+        specs = self._specs(items)
+        if self.opts.target is None and not self.opts.after:
+            batches = batched(specs)
+            first = next(batches, None)
+            return None if first is None else enqueue_batches(itertools.chain([first], batches))
+        every = list(specs)
+        if not every and not self.opts.after:  # with `after`, the parents are checked
+            return None
+        if self.opts.after:
+            return workflow.enqueue_many_after(every, self.opts.after)
+        return enqueue_many(every)
 
     def _job(self, ref: tuple[int, bool]) -> Job:
         return Job(id=ref[0], duplicate=ref[1], app=self.task.app)
@@ -323,26 +351,25 @@ class TaskCall(Generic[P, R]):
         return self._job(await client.run_async(enqueue_one(spec), self.opts.target))
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
-        """One statement per chunk of 5,000; all or nothing (in the caller's transaction,
-        or in one of its own)."""
-        specs = self._many(items)
+        """One statement per batch of 2,000, pipelined; all or nothing (in the caller's
+        transaction, or in one of its own). No items: no statement, no jobs."""
         client = self.task.app.client
         if client.inline is not None:
-            return [client.inline(spec) for spec in specs]
-        ids = client.run(self._many_plan(specs), self.opts.target, atomic=True)
+            return [client.inline(spec) for spec in self._many(items)]
+        plan = self._plan_many(items)
+        if plan is None:
+            return []
+        ids = client.run(plan, self.opts.target, atomic=True)
         return [self._job((i, False)) for i in ids]
 
-    def _many_plan(self, specs: list[JobSpec]) -> Plan[list[int]]:
-        if self.opts.after:
-            return workflow.enqueue_many_after(specs, self.opts.after)
-        return enqueue_many(specs)
-
     async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
-        specs = self._many(items)
         client = self.task.app.client
         if client.inline is not None:
-            return [client.inline(spec) for spec in specs]
-        ids = await client.run_async(self._many_plan(specs), self.opts.target, atomic=True)
+            return [client.inline(spec) for spec in self._many(items)]
+        plan = self._plan_many(items)
+        if plan is None:
+            return []
+        ids = await client.run_async(plan, self.opts.target, atomic=True)
         return [self._job((i, False)) for i in ids]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -220,6 +220,62 @@ def test_enqueue_many_is_all_or_nothing(send: Any, dsn: str, db: Any) -> None:
         send.options(conn=conn).enqueue_many({"user_id": i} for i in range(7000))
         conn.rollback()
     assert count_jobs(db) == 0
+
+
+def _with_bad_item_at(index: int, n: int) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        yield {"user_id": float("nan") if i == index else i}
+
+
+def test_a_bad_item_in_a_later_batch_rolls_back_the_batches_already_sent(
+    send: Any, db: Any
+) -> None:
+    """Batches after the first are validated and encoded while the server inserts the one
+    before (pipelined); an error there still leaves nothing behind, and the pool's
+    connection is fit for the next call."""
+    with pytest.raises(pgqueue.ValidationError):
+        send.enqueue_many(_with_bad_item_at(4_500, 7_000))  # in the third batch of 2,000
+    assert count_jobs(db) == 0
+
+    async def main() -> None:
+        with pytest.raises(pgqueue.ValidationError):
+            await send.enqueue_many_async(_with_bad_item_at(6_100, 7_000))
+        assert len(await send.enqueue_many_async({"user_id": i} for i in range(5))) == 5
+
+    asyncio.run(main())
+    assert count_jobs(db) == 5
+    assert len(send.enqueue_many({"user_id": i} for i in range(4_001))) == 4_001
+    assert count_jobs(db) == 4_006
+
+
+def test_a_bad_item_leaves_the_callers_transaction_as_it_was(
+    send: Any, dsn: str, db: Any
+) -> None:
+    with psycopg.connect(dsn) as conn:
+        kept = send.options(conn=conn).enqueue(user_id=-1)
+        with pytest.raises(pgqueue.ValidationError):
+            send.options(conn=conn).enqueue_many(_with_bad_item_at(4_500, 7_000))
+        more = send.options(conn=conn).enqueue_many({"user_id": i} for i in range(3))
+        conn.commit()
+    rows = db.execute("SELECT id FROM pgqueue.jobs ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == [kept.id, *(j.id for j in more)]
+
+
+def test_enqueue_many_of_nothing_enqueues_nothing(send: Any, dsn: str, db: Any) -> None:
+    assert send.enqueue_many([]) == []
+    assert send.enqueue_many(x for x in [{"user_id": 1}] if False) == []
+    assert asyncio.run(send.enqueue_many_async([])) == []
+    with psycopg.connect(dsn) as conn:
+        assert send.options(conn=conn).enqueue_many([]) == []
+    assert count_jobs(db) == 0
+
+
+def test_a_full_queue_in_a_later_batch_writes_nothing(app: pgqueue.App, db: Any) -> None:
+    app.configure_queue("capped", max_depth=3_000)
+    with pytest.raises(pgqueue.errors.QueueFull):
+        app.enqueue_many("t.a", [{}] * 5_000, queue="capped")
+    assert count_jobs(db) == 0
+    assert len(app.enqueue_many("t.a", [{}] * 3_000, queue="capped")) == 3_000
 
 
 def test_enqueue_by_name_needs_no_registration(app: pgqueue.App, send: Any) -> None:

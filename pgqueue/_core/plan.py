@@ -11,7 +11,7 @@ Steps are named tuples: one is built per statement, on the enqueue path too.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
@@ -47,7 +47,21 @@ class AwaitNotify(NamedTuple):
     timeout: float
 
 
-Step = Query | Listen | AwaitNotify
+class Pipeline(NamedTuple):
+    """Run these queries in order, each sent without waiting for the one before where the
+    driver can (psycopg's pipeline mode; other drivers run them one by one). The result is
+    the list of each query's result, as for `Query`.
+
+    `queries` may be an iterator that builds each query as it is consumed: the client then
+    builds the next one while the server runs the one before. A query that fails ends the
+    step with its error, and so does an error raised while building one; the queries sent
+    before it have run, so a plan uses this step where the transaction that holds them is
+    rolled back on an error."""
+
+    queries: Iterable[Query]
+
+
+Step = Query | Listen | AwaitNotify | Pipeline
 #: A plan yields steps, receives each step's result, and returns its value.
 Plan = Generator[Step, Any, T]
 

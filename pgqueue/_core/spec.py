@@ -7,13 +7,16 @@ them, so Python, SQL clients and triggers can never disagree about a default.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-#: Rows per statement in `enqueue_many`: big enough to amortise the round trip, small enough
-#: that one statement's JSON document stays a few MB.
-ENQUEUE_CHUNK = 5000
+#: Rows per statement in `enqueue_many`: big enough to amortise the statement, small enough
+#: that the client's encoding of the next batch overlaps the server's insert of this one
+#: (bulk enqueue of 20,000 jobs, pipelined: 75k jobs/s in batches of 5,000, 90k in 2,000,
+#: 82k in 1,000) and that one statement's JSON document stays small.
+ENQUEUE_CHUNK = 2000
 
 
 class JobSpec(NamedTuple):
@@ -60,6 +63,12 @@ class JobSpec(NamedTuple):
 def chunks(specs: Sequence[JobSpec], size: int = ENQUEUE_CHUNK) -> Iterator[Sequence[JobSpec]]:
     for start in range(0, len(specs), size):
         yield specs[start : start + size]
+
+
+def batched(specs: Iterator[JobSpec], size: int = ENQUEUE_CHUNK) -> Iterator[list[JobSpec]]:
+    """`specs` in lists of `size`, each taken from the iterator only when asked for."""
+    while batch := list(itertools.islice(specs, size)):
+        yield batch
 
 
 def chunk_params(chunk: Sequence[JobSpec]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 from django.db import IntegrityError, close_old_connections, connections, transaction
 
-from .._core.plan import DuplicateKey, Plan, Query, Step
+from .._core.plan import DuplicateKey, Pipeline, Plan, Query, Step
 from .._core.schema import check_schema
 from ..errors import SchemaNotMigrated
 from .migrate import MigrationSql, latest_version, migrations
@@ -40,6 +40,8 @@ class DjangoTarget:
         self.queries = queries
 
     def run(self, step: Step) -> Any:
+        if isinstance(step, Pipeline):
+            return [self.run(query) for query in step.queries]
         if not isinstance(step, Query):
             return _no_listen(step)
         with connections[self.alias].cursor() as cur:

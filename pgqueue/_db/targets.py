@@ -8,12 +8,13 @@ Connection) or one of pgqueue's own connections, and runs one step at a time. `d
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 import psycopg
 
-from .._core.plan import AwaitNotify, DuplicateKey, Listen, Plan, Query, Step
+from .._core.plan import AwaitNotify, DuplicateKey, Listen, Pipeline, Plan, Query, Step
 from ..errors import QueueFull, ValidationError
 from .queries import Queries
 
@@ -45,6 +46,37 @@ def _as_dicts(names: list[str], rows: list[Any]) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 
+@contextmanager
+def _psycopg_errors() -> Iterator[None]:
+    """The driver's errors that mean something to a plan or to the caller."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        raise DuplicateKey(str(exc)) from exc
+    except psycopg.Error as exc:
+        full = queue_full(exc)
+        if full is not None:
+            raise full from exc
+        raise
+
+
+def _result(cur: psycopg.Cursor[Any], step: Query) -> Any:
+    # The result's status, not `description`, which builds a Column per field.
+    if cur.pgresult is None or cur.pgresult.status != TUPLES_OK:
+        return []
+    rows = cur.fetchall()
+    names = [c.name for c in cur.description or ()] if step.columns else None
+    return rows if names is None else _as_dicts(names, rows)
+
+
+async def _result_async(cur: psycopg.AsyncCursor[Any], step: Query) -> Any:
+    if cur.pgresult is None or cur.pgresult.status != TUPLES_OK:
+        return []
+    rows = await cur.fetchall()
+    names = [c.name for c in cur.description or ()] if step.columns else None
+    return rows if names is None else _as_dicts(names, rows)
+
+
 class PsycopgTarget:
     """A psycopg Connection: the caller's (their transaction) or one of pgqueue's. It runs
     queries only: waiting for notifications is the shared listener's (`listener.py`)."""
@@ -55,22 +87,21 @@ class PsycopgTarget:
 
     def run(self, step: Step) -> Any:
         if isinstance(step, Query):
-            try:
+            with _psycopg_errors():
                 cur = self.conn.execute(self.queries[step.name], step.params)
-            except psycopg.errors.UniqueViolation as exc:
-                raise DuplicateKey(str(exc)) from exc
-            except psycopg.Error as exc:
-                full = queue_full(exc)
-                if full is not None:
-                    raise full from exc
-                raise
-            # The result's status, not `description`, which builds a Column per field.
-            if cur.pgresult is None or cur.pgresult.status != TUPLES_OK:
-                return []
-            rows = cur.fetchall()
-            names = [c.name for c in cur.description or ()] if step.columns else None
-            return rows if names is None else _as_dicts(names, rows)
+            return _result(cur, step)
+        if isinstance(step, Pipeline):
+            return self._pipeline(step)
         return _no_listen(step)
+
+    def _pipeline(self, step: Pipeline) -> list[Any]:
+        sent: list[tuple[Query, psycopg.Cursor[Any]]] = []
+        with _psycopg_errors(), self.conn.pipeline() as pipeline:
+            # Each query goes out as it is built; the next one is built meanwhile.
+            for query in step.queries:
+                sent.append((query, self.conn.execute(self.queries[query.name], query.params)))
+            pipeline.sync()
+            return [_result(cur, query) for query, cur in sent]
 
 
 class AsyncPsycopgTarget:
@@ -80,22 +111,22 @@ class AsyncPsycopgTarget:
 
     async def run(self, step: Step) -> Any:
         if isinstance(step, Query):
-            try:
+            with _psycopg_errors():
                 cur = await self.conn.execute(self.queries[step.name], step.params)
-            except psycopg.errors.UniqueViolation as exc:
-                raise DuplicateKey(str(exc)) from exc
-            except psycopg.Error as exc:
-                full = queue_full(exc)
-                if full is not None:
-                    raise full from exc
-                raise
-            # The result's status, not `description`, which builds a Column per field.
-            if cur.pgresult is None or cur.pgresult.status != TUPLES_OK:
-                return []
-            rows = await cur.fetchall()
-            names = [c.name for c in cur.description or ()] if step.columns else None
-            return rows if names is None else _as_dicts(names, rows)
+            return await _result_async(cur, step)
+        if isinstance(step, Pipeline):
+            return await self._pipeline(step)
         return _no_listen(step)
+
+    async def _pipeline(self, step: Pipeline) -> list[Any]:
+        sent: list[tuple[Query, psycopg.AsyncCursor[Any]]] = []
+        with _psycopg_errors():
+            async with self.conn.pipeline() as pipeline:
+                for query in step.queries:
+                    cur = await self.conn.execute(self.queries[query.name], query.params)
+                    sent.append((query, cur))
+                await pipeline.sync()
+                return [await _result_async(cur, query) for query, cur in sent]
 
 
 class SqlAlchemyTarget:
@@ -107,6 +138,8 @@ class SqlAlchemyTarget:
         self.queries = queries
 
     def run(self, step: Step) -> Any:
+        if isinstance(step, Pipeline):
+            return [self.run(query) for query in step.queries]
         if not isinstance(step, Query):
             return _no_listen(step)
         conn = self.session.connection() if hasattr(self.session, "get_bind") else self.session
@@ -135,6 +168,8 @@ class AsyncSqlAlchemyTarget:
         self.queries = queries
 
     async def run(self, step: Step) -> Any:
+        if isinstance(step, Pipeline):
+            return [await self.run(query) for query in step.queries]
         if not isinstance(step, Query):
             return _no_listen(step)
         session = self.session
