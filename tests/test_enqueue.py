@@ -248,9 +248,7 @@ def test_a_bad_item_in_a_later_batch_rolls_back_the_batches_already_sent(
     assert count_jobs(db) == 4_006
 
 
-def test_a_bad_item_leaves_the_callers_transaction_as_it_was(
-    send: Any, dsn: str, db: Any
-) -> None:
+def test_a_bad_item_leaves_the_callers_transaction_as_it_was(send: Any, dsn: str, db: Any) -> None:
     with psycopg.connect(dsn) as conn:
         kept = send.options(conn=conn).enqueue(user_id=-1)
         with pytest.raises(pgqueue.ValidationError):

@@ -13,7 +13,7 @@ import pytest
 from pgqueue._core import admin, waiting
 from pgqueue._core.claiming import ClaimCursor, Ledger, last_in_claim_order
 from pgqueue._core.enqueue import enqueue_many
-from pgqueue._core.plan import AwaitNotify, DuplicateKey, Listen, Query, run_pure
+from pgqueue._core.plan import AwaitNotify, DuplicateKey, Listen, Pipeline, Query
 from pgqueue._core.spec import ENQUEUE_CHUNK, JobSpec
 from pgqueue._db.errors import DatabaseError
 from pgqueue._runtime.service import Clock, LeaderGroup, PeriodicService, Service
@@ -173,12 +173,18 @@ def test_enqueue_many_plan_cuts_chunks_and_keeps_input_order() -> None:
     specs = [JobSpec("t", f'{{"n":{i}}}') for i in range(ENQUEUE_CHUNK + 3)]
     first = [(i,) for i in reversed(range(ENQUEUE_CHUNK))]
     second = [(i,) for i in range(ENQUEUE_CHUNK, ENQUEUE_CHUNK + 3)]
-    steps, ids = run_pure(enqueue_many(specs), [first, second])
-    assert [s.name for s in steps if isinstance(s, Query)] == ["job_enqueue_many"] * 2
-    # One chunk of ENQUEUE_CHUNK, then the rest; ids come back in whatever order the
-    # statement returns them and are matched to inputs by their (ascending) identity order.
-    assert [len(json.loads(s.params["args"])) for s in steps] == [ENQUEUE_CHUNK, 3]
-    assert ids == list(range(ENQUEUE_CHUNK + 3))
+    plan = enqueue_many(specs)
+    step = next(plan)
+    # One pipeline of statements: one chunk of ENQUEUE_CHUNK, then the rest.
+    assert isinstance(step, Pipeline)
+    queries = list(step.queries)
+    assert [q.name for q in queries] == ["job_enqueue_many"] * 2
+    assert [len(json.loads(q.params["args"])) for q in queries] == [ENQUEUE_CHUNK, 3]
+    # Ids come back in whatever order the statement returns them and are matched to inputs
+    # by their (ascending) identity order.
+    with pytest.raises(StopIteration) as done:
+        plan.send([first, second])
+    assert done.value.value == list(range(ENQUEUE_CHUNK + 3))
 
 
 def test_plans_validate_before_their_first_query() -> None:
