@@ -160,6 +160,12 @@ class Producer:
         if self.route.limited is not None:
             # A limited claim asks for free slots only: a freed one is worth a claim.
             self.wakeup.maybe_more = True
+        if not self.stopping:
+            # The next buffered job takes the slot now, also while a claim is in flight:
+            # the loop below is suspended in that claim, and starting only when it returns
+            # left every slot idle for the whole round trip (a drain ran no job at all
+            # while its claims were out, two thirds of the time).
+            self.start_buffered()
         self.wakeup.wake()
 
     def room(self) -> int:
