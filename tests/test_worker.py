@@ -241,6 +241,42 @@ def test_an_idle_worker_picks_up_each_new_job_with_one_claim(app: pgqueue.App) -
     assert len(empty) <= 1, claims
 
 
+def test_buffered_jobs_keep_starting_while_a_claim_is_in_flight(app: pgqueue.App) -> None:
+    """A backlog: the worker claims its next batch while jobs remain in its buffer, and those
+    jobs run during the claim's round trip. (The Producer waited in the claim and started
+    nothing until it returned: a no-op drain ran no job while its claims were out.)"""
+
+    @app.task(name="backlog.short")
+    def short(n: int) -> None:
+        time.sleep(0.001)
+
+    short.enqueue_many({"n": n} for n in range(600))
+    worker = app.worker(concurrency=2, prefetch=40, burst=True, handle_signals=False)
+    windows: list[tuple[float, float]] = []
+    starts: list[float] = []
+    real_claim, real_start = worker.db.claim, worker.executor.start
+
+    async def slow_claim(statement: Any, limit: int, done: Any, **kwargs: Any) -> Any:
+        sent = time.monotonic()
+        await asyncio.sleep(0.03)  # a slow round trip
+        result = await real_claim(statement, limit, done, **kwargs)
+        if limit > 0:
+            windows.append((sent, time.monotonic()))
+        return result
+
+    def start(job: Any) -> None:
+        starts.append(time.monotonic())
+        real_start(job)
+
+    worker.db.claim = slow_claim  # type: ignore[method-assign]
+    worker.executor.start = start  # type: ignore[method-assign]
+    with worker_thread(app, worker):
+        pass
+    assert len(starts) == 600
+    during = sum(any(a < t < b for a, b in windows) for t in starts)
+    assert during >= 0.2 * len(starts), (during, len(windows))
+
+
 def test_scheduled_jobs_never_start_early(app: pgqueue.App, db: Any) -> None:
     @app.task
     def tick() -> None: ...
