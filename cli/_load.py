@@ -27,7 +27,8 @@ def close_opened() -> None:
             qapp.close()
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def fail_lazily(message: str, code: int = 1) -> NoReturn:
+    """`_output.fail`, whose typer and rich are imported only once there is an error."""
     from ._output import fail
 
     fail(message, code=code)
@@ -37,16 +38,16 @@ def load_app(path: str) -> pgqueue.App:
     """Import `package.module:attribute` and check that it is a pgqueue App."""
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
-        _fail(f"APP must look like package.module:app, not {path!r}", code=2)
+        fail_lazily(f"APP must look like package.module:app, not {path!r}", code=2)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure of user code is one line, exit 2
-        _fail(f"cannot import {module_name!r}: {_import_error(exc)}", code=2)
+        fail_lazily(f"cannot import {module_name!r}: {_import_error(exc)}", code=2)
     obj = getattr(module, attr, None)
     if not isinstance(obj, pgqueue.App):
-        _fail(f"{path!r} is not a pgqueue.App (found {type(obj).__name__})", code=2)
+        fail_lazily(f"{path!r} is not a pgqueue.App (found {type(obj).__name__})", code=2)
     return obj
 
 

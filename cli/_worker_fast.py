@@ -34,13 +34,13 @@ from ._load import close_opened
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
-#: The options `pgqueue worker` adds to the settings (see _worker_cmd.worker_command), with
-#: the environment variable each falls back to.
-_TRAILING: dict[str, tuple[str, str | None]] = {
-    "--dsn": ("dsn", "PGQUEUE_DSN"),
-    "--schema": ("schema", "PGQUEUE_SCHEMA"),
-    "--log-level": ("log_level", None),
-    "--log-format": ("log_format", None),
+#: The options `pgqueue worker` adds to the settings (see _worker_cmd.worker_command): the
+#: keyword, and the default when not given (an environment variable's name, or the value).
+_TRAILING: dict[str, tuple[str, str, str | None]] = {
+    "--dsn": ("dsn", "env", "PGQUEUE_DSN"),
+    "--schema": ("schema", "env", "PGQUEUE_SCHEMA"),
+    "--log-level": ("log_level", "value", "INFO"),
+    "--log-format": ("log_format", "value", "text"),
 }
 
 
@@ -143,14 +143,11 @@ def _parse(argv: list[str]) -> dict[str, Any]:
             given[key] = value
     if app_path is None:
         raise _Unsure("APP")
-    settings.update(given)
-    settings.update(queues)
     out: dict[str, Any] = {"app_path": app_path}
-    for key, env in _TRAILING.values():
-        out[key] = given.get(key, os.environ.get(env) if env else None)
-    out["log_level"] = given.get("log_level", "INFO")
-    out["log_format"] = given.get("log_format", "text")
-    return {**out, **settings}
+    for key, source, default in _TRAILING.values():
+        fallback = os.environ.get(default) if source == "env" and default else default
+        out[key] = given.pop(key, fallback)
+    return {**out, **settings, **given, **queues}
 
 
 def run(argv: list[str]) -> bool:

@@ -7,18 +7,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 import pgqueue
 from pgqueue._db.pools import resolve_dsn
 
-from ._load import _opened, load_app
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    from ._output import fail
-
-    fail(message, code=code)
+from ._load import _opened, fail_lazily, load_app
 
 
 @contextmanager
@@ -43,7 +37,7 @@ def worker(
 ) -> None:
     """Run a worker for the tasks registered on APP."""
     if log_format not in ("text", "json"):
-        _fail("--log-format is text or json", code=2)
+        fail_lazily("--log-format is text or json", code=2)
     with _errors():  # an unknown level is one line, like every other bad setting
         pgqueue.configure_logging(log_level, log_format)
     if dsn:
@@ -54,7 +48,7 @@ def worker(
     qapp = load_app(app_path)
     _opened.append(qapp)
     if schema and qapp.schema != schema:
-        _fail(f"{app_path} uses schema {qapp.schema!r}, not {schema!r}", code=2)
+        fail_lazily(f"{app_path} uses schema {qapp.schema!r}, not {schema!r}", code=2)
     if dsn:
         # ...and after it, for an App built with a DSN of its own: --dsn wins.
         qapp.dsn = resolve_dsn(dsn)

@@ -115,6 +115,8 @@ def test_claim_cursor_expires_and_restarts() -> None:
     assert cursor.position == (5, 2, 11) and not cursor.fresh(1.0)  # ttl counts from restart
     cursor.advance(None, restarted=True, now=2.0)
     assert cursor.position is None
+    cursor.advance((5, 3, 12), restarted=True, now=3.0, dry=True)  # fewer rows than asked
+    assert cursor.position is None and not cursor.fresh(3.1)
 
 
 def test_last_in_claim_order_is_priority_desc_then_run_at_then_id() -> None:

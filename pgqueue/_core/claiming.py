@@ -70,8 +70,16 @@ class ClaimCursor:
     def reset(self) -> None:
         self.position = None
 
-    def advance(self, last: Cursor | None, *, restarted: bool, now: float) -> None:
-        """After a claim: `last` is its last row in claim order, None if it claimed nothing."""
+    def advance(
+        self, last: Cursor | None, *, restarted: bool, now: float, dry: bool = False
+    ) -> None:
+        """After a claim: `last` is its last row in claim order, None if it claimed nothing.
+        `dry`: it brought fewer rows than asked, so nothing more waits after it; the next
+        claim starts from the front (an idle worker's pickup is then one statement, where a
+        continuation would find the new job, run dry, and claim again from the front)."""
+        if dry:
+            self.position = None
+            return
         if last is None:
             if restarted:
                 self.position = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .plan import Pipeline, Plan, Query
-from .spec import JobSpec, chunk_params, chunks
+from .spec import JobSpec, batched, chunk_params
 
 
 def enqueue_one(spec: JobSpec) -> Plan[tuple[int, bool]]:
@@ -19,7 +19,7 @@ def enqueue_one(spec: JobSpec) -> Plan[tuple[int, bool]]:
 
 def enqueue_many(specs: Sequence[JobSpec]) -> Plan[list[int]]:
     """One statement per chunk, in one pipeline (see `enqueue_batches`). Ids in input order."""
-    return (yield from enqueue_batches(chunks(specs)))
+    return (yield from enqueue_batches(batched(specs)))
 
 
 def enqueue_batches(batches: Iterable[Sequence[JobSpec]]) -> Plan[list[int]]:

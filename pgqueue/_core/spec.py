@@ -8,7 +8,7 @@ them, so Python, SQL clients and triggers can never disagree about a default.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -60,14 +60,11 @@ class JobSpec(NamedTuple):
         return params
 
 
-def chunks(specs: Sequence[JobSpec], size: int = ENQUEUE_CHUNK) -> Iterator[Sequence[JobSpec]]:
-    for start in range(0, len(specs), size):
-        yield specs[start : start + size]
-
-
-def batched(specs: Iterator[JobSpec], size: int = ENQUEUE_CHUNK) -> Iterator[list[JobSpec]]:
-    """`specs` in lists of `size`, each taken from the iterator only when asked for."""
-    while batch := list(itertools.islice(specs, size)):
+def batched(specs: Iterable[JobSpec], size: int = ENQUEUE_CHUNK) -> Iterator[list[JobSpec]]:
+    """`specs` in lists of `size`, each taken from them only when asked for (so a generator
+    of specs is validated and encoded one batch at a time)."""
+    each = iter(specs)
+    while batch := list(itertools.islice(each, size)):
         yield batch
 
 

@@ -60,21 +60,24 @@ def _psycopg_errors() -> Iterator[None]:
         raise
 
 
-def _result(cur: psycopg.Cursor[Any], step: Query) -> Any:
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
     # The result's status, not `description`, which builds a Column per field.
-    if cur.pgresult is None or cur.pgresult.status != TUPLES_OK:
-        return []
-    rows = cur.fetchall()
-    names = [c.name for c in cur.description or ()] if step.columns else None
-    return rows if names is None else _as_dicts(names, rows)
+    return cur.pgresult is not None and cur.pgresult.status == TUPLES_OK
+
+
+def _shaped(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], step: Query, rows: Any) -> Any:
+    """Row tuples, or dicts by column name when the step asks for `columns`."""
+    if not step.columns:
+        return rows
+    return _as_dicts([c.name for c in cur.description or ()], rows)
+
+
+def _result(cur: psycopg.Cursor[Any], step: Query) -> Any:
+    return _shaped(cur, step, cur.fetchall()) if _has_rows(cur) else []
 
 
 async def _result_async(cur: psycopg.AsyncCursor[Any], step: Query) -> Any:
-    if cur.pgresult is None or cur.pgresult.status != TUPLES_OK:
-        return []
-    rows = await cur.fetchall()
-    names = [c.name for c in cur.description or ()] if step.columns else None
-    return rows if names is None else _as_dicts(names, rows)
+    return _shaped(cur, step, await cur.fetchall()) if _has_rows(cur) else []
 
 
 class PsycopgTarget:

@@ -429,16 +429,9 @@ class Producer:
                     # claim order, so a higher priority or an earlier row starts first (this
                     # may push a continuation row recorded as started back in the buffer:
                     # rare, and it only makes that row's start look earlier than it was).
-                    self.cursor.reset()
                     done = []
                     front, front_positions = await self._statement(limit - len(jobs), [], start)
                     jobs = _in_claim_order(front + jobs, front_positions + positions)
-            if len(jobs) < limit:
-                # Dry from the front: nothing else is waiting, so no continuation. The next
-                # claim (an idle worker's pickup of the next job) is one statement from the
-                # front, where a continuation would find the new job, run dry, and pay a
-                # second round trip from the front before the job could start.
-                self.cursor.reset()
             return jobs
         except BaseException:
             completer.restore(done)
@@ -472,6 +465,7 @@ class Producer:
                 last_in_claim_order(result.positions),
                 restarted=position is None,
                 now=self.clock.now(),
+                dry=len(result.jobs) < limit,
             )
         if done:
             self.completer.accepted(done, result.accepted)
